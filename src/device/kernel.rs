@@ -1,0 +1,115 @@
+//! Kernels: a WGSL file, its entry point and its bindings, declared once; pipelines compiled on
+//! first use and cached by (kernel, override constants).
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How a kernel uses a storage binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// A compute kernel. Binding 0 is always its uniform parameter struct; `bindings` lists the
+/// storage buffers at bindings 1, 2, ... in order.
+#[derive(Debug)]
+pub struct KernelSpec {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+    pub bindings: &'static [Access],
+}
+
+type Key = (usize, Vec<(&'static str, u32)>);
+
+pub(super) struct Compiled {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Default)]
+pub(super) struct PipelineCache {
+    map: Mutex<HashMap<Key, Arc<Compiled>>>,
+}
+
+impl PipelineCache {
+    pub fn get(&self, device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)]) -> Result<Arc<Compiled>> {
+        let key = (spec as *const KernelSpec as usize, constants.to_vec());
+        if let Some(c) = self.map.lock().unwrap().get(&key) {
+            return Ok(c.clone());
+        }
+        let compiled = Arc::new(compile(device, spec, constants)?);
+        self.map.lock().unwrap().insert(key, compiled.clone());
+        Ok(compiled)
+    }
+}
+
+fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)]) -> Result<Compiled> {
+    let (source, overrides) = specialise(spec.source, constants);
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(spec.name),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }];
+    for (i, access) in spec.bindings.iter().enumerate() {
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: i as u32 + 1,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: *access == Access::Read },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(spec.name), entries: &entries });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(spec.name),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let consts: Vec<(&str, f64)> = overrides.iter().map(|(k, v)| (*k, *v as f64)).collect();
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(spec.name),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some(spec.entry),
+        compilation_options: wgpu::PipelineCompilationOptions { constants: &consts, zero_initialize_workgroup_memory: false },
+        cache: None,
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("compiling kernel {} ({}): {e}", spec.name, spec.entry)));
+    }
+    Ok(Compiled { pipeline, layout })
+}
+
+/// Applies tile-size constants. WGSL sizes function-scope arrays only with `const`, so a constant
+/// declared as `const NAME: u32 = ...;` is rewritten in the source; any other name is passed as a
+/// pipeline-overridable constant (`override NAME`).
+pub fn specialise(source: &str, constants: &[(&'static str, u32)]) -> (String, Vec<(&'static str, u32)>) {
+    let mut text = source.to_string();
+    let mut overrides = Vec::new();
+    for &(name, value) in constants {
+        let decl = format!("const {name}: u32 = ");
+        if let Some(start) = text.find(&decl) {
+            let end = start + text[start..].find(';').expect("const declaration ends with ;");
+            text.replace_range(start..end, &format!("{decl}{value}u"));
+        } else {
+            overrides.push((name, value));
+        }
+    }
+    (text, overrides)
+}

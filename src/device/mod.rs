@@ -1,0 +1,340 @@
+//! The device layer: a wgpu adapter and device, pooled buffers, a pipeline cache keyed by a typed
+//! kernel key, and a recorder that puts every dispatch of a step into one command encoder and
+//! submits it once. It knows nothing of gradients or layers.
+
+mod buffer;
+mod kernel;
+mod recorder;
+
+pub use buffer::{DType, GpuBuffer};
+pub use kernel::{Access, KernelSpec};
+
+use crate::error::{Error, Result};
+use buffer::BufferPool;
+use kernel::PipelineCache;
+use recorder::Recorder;
+use std::sync::{Arc, Mutex};
+
+/// A handle to one GPU (or lavapipe). Cheap to clone; every clone shares the same queue, caches
+/// and pending commands.
+#[derive(Clone)]
+pub struct Device {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pipelines: PipelineCache,
+    pool: Arc<Mutex<BufferPool>>,
+    recorder: Mutex<Recorder>,
+    /// Errors wgpu reported outside an error scope; turned into `Err` at the next sync point.
+    errors: Arc<Mutex<Vec<Error>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.name())
+    }
+}
+
+impl Device {
+    /// Opens the best adapter: honours WGPU_BACKEND, WGPU_ADAPTER_NAME and WGPU_POWER_PREF, prefers
+    /// a hardware GPU and falls back to any adapter (lavapipe on a machine without a GPU).
+    pub fn new() -> Result<Device> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(pick_adapter(&instance))?;
+        Self::from_adapter(adapter)
+    }
+
+    /// A process-wide shared device, opened on first use. Tests and examples share it so that the
+    /// pipeline cache is warm and lavapipe is initialised once.
+    pub fn shared() -> Result<Device> {
+        static SHARED: Mutex<Option<Device>> = Mutex::new(None);
+        let mut slot = SHARED.lock().unwrap();
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Device::new()?;
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter) -> Result<Device> {
+        let info = adapter.get_info();
+        // The adapter's own limits: lavapipe and real GPUs allow far more than the defaults.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("netmorph"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::DeviceRequest { adapter: info.name.clone(), reason: e.to_string() })?;
+
+        let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let err = match e {
+                wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+                other => Error::Gpu(other.to_string()),
+            };
+            sink.lock().unwrap().push(err);
+        }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+        });
+        let recorder = Recorder::new(&device, &limits);
+        Ok(Device {
+            inner: Arc::new(Inner {
+                pipelines: PipelineCache::default(),
+                pool: Arc::new(Mutex::new(BufferPool::default())),
+                recorder: Mutex::new(recorder),
+                device,
+                queue,
+                info,
+                limits,
+                errors,
+                lost,
+            }),
+        })
+    }
+
+    /// The adapter's name and backend, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    pub fn name(&self) -> String {
+        format!("{} ({:?})", self.inner.info.name, self.inner.info.backend)
+    }
+
+    /// A short identifier for benchmark ids: the adapter's name with only [a-z0-9-].
+    pub fn bench_id(&self) -> String {
+        let mut s: String = self
+            .inner
+            .info
+            .name
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        while s.contains("--") {
+            s = s.replace("--", "-");
+        }
+        s.trim_matches('-').split('-').take(3).collect::<Vec<_>>().join("-")
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The largest buffer one storage binding may cover, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size)
+    }
+
+    /// A buffer of at least `len` elements of `dtype`, from the pool. Its contents are undefined:
+    /// kernels overwrite their outputs entirely, or the caller zeroes it with [`Device::zero`].
+    pub fn alloc(&self, len: usize, dtype: DType, what: &str) -> Result<Arc<GpuBuffer>> {
+        let bytes = dtype.bytes_for(len);
+        let limit = self.max_binding_bytes();
+        if bytes > limit {
+            return Err(Error::TooLarge { what: what.to_string(), bytes, limit, adapter: self.inner.info.name.clone() });
+        }
+        let raw = self.inner.pool.lock().unwrap().take(&self.inner.device, bytes);
+        Ok(Arc::new(GpuBuffer::new(raw, len, dtype, self.inner.pool.clone())))
+    }
+
+    /// Uploads `data` into a new buffer, in order with the recorded commands (a pooled buffer may
+    /// still be read by a dispatch that is recorded but not yet submitted).
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T], dtype: DType, what: &str) -> Result<Arc<GpuBuffer>> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let len = bytes.len() / dtype.element_bytes_exact();
+        let buf = self.alloc(len, dtype, what)?;
+        if !bytes.is_empty() {
+            let padded = (bytes.len() as u64).div_ceil(4) * 4;
+            let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("upload"),
+                size: padded,
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            });
+            {
+                let mut view = staging.slice(..).get_mapped_range_mut().map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+                view.slice(..bytes.len()).copy_from_slice(bytes);
+            }
+            staging.unmap();
+            self.inner.recorder.lock().unwrap().copy(&self.inner.device, &staging, buf.raw(), padded);
+        }
+        Ok(buf)
+    }
+
+    /// Overwrites a whole buffer with zeros (recorded in order).
+    pub fn zero(&self, buf: &GpuBuffer) {
+        self.inner.recorder.lock().unwrap().clear(&self.inner.device, buf.raw(), buf.byte_len_padded());
+    }
+
+    /// Copies `bytes` bytes from the start of `src` to the start of `dst` (recorded in order).
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
+        self.inner.recorder.lock().unwrap().copy(&self.inner.device, src.raw(), dst.raw(), bytes);
+    }
+
+    /// Records one dispatch of `kernel` with `params` at binding 0 and `buffers` at bindings 1...
+    pub fn dispatch<P: bytemuck::Pod>(
+        &self,
+        kernel: &KernelSpec,
+        constants: &[(&'static str, u32)],
+        params: &P,
+        buffers: &[&GpuBuffer],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        if buffers.len() != kernel.bindings.len() {
+            return Err(Error::Invalid(format!(
+                "kernel {} takes {} buffers, {} given",
+                kernel.name,
+                kernel.bindings.len(),
+                buffers.len()
+            )));
+        }
+        let max = self.inner.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::Invalid(format!(
+                "kernel {}: {workgroups:?} workgroups exceed the adapter's {max} per dimension",
+                kernel.name
+            )));
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.inner.pipelines.get(&self.inner.device, kernel, constants)?;
+        let mut rec = self.inner.recorder.lock().unwrap();
+        if rec.params_full(std::mem::size_of::<P>()) {
+            rec.submit(&self.inner.device, &self.inner.queue);
+        }
+        rec.dispatch(&self.inner.device, &pipeline, bytemuck::bytes_of(params), buffers, workgroups);
+        Ok(())
+    }
+
+    /// Submits everything recorded so far, without waiting.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.recorder.lock().unwrap().submit(&self.inner.device, &self.inner.queue);
+        self.check()
+    }
+
+    /// Submits and waits until the GPU has finished all work (for timing).
+    pub fn sync(&self) -> Result<()> {
+        self.flush()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Reads a buffer's first `len` elements back to the CPU as raw 32-bit words (submits and waits).
+    pub fn read_words(&self, buf: &GpuBuffer, len: usize) -> Result<Vec<u32>> {
+        let bytes = (len as u64) * 4;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.inner.recorder.lock().unwrap().copy(&self.inner.device, buf.raw(), &staging, bytes);
+        self.flush()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for a readback: {e}")))?;
+        self.check()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let out = {
+            let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("reading a readback buffer: {e}")))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Number of dispatches recorded since the device was created (for overhead accounting).
+    pub fn dispatch_count(&self) -> u64 {
+        self.inner.recorder.lock().unwrap().dispatches
+    }
+
+    /// Number of submits since the device was created.
+    pub fn submit_count(&self) -> u64 {
+        self.inner.recorder.lock().unwrap().submits
+    }
+
+    /// Turns errors wgpu reported asynchronously into a Rust error.
+    fn check(&self) -> Result<()> {
+        if let Some(msg) = self.inner.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        let mut errs = self.inner.errors.lock().unwrap();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.remove(0))
+        }
+    }
+}
+
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    if std::env::var("WGPU_ADAPTER_NAME").is_ok() {
+        return wgpu::util::initialize_adapter_from_env_or_default(instance, None)
+            .await
+            .map_err(|e| Error::NoAdapter(format!("WGPU_ADAPTER_NAME is set but {e}")));
+    }
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let adapters = instance.enumerate_adapters(backends).await;
+    let rank = |a: &wgpu::Adapter| -> u32 {
+        let i = a.get_info();
+        let kind = match i.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        // Vulkan, Metal and DX12 before GL: compute on GL is limited.
+        let backend = if i.backend == wgpu::Backend::Gl { 10 } else { 0 };
+        kind + backend
+    };
+    let pref = wgpu::PowerPreference::from_env();
+    let mut adapters: Vec<wgpu::Adapter> = adapters.into_iter().collect();
+    if pref == Some(wgpu::PowerPreference::LowPower) {
+        adapters.sort_by_key(|a| {
+            let r = rank(a);
+            if r == 1 {
+                0
+            } else {
+                r + 1
+            }
+        });
+    } else {
+        adapters.sort_by_key(rank);
+    }
+    if let Some(a) = adapters.into_iter().next() {
+        return Ok(a);
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions::default())
+        .await
+        .map_err(|e| Error::NoAdapter(e.to_string()))
+}

@@ -1,0 +1,31 @@
+//! Ops: one file per op with its parameter struct, shape rule, forward and backward launches,
+//! f64 CPU reference and tests; its shader is `shaders/<op>.wgsl`. Ops know nothing of the tape:
+//! a forward returns its output and a [`Backward`] that the tape may keep.
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+pub mod matmul;
+
+/// The backward half of an op: from dL/d(output), the gradient for each input, in the order the
+/// forward took them (`None` where no gradient flows, e.g. integer labels).
+pub trait Backward: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn backward(&self, grad_out: &Tensor) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// Workgroups needed to cover `n` items with `per_group` items each.
+pub(crate) fn groups(n: usize, per_group: usize) -> u32 {
+    n.div_ceil(per_group) as u32
+}
+
+/// Spreads a 1-D count of workgroups over x and y so that no dimension exceeds the adapter's limit
+/// (65535 on most). Kernels recover the linear index as `wg.x + wg.y * num_workgroups.x`.
+pub(crate) fn grid_1d(total_groups: u32) -> [u32; 3] {
+    const MAX: u32 = 65535;
+    if total_groups <= MAX {
+        [total_groups, 1, 1]
+    } else {
+        [MAX, total_groups.div_ceil(MAX), 1]
+    }
+}

@@ -1,0 +1,85 @@
+//! Helpers shared by the op tests: random shapes and data, f64 references, central finite
+//! differences and an error report. Public so integration tests and benches can use them too.
+
+use crate::device::Device;
+use crate::tensor::Tensor;
+use rand::{Rng, SeedableRng};
+
+pub type TestRng = rand::rngs::StdRng;
+
+pub fn device() -> Device {
+    Device::shared().expect("a GPU adapter (lavapipe on a machine without a GPU: apt-get install mesa-vulkan-drivers)")
+}
+
+pub fn rng(seed: u64) -> TestRng {
+    TestRng::seed_from_u64(seed)
+}
+
+/// A dimension in `lo..=hi`; the range should include values that are not multiples of the
+/// workgroup size.
+pub fn rand_dim(rng: &mut TestRng, lo: usize, hi: usize) -> usize {
+    rng.random_range(lo..=hi)
+}
+
+/// Uniform values in [-1, 1).
+pub fn rand_vec(rng: &mut TestRng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// Uploads f64 data as an f32 tensor.
+pub fn tensor(device: &Device, data: &[f64], shape: &[usize]) -> Tensor {
+    let v: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+    Tensor::from_slice(device, &v, shape).expect("upload")
+}
+
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Worst relative error of `got` against `want`; values much smaller than the largest are judged
+/// against a floor of 1e-3 of the largest, so cancellation near zero does not dominate.
+pub fn worst_relative_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (scale * 1e-3).max(1e-6);
+    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(floor)).fold(0.0, f64::max)
+}
+
+/// Asserts every element is within `tol` relative error and prints the worst one, tagged
+/// `[accuracy]`, so the figures can be collected with `cargo test -- --nocapture`.
+pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    if let Some(i) = got.iter().position(|g| !g.is_finite()) {
+        panic!("{what}: element {i} is {}", got[i]);
+    }
+    let err = worst_relative_error(got, want);
+    eprintln!("[accuracy] {what}: worst relative error {err:.2e}");
+    assert!(err <= tol, "{what}: worst relative error {err:.3e} > {tol:.1e}");
+}
+
+/// Same check between two f64 vectors (reference backward against finite differences).
+pub fn assert_close_f64(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (scale * 1e-3).max(1e-9);
+    let err = got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(floor)).fold(0.0, f64::max);
+    eprintln!("[gradcheck] {what}: worst relative error {err:.2e}");
+    assert!(err <= tol, "{what}: worst relative error {err:.3e} > {tol:.1e}");
+}
+
+/// Central finite differences of a scalar function, in f64.
+pub fn numeric_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let old = x[i];
+            x[i] = old + h;
+            let up = f(&x);
+            x[i] = old - h;
+            let down = f(&x);
+            x[i] = old;
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
