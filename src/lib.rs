@@ -1,11 +1,21 @@
 //! netmorph: a deep-learning engine on wgpu with its own WGSL kernels and tape autodiff, and an
 //! architecture search by network morphism.
+//!
+//! Layers, each depending only on those below it:
+//! `search` -> `morph` -> `graph` -> `train` -> `optim`, `data` -> `autograd` -> `ops` -> `device`.
 
+pub mod autograd;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod graph;
+pub mod morph;
 pub mod ops;
+pub mod optim;
+pub mod search;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};

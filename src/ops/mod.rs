@@ -5,7 +5,17 @@
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+pub mod add;
+pub mod batch_norm;
+pub mod concat;
+pub mod conv2d;
+pub mod dense;
+pub mod dropout;
 pub mod matmul;
+pub mod pool;
+pub mod reduce;
+pub mod relu;
+pub mod softmax;
 
 /// The backward half of an op: from dL/d(output), the gradient for each input, in the order the
 /// forward took them (`None` where no gradient flows, e.g. integer labels).
