@@ -18,7 +18,16 @@ fn bench(c: &mut Criterion) {
         let a = Tensor::full(&dev, &[s, s], 0.5).unwrap();
         let b = Tensor::full(&dev, &[s, s], 0.25).unwrap();
         let out = Tensor::uninit(&dev, &[s, s], "out").unwrap();
-        let g = Gemm { m: s, n: s, k: s, batch: 1, a: Strides::matrix(s, s, false), b: Strides::matrix(s, s, false), c: Strides::matrix(s, s, false), flags: 0 };
+        let g = Gemm {
+            m: s,
+            n: s,
+            k: s,
+            batch: 1,
+            a: Strides::matrix(s, s, false),
+            b: Strides::matrix(s, s, false),
+            c: Strides::matrix(s, s, false),
+            flags: 0,
+        };
         group.throughput(Throughput::Elements((2 * s * s * s) as u64));
         for t in tilings {
             group.bench_function(format!("{s}x{s}x{s}/tile{}x{}_wg{}x{}", t.tm, t.tn, t.wg_x, t.wg_y), |bch| {

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no GPU adapter found: {0}. On Linux without a GPU, install lavapipe (software Vulkan): `apt-get install mesa-vulkan-drivers`")]
+    #[error(
+        "no GPU adapter found: {0}. On Linux without a GPU, install lavapipe (software Vulkan): `apt-get install mesa-vulkan-drivers`"
+    )]
     NoAdapter(String),
 
     #[error("could not open a device on adapter `{adapter}`: {reason}")]

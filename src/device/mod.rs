@@ -112,14 +112,7 @@ impl Device {
 
     /// A short identifier for benchmark ids: the adapter's name with only [a-z0-9-].
     pub fn bench_id(&self) -> String {
-        let mut s: String = self
-            .inner
-            .info
-            .name
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let mut s: String = self.inner.info.name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         while s.contains("--") {
             s = s.replace("--", "-");
         }
@@ -166,7 +159,8 @@ impl Device {
                 mapped_at_creation: true,
             });
             {
-                let mut view = staging.slice(..).get_mapped_range_mut().map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+                let mut view =
+                    staging.slice(..).get_mapped_range_mut().map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
                 view.slice(..bytes.len()).copy_from_slice(bytes);
             }
             staging.unmap();
@@ -195,12 +189,7 @@ impl Device {
         workgroups: [u32; 3],
     ) -> Result<()> {
         if buffers.len() != kernel.bindings.len() {
-            return Err(Error::Invalid(format!(
-                "kernel {} takes {} buffers, {} given",
-                kernel.name,
-                kernel.bindings.len(),
-                buffers.len()
-            )));
+            return Err(Error::Invalid(format!("kernel {} takes {} buffers, {} given", kernel.name, kernel.bindings.len(), buffers.len())));
         }
         let max = self.inner.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
@@ -230,10 +219,7 @@ impl Device {
     /// Submits and waits until the GPU has finished all work (for timing).
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         self.check()
     }
 
@@ -255,10 +241,7 @@ impl Device {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for a readback: {e}")))?;
+        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for a readback: {e}")))?;
         self.check()?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback never completed".into()))?
@@ -333,8 +316,5 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     if let Some(a) = adapters.into_iter().next() {
         return Ok(a);
     }
-    instance
-        .request_adapter(&wgpu::RequestAdapterOptions::default())
-        .await
-        .map_err(|e| Error::NoAdapter(e.to_string()))
+    instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await.map_err(|e| Error::NoAdapter(e.to_string()))
 }

@@ -115,7 +115,15 @@ pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Optio
     gemm_tiled(device, g, a, b, bias, c, Tiling::default_for(device))
 }
 
-pub fn gemm_tiled(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Option<&GpuBuffer>, c: &GpuBuffer, t: Tiling) -> Result<()> {
+pub fn gemm_tiled(
+    device: &Device,
+    g: &Gemm,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    c: &GpuBuffer,
+    t: Tiling,
+) -> Result<()> {
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
@@ -143,11 +151,7 @@ pub fn gemm_tiled(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias:
         _pad: [0; 3],
     };
     let z = if g.flags & REDUCE_BATCH != 0 { 1 } else { g.batch as u32 };
-    let wg = [
-        super::groups(g.n, (t.tn * t.wg_x) as usize),
-        super::groups(g.m, (t.tm * t.wg_y) as usize),
-        z,
-    ];
+    let wg = [super::groups(g.n, (t.tn * t.wg_x) as usize), super::groups(g.m, (t.tm * t.wg_y) as usize), z];
     let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y)];
     device.dispatch(&GEMM, &consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
 }
@@ -241,7 +245,8 @@ mod tests {
         let dev = device();
         let mut rng = rng(1);
         for case in 0..24 {
-            let (m, k, n) = if case == 0 { (1, 1, 1) } else { (rand_dim(&mut rng, 1, 70), rand_dim(&mut rng, 1, 70), rand_dim(&mut rng, 1, 70)) };
+            let (m, k, n) =
+                if case == 0 { (1, 1, 1) } else { (rand_dim(&mut rng, 1, 70), rand_dim(&mut rng, 1, 70), rand_dim(&mut rng, 1, 70)) };
             let ta = case % 2 == 1;
             let tb = case % 4 >= 2;
             let a_shape = if ta { [k, m] } else { [m, k] };
@@ -268,7 +273,16 @@ mod tests {
             let ga = tensor(&dev, &a, &[m, k]);
             let gb = tensor(&dev, &b, &[k, n]);
             let out = Tensor::uninit(&dev, &[m, n], "out").unwrap();
-            let g = Gemm { m, n, k, batch: 1, a: Strides::matrix(m, k, false), b: Strides::matrix(k, n, false), c: Strides::matrix(m, n, false), flags: 0 };
+            let g = Gemm {
+                m,
+                n,
+                k,
+                batch: 1,
+                a: Strides::matrix(m, k, false),
+                b: Strides::matrix(k, n, false),
+                c: Strides::matrix(m, n, false),
+                flags: 0,
+            };
             gemm_tiled(&dev, &g, ga.buffer(), gb.buffer(), None, out.buffer(), t).unwrap();
             assert_close(&out.to_vec().unwrap(), &want, 1e-4, &format!("tiling {t:?}"));
         }
