@@ -164,7 +164,7 @@ impl Device {
                 view.slice(..bytes.len()).copy_from_slice(bytes);
             }
             staging.unmap();
-            self.inner.recorder.lock().unwrap().copy(&self.inner.device, &staging, buf.raw(), padded);
+            self.inner.recorder.lock().unwrap().copy(&self.inner.device, &staging, 0, buf.raw(), 0, padded);
         }
         Ok(buf)
     }
@@ -176,7 +176,12 @@ impl Device {
 
     /// Copies `bytes` bytes from the start of `src` to the start of `dst` (recorded in order).
     pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
-        self.inner.recorder.lock().unwrap().copy(&self.inner.device, src.raw(), dst.raw(), bytes);
+        self.copy_region(src, 0, dst, 0, bytes);
+    }
+
+    /// Copies `bytes` bytes between byte offsets (multiples of 4), recorded in order.
+    pub fn copy_region(&self, src: &GpuBuffer, src_offset: u64, dst: &GpuBuffer, dst_offset: u64, bytes: u64) {
+        self.inner.recorder.lock().unwrap().copy(&self.inner.device, src.raw(), src_offset, dst.raw(), dst_offset, bytes);
     }
 
     /// Records one dispatch of `kernel` with `params` at binding 0 and `buffers` at bindings 1...
@@ -235,7 +240,7 @@ impl Device {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.inner.recorder.lock().unwrap().copy(&self.inner.device, buf.raw(), &staging, bytes);
+        self.inner.recorder.lock().unwrap().copy(&self.inner.device, buf.raw(), 0, &staging, 0, bytes);
         self.flush()?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {

@@ -75,8 +75,8 @@ impl Recorder {
         self.dispatches += 1;
     }
 
-    pub fn copy(&mut self, device: &wgpu::Device, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
-        self.encoder(device).copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+    pub fn copy(&mut self, device: &wgpu::Device, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+        self.encoder(device).copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     pub fn clear(&mut self, device: &wgpu::Device, buf: &wgpu::Buffer, bytes: u64) {
