@@ -105,6 +105,9 @@ impl BufferPool {
             mapped_at_creation: false,
         })
     }
+    pub(super) fn clear(&mut self) {
+        self.free.clear();
+    }
     fn give_back(&mut self, raw: wgpu::Buffer) {
         self.free.entry(raw.size()).or_default().push(raw);
     }

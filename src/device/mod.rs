@@ -259,6 +259,11 @@ impl Device {
         Ok(out)
     }
 
+    /// Releases the pooled buffers no tensor uses (between models of different shapes).
+    pub fn trim_pool(&self) {
+        self.inner.pool.lock().unwrap().clear();
+    }
+
     /// Number of dispatches recorded since the device was created (for overhead accounting).
     pub fn dispatch_count(&self) -> u64 {
         self.inner.recorder.lock().unwrap().dispatches
