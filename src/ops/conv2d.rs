@@ -1,1 +1,612 @@
-//! (in progress)
+//! 2-D convolution, NCHW f32, as im2col + the strided batched GEMM of `ops::matmul` (one GEMM
+//! kernel for dense and conv), with a gather col2im for the input gradient.
+//!
+//! Forward, per image: `out[n] (c_out x P) = W (c_out x K) * col[n] (K x P) + bias`, where
+//! `K = c_in*kh*kw`, `P = oh*ow`; the GEMM's C strides write NCHW directly. Backward-data:
+//! `dcol[n] = W^T * dout[n]`, then col2im. Backward-weight: per-image products
+//! `dout[n] * col[n]^T` summed over the batch (per-image partials keep every GEMM wide enough to
+//! fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
+//! A 1x1 stride-1 convolution uses `x` as its col. When col for the whole batch would exceed the
+//! adapter's storage-binding limit, the batch is processed in chunks of images.
+
+use super::matmul::{gemm, Gemm, Strides, BIAS_M};
+use super::Backward;
+use crate::device::{Access, Device, KernelSpec};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+static IM2COL: KernelSpec =
+    KernelSpec { name: "conv2d_im2col", source: include_str!("../../shaders/conv2d.wgsl"), entry: "im2col", bindings: BINDINGS };
+static COL2IM: KernelSpec =
+    KernelSpec { name: "conv2d_col2im", source: include_str!("../../shaders/conv2d.wgsl"), entry: "col2im", bindings: BINDINGS };
+static SUM_BATCH: KernelSpec =
+    KernelSpec { name: "conv2d_sum_batch", source: include_str!("../../shaders/conv2d.wgsl"), entry: "sum_batch", bindings: BINDINGS };
+const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
+const WG: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding: only windows that fit inside the input.
+    Valid,
+    /// Keras/TF 'same': `out = ceil(in / stride)`, the padding split with the extra row/column at
+    /// the bottom/right.
+    Same,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv2dConfig {
+    pub stride: usize,
+    pub padding: Padding,
+}
+
+impl Conv2dConfig {
+    pub fn new(stride: usize, padding: Padding) -> Self {
+        Conv2dConfig { stride, padding }
+    }
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig { stride: 1, padding: Padding::Valid }
+    }
+}
+
+/// Every size of one convolution, derived once from the shapes and the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeometry {
+    /// GEMM inner size: one column of col.
+    pub fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+    /// Output pixels per image.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    pub fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c_in, self.h, self.w]
+    }
+    pub fn w_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.kh, self.kw]
+    }
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.c_out, self.oh, self.ow]
+    }
+    /// Multiply-adds counted twice, as GEMM FLOPs are; the same for each of the three passes.
+    pub fn flops(&self) -> u64 {
+        2 * (self.n * self.c_out * self.k() * self.p()) as u64
+    }
+    /// A 1x1 stride-1 unpadded convolution: x already is col.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad_top == 0 && self.pad_left == 0
+    }
+}
+
+/// Output size and leading padding along one axis.
+fn axis(input: usize, k: usize, stride: usize, padding: Padding) -> Option<(usize, usize)> {
+    match padding {
+        Padding::Valid => (k <= input).then(|| ((input - k) / stride + 1, 0)),
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = ((out - 1) * stride + k).saturating_sub(input);
+            Some((out, total / 2))
+        }
+    }
+}
+
+/// The shape rule, with every derived size.
+pub fn conv2d_geometry(x: &[usize], w: &[usize], cfg: Conv2dConfig) -> Result<ConvGeometry> {
+    let err =
+        |why: &str| Err(Error::shape("conv2d", format!("input {x:?} and weight {w:?} (stride {}, {:?}): {why}", cfg.stride, cfg.padding)));
+    if x.len() != 4 || w.len() != 4 {
+        return err("expects a 4-D NCHW input and a 4-D [c_out, c_in, kh, kw] weight");
+    }
+    if x.contains(&0) || w.contains(&0) {
+        return err("zero-sized dimension");
+    }
+    if cfg.stride == 0 {
+        return err("stride must be at least 1");
+    }
+    if x[1] != w[1] {
+        return err(&format!("input has {} channels, the weight expects {}", x[1], w[1]));
+    }
+    let (Some((oh, pad_top)), Some((ow, pad_left))) =
+        (axis(x[2], w[2], cfg.stride, cfg.padding), axis(x[3], w[3], cfg.stride, cfg.padding))
+    else {
+        return err("the kernel is larger than the input");
+    };
+    Ok(ConvGeometry {
+        n: x[0],
+        c_in: x[1],
+        h: x[2],
+        w: x[3],
+        c_out: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride: cfg.stride,
+        pad_top,
+        pad_left,
+        oh,
+        ow,
+    })
+}
+
+/// Output shape `[n, c_out, oh, ow]`, or an error naming both shapes.
+pub fn conv2d_shape(x: &[usize], w: &[usize], cfg: Conv2dConfig) -> Result<Vec<usize>> {
+    Ok(conv2d_geometry(x, w, cfg)?.out_shape().to_vec())
+}
+
+/// Mirrors `Params` in shaders/conv2d.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvParams {
+    c_in: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    oh: u32,
+    ow: u32,
+    images: u32,
+    first_image: u32,
+    len: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+impl ConvParams {
+    fn new(g: &ConvGeometry, chunk: &Chunk) -> Self {
+        ConvParams {
+            c_in: g.c_in as u32,
+            h: g.h as u32,
+            w: g.w as u32,
+            kh: g.kh as u32,
+            kw: g.kw as u32,
+            stride: g.stride as u32,
+            pad_top: g.pad_top as u32,
+            pad_left: g.pad_left as u32,
+            oh: g.oh as u32,
+            ow: g.ow as u32,
+            images: chunk.images as u32,
+            first_image: chunk.first as u32,
+            len: 0,
+            accumulate: 0,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// A run of consecutive images processed together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunk {
+    first: usize,
+    images: usize,
+}
+
+/// Splits the batch so that each chunk's col (and weight-gradient partials) fit in `max_bytes`.
+fn chunks(g: &ConvGeometry, max_bytes: u64) -> Result<Vec<Chunk>> {
+    let per_image = 4 * (g.k() * g.p()).max(g.c_out * g.k()) as u64;
+    if per_image > max_bytes {
+        return Err(Error::Invalid(format!(
+            "conv2d on input {:?} with weight {:?}: one image's im2col buffer needs {per_image} bytes, more than one storage binding allows ({max_bytes} bytes)",
+            g.x_shape(),
+            g.w_shape()
+        )));
+    }
+    let per_chunk = ((max_bytes / per_image) as usize).min(g.n);
+    Ok((0..g.n).step_by(per_chunk).map(|first| Chunk { first, images: per_chunk.min(g.n - first) }).collect())
+}
+
+fn dispatch_rows(device: &Device, spec: &KernelSpec, params: &ConvParams, src: &Tensor, dst: &Tensor, rows: usize) -> Result<()> {
+    device.dispatch(spec, &[], params, &[src.buffer(), dst.buffer()], super::grid_1d(super::groups(rows, WG)))
+}
+
+/// Records im2col for one chunk of images into `col` (`[images, K, P]`).
+fn im2col(x: &Tensor, g: &ConvGeometry, chunk: &Chunk, col: &Tensor) -> Result<()> {
+    dispatch_rows(x.device(), &IM2COL, &ConvParams::new(g, chunk), x, col, chunk.images * g.k() * g.oh)
+}
+
+/// col of one chunk: `x` itself for a pointwise convolution (with the chunk's element offset),
+/// else a new im2col buffer (offset 0).
+fn col_for(x: &Tensor, g: &ConvGeometry, chunk: &Chunk) -> Result<(Tensor, u32)> {
+    if g.is_pointwise() {
+        return Ok((x.clone(), (chunk.first * g.k() * g.p()) as u32));
+    }
+    let col = Tensor::uninit(x.device(), &[chunk.images, g.k(), g.p()], "conv2d im2col")?;
+    im2col(x, g, chunk, &col)?;
+    Ok((col, 0))
+}
+
+fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
+    match b {
+        Some(b) if b.shape() != [g.c_out] => {
+            Err(Error::shape("conv2d", format!("bias {:?} does not match weight {:?}: expected [{}]", b.shape(), g.w_shape(), g.c_out)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Forward, with the backward the tape keeps. `b`, when given, is `[c_out]`.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> Result<(Tensor, Conv2dBackward)> {
+    conv2d_limited(x, w, b, cfg, x.device().max_binding_bytes())
+}
+
+/// [`conv2d`] with an explicit per-binding byte limit for the col buffers (tests use a small one
+/// to exercise chunking).
+fn conv2d_limited(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, max_bytes: u64) -> Result<(Tensor, Conv2dBackward)> {
+    x.expect_f32("conv2d")?;
+    w.expect_f32("conv2d")?;
+    let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
+    check_bias(b, &g)?;
+    let chunks = chunks(&g, max_bytes)?;
+    let out = Tensor::uninit(x.device(), &g.out_shape(), "conv2d output")?;
+    let (k, p) = (g.k(), g.p());
+    let mut saved_col = None;
+    for chunk in &chunks {
+        let (col, col_offset) = col_for(x, &g, chunk)?;
+        let gm = Gemm {
+            m: g.c_out,
+            n: p,
+            k,
+            batch: chunk.images,
+            a: Strides { row: k as u32, col: 1, batch: 0, offset: 0 },
+            b: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: col_offset },
+            c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
+            flags: if b.is_some() { BIAS_M } else { 0 },
+        };
+        gemm(x.device(), &gm, w.buffer(), col.buffer(), b.map(|b| b.buffer()), out.buffer())?;
+        // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
+        if chunks.len() == 1 && !g.is_pointwise() {
+            saved_col = Some(col);
+        }
+    }
+    let backward = Conv2dBackward { x: x.clone(), w: w.clone(), has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes };
+    Ok((out, backward))
+}
+
+pub struct Conv2dBackward {
+    x: Tensor,
+    w: Tensor,
+    has_bias: bool,
+    geometry: ConvGeometry,
+    /// im2col of the whole batch, kept from forward when it fitted in one chunk.
+    col: Option<Tensor>,
+    max_bytes: u64,
+}
+
+impl Conv2dBackward {
+    pub fn geometry(&self) -> &ConvGeometry {
+        &self.geometry
+    }
+
+    fn check_grad(&self, dout: &Tensor) -> Result<()> {
+        let want = self.geometry.out_shape();
+        if dout.shape() != want {
+            return Err(Error::shape(
+                "conv2d backward",
+                format!("output gradient {:?} does not match the output {want:?} of input {:?}", dout.shape(), self.geometry.x_shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    // dcol[n] = W^T dout[n];  dx = col2im(dcol) (each input sums the col entries it was copied to).
+    pub fn grad_input(&self, dout: &Tensor) -> Result<Tensor> {
+        self.check_grad(dout)?;
+        let g = &self.geometry;
+        let dev = dout.device();
+        let (k, p) = (g.k(), g.p());
+        let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
+        for chunk in chunks(g, self.max_bytes)? {
+            let dout_strides = Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 };
+            let mut gm = Gemm {
+                m: k,
+                n: p,
+                k: g.c_out,
+                batch: chunk.images,
+                a: Strides { row: 1, col: k as u32, batch: 0, offset: 0 },
+                b: dout_strides,
+                c: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: 0 },
+                flags: 0,
+            };
+            if g.is_pointwise() {
+                gm.c.offset = (chunk.first * k * p) as u32;
+                gemm(dev, &gm, self.w.buffer(), dout.buffer(), None, dx.buffer())?;
+                continue;
+            }
+            let dcol = Tensor::uninit(dev, &[chunk.images, k, p], "conv2d col gradient")?;
+            gemm(dev, &gm, self.w.buffer(), dout.buffer(), None, dcol.buffer())?;
+            dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
+        }
+        Ok(dx)
+    }
+
+    // dW = sum_n dout[n] col[n]^T.
+    pub fn grad_weight(&self, dout: &Tensor) -> Result<Tensor> {
+        self.check_grad(dout)?;
+        let g = &self.geometry;
+        let dev = dout.device();
+        let (k, p) = (g.k(), g.p());
+        let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
+        let chunks = chunks(g, self.max_bytes)?;
+        for (ci, chunk) in chunks.iter().enumerate() {
+            let (col, col_offset) = match &self.col {
+                Some(col) => (col.clone(), 0),
+                None => col_for(&self.x, g, chunk)?,
+            };
+            let partials = Tensor::uninit(dev, &[chunk.images, g.c_out, k], "conv2d weight gradient partials")?;
+            let gm = Gemm {
+                m: g.c_out,
+                n: k,
+                k: p,
+                batch: chunk.images,
+                a: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
+                b: Strides { row: 1, col: p as u32, batch: (k * p) as u32, offset: col_offset },
+                c: Strides { row: k as u32, col: 1, batch: (g.c_out * k) as u32, offset: 0 },
+                flags: 0,
+            };
+            gemm(dev, &gm, dout.buffer(), col.buffer(), None, partials.buffer())?;
+            let len = g.c_out * k;
+            let params = ConvParams { len: len as u32, accumulate: (ci > 0) as u32, ..ConvParams::new(g, chunk) };
+            dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
+        }
+        Ok(dw)
+    }
+
+    // db[c] = sum_{n,y,x} dout[n][c][y][x].
+    pub fn grad_bias(&self, dout: &Tensor) -> Result<Tensor> {
+        self.check_grad(dout)?;
+        super::reduce::sum_per_channel(dout)
+    }
+}
+
+impl Backward for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn backward(&self, dout: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let db = if self.has_bias { Some(self.grad_bias(dout)?) } else { None };
+        Ok(vec![Some(self.grad_input(dout)?), Some(self.grad_weight(dout)?), db])
+    }
+}
+
+/// f64 CPU reference, direct loops over NCHW.
+pub mod cpu {
+    use super::ConvGeometry;
+
+    /// Calls `f(x index, w index, out index)` for every multiply-add of the convolution.
+    fn for_each_tap(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
+        for n in 0..g.n {
+            for co in 0..g.c_out {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let o = ((n * g.c_out + co) * g.oh + oy) * g.ow + ox;
+                        for ci in 0..g.c_in {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let y = (oy * g.stride + i) as isize - g.pad_top as isize;
+                                    let x = (ox * g.stride + j) as isize - g.pad_left as isize;
+                                    if y < 0 || x < 0 || y >= g.h as isize || x >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.c_in + ci) * g.h + y as usize) * g.w + x as usize;
+                                    let wi = ((co * g.c_in + ci) * g.kh + i) * g.kw + j;
+                                    f(xi, wi, o);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn conv2d(x: &[f64], w: &[f64], b: Option<&[f64]>, g: &ConvGeometry) -> Vec<f64> {
+        let mut out = vec![0.0; g.n * g.c_out * g.p()];
+        if let Some(b) = b {
+            for (o, v) in out.iter_mut().enumerate() {
+                *v = b[(o / g.p()) % g.c_out];
+            }
+        }
+        for_each_tap(g, |xi, wi, o| out[o] += x[xi] * w[wi]);
+        out
+    }
+
+    /// Returns (dx, dw, db).
+    // out = sum x*w + b:  dx += dout*w,  dw += dout*x,  db = sum dout.
+    pub fn conv2d_backward(x: &[f64], w: &[f64], dout: &[f64], g: &ConvGeometry) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut dx = vec![0.0; x.len()];
+        let mut dw = vec![0.0; w.len()];
+        let mut db = vec![0.0; g.c_out];
+        for_each_tap(g, |xi, wi, o| {
+            dx[xi] += dout[o] * w[wi];
+            dw[wi] += dout[o] * x[xi];
+        });
+        for (o, d) in dout.iter().enumerate() {
+            db[(o / g.p()) % g.c_out] += d;
+        }
+        (dx, dw, db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    /// A random geometry. Cases 0..24 cover every combination of kernel (1, 3, 5, 7, 2, 4),
+    /// stride (1, 2) and padding; some kernels are not square, some batches are 1, some channel
+    /// counts exceed one GEMM tile (32 rows).
+    fn random_case(rng: &mut TestRng, case: usize) -> ([usize; 4], [usize; 4], Conv2dConfig) {
+        let ks = [1, 3, 5, 7, 2, 4];
+        let kh = ks[case % ks.len()];
+        let kw = if case % 5 == 4 { ks[(case / 2) % ks.len()] } else { kh };
+        let stride = 1 + (case / 6) % 2;
+        let padding = if (case / 12) % 2 == 0 { Padding::Valid } else { Padding::Same };
+        let n = if case % 4 == 0 { 1 } else { rand_dim(rng, 1, 3) };
+        let c_in = rand_dim(rng, 1, 5);
+        let c_out = if case % 7 == 3 { rand_dim(rng, 30, 40) } else { rand_dim(rng, 1, 9) };
+        let h = rand_dim(rng, kh, kh + 8);
+        let w = rand_dim(rng, kw, kw + 8);
+        ([n, c_in, h, w], [c_out, c_in, kh, kw], Conv2dConfig::new(stride, padding))
+    }
+
+    /// f32 sums of up to ~250 products (K = 5 * 7 * 7) lose a little more than 1e-4 near zero.
+    const TOL: f64 = 3e-4;
+
+    #[test]
+    fn same_padding_follows_keras() {
+        // TF: in 7, k 3, stride 2 -> out 4, pad_total = 3*2 + 3 - 7 = 2, pad_top = 1.
+        let g = conv2d_geometry(&[1, 1, 7, 8], &[1, 1, 3, 4], Conv2dConfig::new(2, Padding::Same)).unwrap();
+        assert_eq!((g.oh, g.pad_top, g.ow, g.pad_left), (4, 1, 4, 1));
+        let g = conv2d_geometry(&[1, 1, 5, 5], &[1, 1, 1, 1], Conv2dConfig::new(2, Padding::Same)).unwrap();
+        assert_eq!((g.oh, g.pad_top), (3, 0));
+        let g = conv2d_geometry(&[1, 1, 28, 28], &[32, 1, 3, 3], Conv2dConfig::default()).unwrap();
+        assert_eq!(g.out_shape(), [1, 32, 26, 26]);
+    }
+
+    #[test]
+    fn forward_matches_reference_on_random_shapes() {
+        let dev = device();
+        let mut rng = rng(21);
+        for case in 0..26 {
+            let (xs, ws, cfg) = random_case(&mut rng, case);
+            let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+            let x = rand_vec(&mut rng, xs.iter().product());
+            let w = rand_vec(&mut rng, ws.iter().product());
+            let b = rand_vec(&mut rng, ws[0]);
+            let with_bias = case % 2 == 0;
+            let gb = tensor(&dev, &b, &[ws[0]]);
+            let (out, _) = conv2d(&tensor(&dev, &x, &xs), &tensor(&dev, &w, &ws), with_bias.then_some(&gb), cfg).unwrap();
+            assert_eq!(out.shape(), g.out_shape());
+            let want = cpu::conv2d(&x, &w, with_bias.then_some(&b[..]), &g);
+            assert_close(&out.to_vec().unwrap(), &want, TOL, &format!("conv2d forward x{xs:?} w{ws:?} {cfg:?}"));
+        }
+    }
+
+    #[test]
+    fn reference_backward_matches_finite_differences() {
+        let mut rng = rng(22);
+        // A spread of kernels (1, 7, 4, 2, 3, 7, 5, 4), strides and both paddings.
+        for case in [0, 3, 5, 10, 13, 15, 20, 23] {
+            let (mut xs, mut ws, cfg) = random_case(&mut rng, case);
+            // Small enough for finite differences over every input and weight.
+            xs[0] = xs[0].min(2);
+            xs[1] = xs[1].min(2);
+            ws[1] = xs[1];
+            ws[0] = ws[0].min(3);
+            let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+            let x = rand_vec(&mut rng, xs.iter().product());
+            let w = rand_vec(&mut rng, ws.iter().product());
+            let b = rand_vec(&mut rng, ws[0]);
+            let r = rand_vec(&mut rng, g.out_shape().iter().product()); // L = sum(r * out)
+            let (dx, dw, db) = cpu::conv2d_backward(&x, &w, &r, &g);
+            let what = format!("x{xs:?} w{ws:?} {cfg:?}");
+            assert_close_f64(&dx, &numeric_grad(&x, |x| dot(&cpu::conv2d(x, &w, Some(&b), &g), &r)), 1e-5, &format!("conv2d dx {what}"));
+            assert_close_f64(&dw, &numeric_grad(&w, |w| dot(&cpu::conv2d(&x, w, Some(&b), &g), &r)), 1e-5, &format!("conv2d dw {what}"));
+            assert_close_f64(&db, &numeric_grad(&b, |b| dot(&cpu::conv2d(&x, &w, Some(b), &g), &r)), 1e-5, &format!("conv2d db {what}"));
+        }
+    }
+
+    fn check_gpu_backward(dev: &Device, rng: &mut TestRng, xs: [usize; 4], ws: [usize; 4], cfg: Conv2dConfig, max_bytes: u64) {
+        let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+        let x = rand_vec(rng, xs.iter().product());
+        let w = rand_vec(rng, ws.iter().product());
+        let b = rand_vec(rng, ws[0]);
+        let r = rand_vec(rng, g.out_shape().iter().product());
+        let gb = tensor(dev, &b, &[ws[0]]);
+        let (out, bw) = conv2d_limited(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes).unwrap();
+        let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes}");
+        assert_close(&out.to_vec().unwrap(), &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d forward {what}"));
+        let grads = bw.backward(&tensor(dev, &r, &g.out_shape())).unwrap();
+        let (dx, dw, db) = cpu::conv2d_backward(&x, &w, &r, &g);
+        assert_eq!(grads.len(), 3);
+        assert_close(&grads[0].as_ref().unwrap().to_vec().unwrap(), &dx, TOL, &format!("conv2d dx {what}"));
+        assert_close(&grads[1].as_ref().unwrap().to_vec().unwrap(), &dw, TOL, &format!("conv2d dw {what}"));
+        assert_close(&grads[2].as_ref().unwrap().to_vec().unwrap(), &db, TOL, &format!("conv2d db {what}"));
+    }
+
+    #[test]
+    fn gpu_backward_matches_reference_on_random_shapes() {
+        let dev = device();
+        let mut rng = rng(23);
+        for case in 0..22 {
+            let (xs, ws, cfg) = random_case(&mut rng, case);
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes());
+        }
+    }
+
+    #[test]
+    fn chunked_batches_match_reference() {
+        let dev = device();
+        let mut rng = rng(24);
+        // One image's col is 2*9*25*4 = 1800 bytes: a 4000-byte limit gives chunks of 2, 2, 1 images.
+        let (xs, ws, cfg) = ([5, 2, 7, 7], [3, 2, 3, 3], Conv2dConfig::new(1, Padding::Valid));
+        let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+        assert_eq!(
+            chunks(&g, 4000).unwrap(),
+            vec![Chunk { first: 0, images: 2 }, Chunk { first: 2, images: 2 }, Chunk { first: 4, images: 1 }]
+        );
+        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4000);
+        // Pointwise: x is col, chunks address it by offset.
+        check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300);
+        check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000);
+        let e = chunks(&g, 1000).unwrap_err().to_string();
+        assert!(e.contains("[5, 2, 7, 7]") && e.contains("[3, 2, 3, 3]"), "{e}");
+    }
+
+    #[test]
+    fn backward_without_bias_has_no_bias_gradient() {
+        let dev = device();
+        let x = Tensor::full(&dev, &[1, 1, 3, 3], 1.0).unwrap();
+        let w = Tensor::full(&dev, &[2, 1, 3, 3], 1.0).unwrap();
+        let (out, bw) = conv2d(&x, &w, None, Conv2dConfig::default()).unwrap();
+        assert_eq!(out.to_vec().unwrap(), vec![9.0, 9.0]);
+        let grads = bw.backward(&Tensor::full(&dev, &[1, 2, 1, 1], 1.0).unwrap()).unwrap();
+        assert!(grads[2].is_none());
+        assert_eq!(grads[0].as_ref().unwrap().to_vec().unwrap(), vec![2.0; 9]);
+    }
+
+    #[test]
+    fn shape_errors_name_the_shapes() {
+        let dev = device();
+        let cfg = Conv2dConfig::default();
+        let cases: [(&[usize], &[usize], &str, &str); 4] = [
+            (&[1, 3, 8, 8], &[4, 2, 3, 3], "[1, 3, 8, 8]", "[4, 2, 3, 3]"),
+            (&[1, 3, 2, 8], &[4, 3, 3, 3], "[1, 3, 2, 8]", "[4, 3, 3, 3]"),
+            (&[3, 8, 8], &[4, 3, 3, 3], "[3, 8, 8]", "[4, 3, 3, 3]"),
+            (&[1, 3, 8, 8], &[4, 3, 3], "[1, 3, 8, 8]", "[4, 3, 3]"),
+        ];
+        for (xs, ws, xn, wn) in cases {
+            let e = conv2d_shape(xs, ws, cfg).unwrap_err().to_string();
+            assert!(e.contains(xn) && e.contains(wn), "{e}");
+        }
+        let e = conv2d_shape(&[1, 3, 8, 8], &[4, 3, 3, 3], Conv2dConfig::new(0, Padding::Same)).unwrap_err().to_string();
+        assert!(e.contains("stride"), "{e}");
+        let x = Tensor::zeros(&dev, &[1, 3, 8, 8]).unwrap();
+        let w = Tensor::zeros(&dev, &[4, 3, 3, 3]).unwrap();
+        let b = Tensor::zeros(&dev, &[5]).unwrap();
+        let e = conv2d(&x, &w, Some(&b), cfg).err().unwrap().to_string();
+        assert!(e.contains("[5]") && e.contains("[4, 3, 3, 3]"), "{e}");
+        let (_, bw) = conv2d(&x, &w, None, cfg).unwrap();
+        let e = bw.backward(&Tensor::zeros(&dev, &[1, 4, 5, 6]).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("[1, 4, 5, 6]") && e.contains("[1, 4, 6, 6]"), "{e}");
+    }
+}

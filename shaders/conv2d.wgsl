@@ -1,0 +1,118 @@
+// Convolution helpers around the GEMM (shaders/matmul.wgsl), NCHW f32:
+//   im2col:    col[img][k][oy*ow+ox] = x[img][c][oy*stride+i-pad_top][ox*stride+j-pad_left] (0 outside),
+//              k = (c*kh + i)*kw + j
+//   col2im:    dx[img][c][y][x] = sum of the dcol entries im2col copied from (c, y, x): a gather, no atomics
+//   sum_batch: out[e] (+)= sum_b part[b][e] (weight gradient from per-image partial products)
+// Every entry reads binding 1 and writes binding 2. Images are counted from `first_image` in the
+// NCHW tensor and from 0 in the col buffer, so a batch can be processed in chunks.
+
+struct Params {
+    c_in: u32, h: u32, w: u32, kh: u32,
+    kw: u32, stride: u32, pad_top: u32, pad_left: u32,
+    oh: u32, ow: u32, images: u32, first_image: u32,
+    len: u32, accumulate: u32, _p0: u32, _p1: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG + lid;
+}
+
+// One invocation per col row segment (img, k, oy): the divisions happen once per row.
+@compute @workgroup_size(WG)
+fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_id(wg, nwg, lid);
+    let kk = p.c_in * p.kh * p.kw;
+    if (row >= p.images * kk * p.oh) {
+        return;
+    }
+    let oy = row % p.oh;
+    let t = row / p.oh;
+    let k = t % kk;
+    let img = t / kk;
+    let j = k % p.kw;
+    let i = (k / p.kw) % p.kh;
+    let c = k / (p.kw * p.kh);
+    let out = row * p.ow;
+    let y = i32(oy * p.stride + i) - i32(p.pad_top);
+    if (y < 0 || y >= i32(p.h)) {
+        for (var ox = 0u; ox < p.ow; ox++) {
+            dst[out + ox] = 0.0;
+        }
+        return;
+    }
+    let base = (((p.first_image + img) * p.c_in + c) * p.h + u32(y)) * p.w;
+    var xx = i32(j) - i32(p.pad_left);
+    for (var ox = 0u; ox < p.ow; ox++) {
+        var v = 0.0;
+        if (xx >= 0 && xx < i32(p.w)) {
+            v = src[base + u32(xx)];
+        }
+        dst[out + ox] = v;
+        xx += i32(p.stride);
+    }
+}
+
+// First and one-past-last output position whose window covers input position `pos` (padded
+// coordinates: pos + pad), along one axis with kernel size `k`.
+fn covering(pos: u32, pad: u32, k: u32, out_len: u32) -> vec2<u32> {
+    let q = pos + pad;
+    var lo = 0u;
+    if (q + 1u > k) {
+        lo = (q + 1u - k + p.stride - 1u) / p.stride;
+    }
+    let hi = min(q / p.stride + 1u, out_len);
+    return vec2<u32>(lo, max(lo, hi));
+}
+
+// One invocation per input row (img, c, y); every input pixel gathers the dcol entries it fed.
+@compute @workgroup_size(WG)
+fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_id(wg, nwg, lid);
+    if (row >= p.images * p.c_in * p.h) {
+        return;
+    }
+    let y = row % p.h;
+    let t = row / p.h;
+    let c = t % p.c_in;
+    let img = t / p.c_in;
+    let kk = p.c_in * p.kh * p.kw;
+    let plane = p.oh * p.ow;
+    let ys = covering(y, p.pad_top, p.kh, p.oh);
+    let out = ((p.first_image + img) * p.c_in + c) * p.h * p.w + y * p.w;
+    for (var x = 0u; x < p.w; x++) {
+        let xs = covering(x, p.pad_left, p.kw, p.ow);
+        var acc = 0.0;
+        for (var oy = ys.x; oy < ys.y; oy++) {
+            let i = y + p.pad_top - oy * p.stride;
+            let krow = (img * kk + (c * p.kh + i) * p.kw) * plane + oy * p.ow;
+            for (var ox = xs.x; ox < xs.y; ox++) {
+                let j = x + p.pad_left - ox * p.stride;
+                acc += src[krow + j * plane + ox];
+            }
+        }
+        dst[out + x] = acc;
+    }
+}
+
+// One invocation per output element; `images` partial results of `len` elements each.
+@compute @workgroup_size(WG)
+fn sum_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = linear_id(wg, nwg, lid);
+    if (e >= p.len) {
+        return;
+    }
+    var acc = 0.0;
+    if (p.accumulate != 0u) {
+        acc = dst[e];
+    }
+    for (var b = 0u; b < p.images; b++) {
+        acc += src[b * p.len + e];
+    }
+    dst[e] = acc;
+}
