@@ -1,1 +1,377 @@
-//! (in progress)
+//! Softmax with cross-entropy, fused (llm.c style): the forward saves the probabilities and returns
+//! the mean loss over the batch; the backward is (softmax - onehot) / n. Also the inference softmax
+//! and `count_correct`, which counts correct predictions on the device so the training loop reads
+//! back nothing per step. Kernels: `shaders/softmax*.wgsl`.
+//!
+//! Labels are u32 on the device, so they cannot be checked on the CPU without a readback. Kernels
+//! never index with an out-of-range label (reads are clamped); such a row's loss is NaN, so the
+//! training loop's divergence check stops the run, and its gradient has no one-hot term.
+//! [`check_labels`] checks host labels once, where they are uploaded.
+
+use super::Backward;
+use crate::device::{Access, DType, KernelSpec};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Rows per workgroup of the row-wise kernels (one invocation per row).
+const ROW_WG: usize = 64;
+/// Workgroup size of the element-wise backward.
+const ELEM_WG: usize = 256;
+
+static SOFTMAX: KernelSpec = KernelSpec {
+    name: "softmax",
+    source: include_str!("../../shaders/softmax.wgsl"),
+    entry: "main",
+    bindings: &[Access::Read, Access::ReadWrite],
+};
+
+static XENT: KernelSpec = KernelSpec {
+    name: "softmax_xent",
+    source: include_str!("../../shaders/softmax_xent.wgsl"),
+    entry: "main",
+    bindings: &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite],
+};
+
+static XENT_BACKWARD: KernelSpec = KernelSpec {
+    name: "softmax_xent_backward",
+    source: include_str!("../../shaders/softmax_xent_backward.wgsl"),
+    entry: "main",
+    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+};
+
+static COUNT: KernelSpec = KernelSpec {
+    name: "softmax_count",
+    source: include_str!("../../shaders/softmax_count.wgsl"),
+    entry: "main",
+    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+};
+
+/// Mirrors `Params` of softmax.wgsl, softmax_xent.wgsl and softmax_xent_backward.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowParams {
+    rows: u32,
+    cols: u32,
+    inv_rows: f32,
+    /// The loss written for a row whose label is out of range (NaN).
+    invalid: f32,
+}
+
+impl RowParams {
+    fn new(rows: usize, cols: usize) -> Self {
+        RowParams { rows: rows as u32, cols: cols as u32, inv_rows: 1.0 / rows as f32, invalid: f32::NAN }
+    }
+}
+
+/// Mirrors `Params` of softmax_count.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CountParams {
+    rows: u32,
+    cols: u32,
+    with_loss: u32,
+    invalid: f32,
+}
+
+/// Logits must be f32 `[n, c]` with n, c >= 1. Returns (n, c).
+fn logits_shape(op: &'static str, logits: &Tensor) -> Result<(usize, usize)> {
+    logits.expect_f32(op)?;
+    match logits.shape() {
+        &[n, c] if n > 0 && c > 0 => Ok((n, c)),
+        s => Err(Error::shape(op, format!("expects non-empty logits [n, classes], got {s:?}"))),
+    }
+}
+
+/// The shape rule with labels: logits `[n, c]` f32 and labels `[n]` u32. Returns (n, c).
+pub fn xent_shape(op: &'static str, logits: &Tensor, labels: &Tensor) -> Result<(usize, usize)> {
+    let (n, c) = logits_shape(op, logits)?;
+    if labels.dtype() != DType::U32 || labels.shape() != [n] {
+        return Err(Error::shape(
+            op,
+            format!("expects u32 labels [{n}] for logits {:?}, got {:?} labels {:?}", logits.shape(), labels.dtype(), labels.shape()),
+        ));
+    }
+    Ok((n, c))
+}
+
+/// Checks host labels before they go to the device: every label must be < `classes`.
+pub fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
+    match labels.iter().position(|&l| l as usize >= classes) {
+        Some(i) => Err(Error::Invalid(format!("label {} at index {i} is out of range for {classes} classes", labels[i]))),
+        None => Ok(()),
+    }
+}
+
+/// Row-wise softmax of logits `[n, c]` (inference; no backward).
+pub fn softmax(logits: &Tensor) -> Result<Tensor> {
+    let (n, c) = logits_shape("softmax", logits)?;
+    let probs = Tensor::uninit(logits.device(), &[n, c], "softmax output")?;
+    let wg = super::grid_1d(super::groups(n, ROW_WG));
+    logits.device().dispatch(&SOFTMAX, &[], &RowParams::new(n, c), &[logits.buffer(), probs.buffer()], wg)?;
+    Ok(probs)
+}
+
+/// Mean over the batch of -log softmax(logits)[label], as a `[1]` tensor. Logits `[n, c]`, labels
+/// u32 `[n]`.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, SoftmaxCrossEntropyBackward)> {
+    let (n, c) = xent_shape("softmax_cross_entropy", logits, labels)?;
+    let dev = logits.device();
+    let probs = Tensor::uninit(dev, &[n, c], "softmax probabilities")?;
+    let row_loss = Tensor::uninit(dev, &[n], "cross-entropy per row")?;
+    let params = RowParams::new(n, c);
+    let wg = super::grid_1d(super::groups(n, ROW_WG));
+    dev.dispatch(&XENT, &[], &params, &[logits.buffer(), labels.buffer(), probs.buffer(), row_loss.buffer()], wg)?;
+    // Rows are already divided by n, so their sum is the mean.
+    let loss = super::reduce::sum_keep_axis(&row_loss, 1, 1, n)?;
+    Ok((loss, SoftmaxCrossEntropyBackward { probs, labels: labels.clone() }))
+}
+
+/// Adds into `acc[0]` the number of rows whose argmax (the first maximum) equals the label and,
+/// when `acc` has two or more elements, into `acc[1]` the sum of the rows' cross-entropy losses
+/// (not divided by n). Nothing is read back.
+pub fn count_correct(logits: &Tensor, labels: &Tensor, acc: &Tensor) -> Result<()> {
+    let (n, c) = xent_shape("count_correct", logits, labels)?;
+    acc.expect_f32("count_correct")?;
+    if acc.is_empty() {
+        return Err(Error::shape("count_correct", format!("needs an accumulator of 1 or 2 elements, got {:?}", acc.shape())));
+    }
+    let params = CountParams { rows: n as u32, cols: c as u32, with_loss: (acc.len() >= 2) as u32, invalid: f32::NAN };
+    logits.device().dispatch(&COUNT, &[], &params, &[logits.buffer(), labels.buffer(), acc.buffer()], [1, 1, 1])
+}
+
+pub struct SoftmaxCrossEntropyBackward {
+    probs: Tensor,
+    labels: Tensor,
+}
+
+impl Backward for SoftmaxCrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "softmax_cross_entropy"
+    }
+    // d/dlogits mean_r(-log softmax(logits_r)[label_r]) = (softmax - onehot(label)) / n.
+    fn backward(&self, dloss: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        dloss.expect_f32("softmax_cross_entropy backward")?;
+        if dloss.len() != 1 {
+            return Err(Error::shape("softmax_cross_entropy backward", format!("expects a [1] loss gradient, got {:?}", dloss.shape())));
+        }
+        let (n, c) = (self.probs.dim(0), self.probs.dim(1));
+        let dlogits = Tensor::uninit(dloss.device(), &[n, c], "softmax cross-entropy gradient")?;
+        let params = RowParams::new(n, c);
+        let wg = super::grid_1d(super::groups(n * c, ELEM_WG));
+        let bufs = [self.probs.buffer(), self.labels.buffer(), dloss.buffer(), dlogits.buffer()];
+        dloss.device().dispatch(&XENT_BACKWARD, &[], &params, &bufs, wg)?;
+        Ok(vec![Some(dlogits), None])
+    }
+}
+
+/// f64 CPU reference. An out-of-range label gives a NaN loss and no one-hot term, as on the device.
+pub mod cpu {
+    pub fn softmax(logits: &[f64], cols: usize) -> Vec<f64> {
+        logits
+            .chunks(cols)
+            .flat_map(|row| {
+                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.into_iter().map(move |v| v / s)
+            })
+            .collect()
+    }
+
+    /// Each row's loss -log softmax(row)[label].
+    pub fn row_losses(logits: &[f64], labels: &[u32], cols: usize) -> Vec<f64> {
+        logits
+            .chunks(cols)
+            .zip(labels)
+            .map(|(row, &l)| {
+                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                row.get(l as usize).map_or(f64::NAN, |x| lse - x)
+            })
+            .collect()
+    }
+
+    pub fn softmax_cross_entropy(logits: &[f64], labels: &[u32], cols: usize) -> f64 {
+        let losses = row_losses(logits, labels, cols);
+        losses.iter().sum::<f64>() / losses.len() as f64
+    }
+
+    pub fn softmax_cross_entropy_backward(logits: &[f64], labels: &[u32], cols: usize, dloss: f64) -> Vec<f64> {
+        let n = labels.len() as f64;
+        let mut g = softmax(logits, cols);
+        for (r, &l) in labels.iter().enumerate() {
+            if (l as usize) < cols {
+                g[r * cols + l as usize] -= 1.0;
+            }
+        }
+        g.iter().map(|v| v * dloss / n).collect()
+    }
+
+    /// (rows whose first argmax equals the label, sum of row losses).
+    pub fn count_correct(logits: &[f64], labels: &[u32], cols: usize) -> (f64, f64) {
+        let correct = logits
+            .chunks(cols)
+            .zip(labels)
+            .filter(|(row, &l)| {
+                let arg = row.iter().enumerate().fold(0, |best, (j, v)| if *v > row[best] { j } else { best });
+                arg == l as usize
+            })
+            .count();
+        (correct as f64, row_losses(logits, labels, cols).iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use rand::Rng;
+
+    /// (n, c): batch 1, odd sizes, more rows than one workgroup.
+    fn shapes(rng: &mut TestRng) -> Vec<(usize, usize)> {
+        let mut out = vec![(1, 1), (1, 10), (128, 10), (65, 3), (3, 1000)];
+        while out.len() < 22 {
+            out.push((rand_dim(rng, 1, 150), rand_dim(rng, 1, 40)));
+        }
+        out
+    }
+
+    /// Logits spread wider than [-1, 1] so the probabilities are not all alike.
+    fn logits(rng: &mut TestRng, len: usize) -> Vec<f64> {
+        rand_vec(rng, len).into_iter().map(|v| v * 4.0).collect()
+    }
+
+    fn labels(rng: &mut TestRng, n: usize, c: usize) -> Vec<u32> {
+        (0..n).map(|_| rng.random_range(0..c as u32)).collect()
+    }
+
+    #[test]
+    fn forward_matches_reference_on_random_shapes() {
+        let dev = device();
+        let mut rng = rng(61);
+        for (n, c) in shapes(&mut rng) {
+            let (x, y) = (logits(&mut rng, n * c), labels(&mut rng, n, c));
+            let gx = tensor(&dev, &x, &[n, c]);
+            let gy = Tensor::from_u32(&dev, &y, &[n]).unwrap();
+            let (loss, _) = softmax_cross_entropy(&gx, &gy).unwrap();
+            assert_eq!(loss.shape(), [1]);
+            let want = cpu::softmax_cross_entropy(&x, &y, c);
+            assert_close(&loss.to_vec().unwrap(), &[want], 1e-5, &format!("xent [{n}, {c}]"));
+            let probs = softmax(&gx).unwrap();
+            assert_close(&probs.to_vec().unwrap(), &cpu::softmax(&x, c), 1e-5, &format!("softmax [{n}, {c}]"));
+        }
+    }
+
+    #[test]
+    fn large_logits_stay_finite() {
+        let dev = device();
+        let x = [1000.0, -1000.0, 999.0, 0.0, 88.0, 89.0];
+        let y = [0u32, 1];
+        let (loss, _) = softmax_cross_entropy(&tensor(&dev, &x, &[2, 3]), &Tensor::from_u32(&dev, &y, &[2]).unwrap()).unwrap();
+        assert_close(&loss.to_vec().unwrap(), &[cpu::softmax_cross_entropy(&x, &y, 3)], 1e-4, "xent large logits");
+    }
+
+    #[test]
+    fn reference_backward_matches_finite_differences() {
+        let mut rng = rng(62);
+        for (n, c) in [(1, 1), (1, 5), (4, 3), (6, 7)] {
+            let (x, y) = (logits(&mut rng, n * c), labels(&mut rng, n, c));
+            let dloss = 0.7;
+            // L = dloss * mean cross-entropy
+            let num = numeric_grad(&x, |x| dloss * cpu::softmax_cross_entropy(x, &y, c));
+            let got = cpu::softmax_cross_entropy_backward(&x, &y, c, dloss);
+            assert_close_f64(&got, &num, 1e-5, &format!("xent dlogits [{n}, {c}]"));
+        }
+    }
+
+    #[test]
+    fn backward_matches_reference() {
+        let dev = device();
+        let mut rng = rng(63);
+        for (n, c) in shapes(&mut rng) {
+            let (x, y) = (logits(&mut rng, n * c), labels(&mut rng, n, c));
+            let dloss = rand_vec(&mut rng, 1);
+            let (_, bw) = softmax_cross_entropy(&tensor(&dev, &x, &[n, c]), &Tensor::from_u32(&dev, &y, &[n]).unwrap()).unwrap();
+            let grads = bw.backward(&tensor(&dev, &dloss, &[1])).unwrap();
+            assert!(grads.len() == 2 && grads[1].is_none());
+            let want = cpu::softmax_cross_entropy_backward(&x, &y, c, dloss[0]);
+            assert_close(&grads[0].as_ref().unwrap().to_vec().unwrap(), &want, 1e-4, &format!("xent dlogits [{n}, {c}]"));
+        }
+    }
+
+    #[test]
+    fn count_correct_adds_counts_and_losses() {
+        let dev = device();
+        let mut rng = rng(64);
+        for (n, c) in shapes(&mut rng) {
+            let x = logits(&mut rng, n * c);
+            // Labels mostly equal to the argmax, so the count is neither 0 nor n.
+            let mut y = labels(&mut rng, n, c);
+            for (r, row) in x.chunks(c).enumerate() {
+                if rng.random_bool(0.6) {
+                    y[r] = row.iter().enumerate().fold(0, |b, (j, v)| if *v > row[b] { j } else { b }) as u32;
+                }
+            }
+            let gx = tensor(&dev, &x, &[n, c]);
+            let gy = Tensor::from_u32(&dev, &y, &[n]).unwrap();
+            let (count, loss_sum) = cpu::count_correct(&x, &y, c);
+            let acc = tensor(&dev, &[3.0, 0.5], &[2]);
+            count_correct(&gx, &gy, &acc).unwrap();
+            count_correct(&gx, &gy, &acc).unwrap();
+            let got = acc.to_vec().unwrap();
+            assert_eq!(got[0] as f64, 3.0 + 2.0 * count, "count [{n}, {c}]");
+            assert_close(&got[1..], &[0.5 + 2.0 * loss_sum], 1e-5, &format!("loss sum [{n}, {c}]"));
+            // A one-element accumulator gets the count only.
+            let acc1 = Tensor::zeros(&dev, &[1]).unwrap();
+            count_correct(&gx, &gy, &acc1).unwrap();
+            assert_eq!(acc1.to_vec().unwrap()[0] as f64, count);
+        }
+    }
+
+    #[test]
+    fn out_of_range_labels_give_nan_loss_without_reading_out_of_bounds() {
+        let dev = device();
+        let x = [0.1, 0.2, 0.3, 0.5, -0.5, 0.0];
+        let y = [1u32, 7];
+        let gx = tensor(&dev, &x, &[2, 3]);
+        let gy = Tensor::from_u32(&dev, &y, &[2]).unwrap();
+        let (loss, bw) = softmax_cross_entropy(&gx, &gy).unwrap();
+        assert!(loss.to_vec().unwrap()[0].is_nan());
+        let g = bw.backward(&tensor(&dev, &[1.0], &[1])).unwrap().remove(0).unwrap();
+        assert_close(&g.to_vec().unwrap(), &cpu::softmax_cross_entropy_backward(&x, &y, 3, 1.0), 1e-5, "xent dlogits, bad label");
+        let acc = Tensor::zeros(&dev, &[2]).unwrap();
+        count_correct(&gx, &gy, &acc).unwrap();
+        let acc = acc.to_vec().unwrap();
+        assert_eq!(acc[0], 0.0);
+        assert!(acc[1].is_nan());
+        assert!(check_labels(&y, 3).unwrap_err().to_string().contains("label 7"));
+        check_labels(&[0, 2, 1], 3).unwrap();
+    }
+
+    #[test]
+    fn shape_errors_name_the_shapes() {
+        let dev = device();
+        let x = Tensor::zeros(&dev, &[4, 3]).unwrap();
+        let y = Tensor::from_u32(&dev, &[0, 1, 2, 0, 1], &[5]).unwrap();
+        let e = softmax_cross_entropy(&x, &y).err().unwrap().to_string();
+        assert!(e.contains("[4, 3]") && e.contains("[5]"), "{e}");
+        let e = count_correct(&x, &y, &Tensor::zeros(&dev, &[2]).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("[4, 3]") && e.contains("[5]"), "{e}");
+        let float_labels = Tensor::zeros(&dev, &[4]).unwrap();
+        let e = softmax_cross_entropy(&x, &float_labels).err().unwrap().to_string();
+        assert!(e.contains("F32"), "{e}");
+        let e = softmax(&Tensor::zeros(&dev, &[2, 3, 4]).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("[2, 3, 4]"), "{e}");
+        let (_, bw) = softmax_cross_entropy(&x, &Tensor::from_u32(&dev, &[0, 1, 2, 0], &[4]).unwrap()).unwrap();
+        let e = bw.backward(&Tensor::zeros(&dev, &[2]).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("[2]"), "{e}");
+    }
+
+    #[test]
+    fn shaders_validate() {
+        validate_wgsl("softmax", include_str!("../../shaders/softmax.wgsl"));
+        validate_wgsl("softmax_xent", include_str!("../../shaders/softmax_xent.wgsl"));
+        validate_wgsl("softmax_xent_backward", include_str!("../../shaders/softmax_xent_backward.wgsl"));
+        validate_wgsl("softmax_count", include_str!("../../shaders/softmax_count.wgsl"));
+    }
+}

@@ -1,0 +1,43 @@
+// Element-wise sums and scaling on flat f32 buffers: out = a + b, out += a, out = a * s.
+// All entries share one binding layout (a, b, out) so one kernel declaration serves them; an entry
+// that does not use `b` is given `a` again.
+
+struct Params {
+    n: u32, s: f32, _p0: u32, _p1: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// Workgroups are spread over x and y (see ops::grid_1d) to stay under 65535 per dimension.
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i < p.n) {
+        out[i] = a[i] + b[i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i < p.n) {
+        out[i] = out[i] + a[i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i < p.n) {
+        out[i] = a[i] * p.s;
+    }
+}

@@ -1,0 +1,36 @@
+// ReLU: forward y = max(x, 0); backward dx = dy where y > 0, else 0 (the output is saved, so the
+// input need not be). Both entries share the binding layout (a, b, out); forward ignores `b`.
+
+struct Params {
+    n: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// Workgroups are spread over x and y (see ops::grid_1d) to stay under 65535 per dimension.
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG + lid;
+}
+
+// a = x
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i < p.n) {
+        out[i] = max(a[i], 0.0);
+    }
+}
+
+// a = y, b = dy
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i < p.n) {
+        out[i] = select(0.0, b[i], a[i] > 0.0);
+    }
+}

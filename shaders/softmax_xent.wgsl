@@ -1,0 +1,44 @@
+// Softmax cross-entropy forward, one invocation per row of logits [rows, cols]: saves the
+// probabilities for the backward and writes each row's loss already divided by the number of rows,
+// so summing row_loss gives the batch mean. loss = log(sum exp(x - max)) + max - x[label].
+// A label >= cols is never used as an index: its row's loss is `invalid` (NaN), which the training
+// loop's divergence check reports, and its gradient has no one-hot term.
+
+struct Params {
+    rows: u32, cols: u32, inv_rows: f32, invalid: f32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.cols;
+    var m = logits[base];
+    for (var j = 1u; j < p.cols; j++) {
+        m = max(m, logits[base + j]);
+    }
+    var s = 0.0;
+    for (var j = 0u; j < p.cols; j++) {
+        let e = exp(logits[base + j] - m);
+        probs[base + j] = e;
+        s += e;
+    }
+    let inv = 1.0 / s;
+    for (var j = 0u; j < p.cols; j++) {
+        probs[base + j] *= inv;
+    }
+    let label = labels[r];
+    // Clamped so the read stays in bounds even for an invalid label.
+    let target_logit = logits[base + min(label, p.cols - 1u)];
+    row_loss[r] = select(p.invalid, (log(s) + m - target_logit) * p.inv_rows, label < p.cols);
+}

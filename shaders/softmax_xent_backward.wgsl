@@ -1,0 +1,25 @@
+// Softmax cross-entropy backward, element-wise over [rows, cols]:
+// dlogits = (probs - onehot(label)) * dloss / rows. A label >= cols has no one-hot term.
+
+struct Params {
+    rows: u32, cols: u32, inv_rows: f32, invalid: f32, // invalid unused here
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> probs: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read> dloss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    let r = i / p.cols;
+    let onehot = select(0.0, 1.0, labels[r] == i - r * p.cols);
+    dlogits[i] = (probs[i] - onehot) * (dloss[0] * p.inv_rows);
+}
