@@ -1,0 +1,404 @@
+//! The Bayesian optimiser of AutoKeras 0.3: a Gaussian process over trained architectures (kernel
+//! on an edit distance), UCB acquisition, and the acquisition maximised by simulated annealing over
+//! trees of morphisms grown from the trained models.
+//!
+//! It works on any [`SearchSpace`], so it is tested on toy spaces and used on network graphs alike.
+//! [`Planner`] runs it on a CPU thread beside training: while model k trains, the planner proposes
+//! model k + 1 from the results of models 0..k-1, so the GPU does not wait, and the proposal does
+//! not depend on timing (the same seed gives the same sequence of architectures).
+
+use super::gp::GaussianProcess;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+
+/// What the optimiser needs to know about architectures and morphisms.
+pub trait SearchSpace: Send + 'static {
+    type Arch: Clone + Send + 'static;
+    /// One morphism: applied to a trained model, it gives a child that starts from its weights.
+    type Op: Clone + Send + std::fmt::Debug + 'static;
+
+    /// The edit distance between two architectures (zero for equal ones).
+    fn distance(&self, a: &Self::Arch, b: &Self::Arch) -> f64;
+    /// A key equal for equal architectures: no architecture is trained twice.
+    fn descriptor(&self, a: &Self::Arch) -> String;
+    /// Up to `n` random morphisms of `a` and their results.
+    fn neighbours(&self, a: &Self::Arch, n: usize, rng: &mut StdRng) -> Vec<(Self::Op, Self::Arch)>;
+    /// A size the device's memory limits (models at least as large as one that ran out of memory
+    /// are not proposed again).
+    fn size(&self, a: &Self::Arch) -> u64;
+    /// The number of trainable parameters (for the reports).
+    fn parameters(&self, a: &Self::Arch) -> u64;
+    /// The morphism for people ("to_deeper_model 33 Conv2d(256, 256, 5, 1)").
+    fn describe(&self, op: &Self::Op) -> String;
+}
+
+#[derive(Clone, Debug)]
+pub struct BayesianConfig {
+    /// UCB exploration weight: acquisition = mean + beta * std (of validation accuracy).
+    pub beta: f64,
+    /// Annealing temperature: from `t_start`, times `cooling` per step, until below `t_min`.
+    pub t_start: f64,
+    pub cooling: f64,
+    pub t_min: f64,
+    /// Neighbours generated per expansion.
+    pub neighbours: usize,
+}
+
+impl Default for BayesianConfig {
+    fn default() -> Self {
+        BayesianConfig { beta: 2.576, t_start: 1.0, cooling: 0.9, t_min: 1e-4, neighbours: 8 }
+    }
+}
+
+/// The next architecture to train: the father's trained weights through `ops`.
+#[derive(Clone, Debug)]
+pub struct Proposal<A, O> {
+    pub father: usize,
+    pub ops: Vec<O>,
+    pub arch: A,
+    pub acquisition: f64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+pub struct BayesianOptimizer<S: SearchSpace> {
+    space: S,
+    config: BayesianConfig,
+    /// Trained models with their validation accuracy.
+    trained: Vec<(usize, S::Arch, f64)>,
+    /// Descriptors of every architecture trained, failed, in training or proposed.
+    seen: HashSet<String>,
+    /// Architectures of this size or more ran out of device memory.
+    size_limit: Option<u64>,
+    gp: Option<GaussianProcess>,
+}
+
+/// An element of the annealing's priority queue: a value (accuracy for trained models,
+/// acquisition for candidates), ordered largest first.
+struct Elem<A, O> {
+    value: f64,
+    order: usize,
+    father: usize,
+    ops: Vec<O>,
+    arch: A,
+}
+
+impl<A, O> PartialEq for Elem<A, O> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl<A, O> Eq for Elem<A, O> {}
+impl<A, O> PartialOrd for Elem<A, O> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<A, O> Ord for Elem<A, O> {
+    // Larger values first; among equal values the earlier element, so the order is deterministic.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.value.total_cmp(&other.value).then(other.order.cmp(&self.order))
+    }
+}
+
+impl<S: SearchSpace> BayesianOptimizer<S> {
+    pub fn new(space: S, config: BayesianConfig) -> Self {
+        BayesianOptimizer { space, config, trained: Vec::new(), seen: HashSet::new(), size_limit: None, gp: None }
+    }
+
+    pub fn space(&self) -> &S {
+        &self.space
+    }
+
+    /// Records a trained model (`accuracy` = its validation accuracy) and refits the process.
+    pub fn add_result(&mut self, id: usize, arch: S::Arch, accuracy: f64) {
+        self.seen.insert(self.space.descriptor(&arch));
+        self.trained.push((id, arch, accuracy));
+        self.refit();
+    }
+
+    /// Marks an architecture as taken (in training, or failed) so it is never proposed.
+    pub fn exclude(&mut self, arch: &S::Arch) {
+        self.seen.insert(self.space.descriptor(arch));
+    }
+
+    /// An architecture of `size` ran out of device memory: avoid that size and larger.
+    pub fn limit_size(&mut self, size: u64) {
+        self.size_limit = Some(self.size_limit.map_or(size, |s| s.min(size)));
+    }
+
+    fn refit(&mut self) {
+        let d: Vec<Vec<f64>> =
+            self.trained.iter().map(|(_, a, _)| self.trained.iter().map(|(_, b, _)| self.space.distance(a, b)).collect()).collect();
+        let y: Vec<f64> = self.trained.iter().map(|t| t.2).collect();
+        self.gp = GaussianProcess::fit(&d, &y);
+    }
+
+    /// Predicted validation accuracy (mean, std) of an architecture.
+    pub fn predict(&self, arch: &S::Arch) -> Option<(f64, f64)> {
+        let gp = self.gp.as_ref()?;
+        let d: Vec<f64> = self.trained.iter().map(|(_, b, _)| self.space.distance(arch, b)).collect();
+        Some(gp.predict(&d))
+    }
+
+    /// UCB: mean + beta * std.
+    pub fn acquisition(&self, arch: &S::Arch) -> Option<f64> {
+        self.predict(arch).map(|(m, s)| m + self.config.beta * s)
+    }
+
+    /// Simulated annealing over trees of morphisms grown from the trained models (AutoKeras's
+    /// `optimize_acq`): returns the unseen architecture of highest acquisition found, or `None`
+    /// when nothing was trained yet or no new architecture was reachable.
+    pub fn propose(&mut self, rng: &mut StdRng) -> Option<Proposal<S::Arch, S::Op>> {
+        self.gp.as_ref()?;
+        let mut queue = BinaryHeap::new();
+        let mut order = 0;
+        for (id, arch, acc) in &self.trained {
+            queue.push(Elem { value: *acc, order, father: *id, ops: Vec::new(), arch: arch.clone() });
+            order += 1;
+        }
+        let mut seen = self.seen.clone();
+        let mut best: Option<Proposal<S::Arch, S::Op>> = None;
+        let mut t = self.config.t_start;
+        while t > self.config.t_min {
+            let Some(elem) = queue.pop() else { break };
+            let best_value = best.as_ref().map_or(f64::NEG_INFINITY, |b| b.acquisition);
+            // Expand better elements always, worse ones with a probability that falls with t.
+            let accept = ((elem.value - best_value) / t).min(1.0).exp();
+            if accept >= rng.random::<f64>() {
+                for (op, arch) in self.space.neighbours(&elem.arch, self.config.neighbours, rng) {
+                    if self.size_limit.is_some_and(|limit| self.space.size(&arch) >= limit) || !seen.insert(self.space.descriptor(&arch)) {
+                        continue;
+                    }
+                    let (mean, std) = self.predict(&arch).expect("fitted");
+                    let acquisition = mean + self.config.beta * std;
+                    let mut ops = elem.ops.clone();
+                    ops.push(op);
+                    if best.as_ref().is_none_or(|b| acquisition > b.acquisition) {
+                        best = Some(Proposal { father: elem.father, ops: ops.clone(), arch: arch.clone(), acquisition, mean, std });
+                    }
+                    queue.push(Elem { value: acquisition, order, father: elem.father, ops, arch });
+                    order += 1;
+                }
+            }
+            t *= self.config.cooling;
+        }
+        if let Some(p) = &best {
+            self.seen.insert(self.space.descriptor(&p.arch));
+        }
+        best
+    }
+}
+
+enum Message<A> {
+    Result {
+        id: usize,
+        arch: A,
+        accuracy: f64,
+    },
+    Exclude(A),
+    LimitSize(u64),
+    /// Propose the architecture for model `id` (its seed comes from the search seed and the id).
+    Propose {
+        id: usize,
+    },
+}
+
+/// A [`BayesianOptimizer`] on its own thread. Messages are handled in order, so a proposal is
+/// computed from exactly the results sent before its request, whatever the timing.
+pub struct Planner<S: SearchSpace> {
+    to: Option<Sender<Message<S::Arch>>>,
+    from: Receiver<Option<Proposal<S::Arch, S::Op>>>,
+    thread: Option<JoinHandle<()>>,
+    pending: usize,
+}
+
+impl<S: SearchSpace> Planner<S> {
+    pub fn spawn(optimizer: BayesianOptimizer<S>, seed: u64) -> Planner<S> {
+        let (to, inbox) = channel::<Message<S::Arch>>();
+        let (outbox, from) = channel();
+        let thread = std::thread::Builder::new()
+            .name("bayesian-optimizer".into())
+            .spawn(move || {
+                let mut bo = optimizer;
+                for message in inbox {
+                    match message {
+                        Message::Result { id, arch, accuracy } => bo.add_result(id, arch, accuracy),
+                        Message::Exclude(arch) => bo.exclude(&arch),
+                        Message::LimitSize(size) => bo.limit_size(size),
+                        Message::Propose { id } => {
+                            let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                            if outbox.send(bo.propose(&mut rng)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawn the optimizer thread");
+        Planner { to: Some(to), from, thread: Some(thread), pending: 0 }
+    }
+
+    fn send(&self, message: Message<S::Arch>) {
+        // The thread only ends when the planner is dropped.
+        let _ = self.to.as_ref().expect("planner running").send(message);
+    }
+
+    pub fn add_result(&self, id: usize, arch: S::Arch, accuracy: f64) {
+        self.send(Message::Result { id, arch, accuracy });
+    }
+
+    pub fn exclude(&self, arch: S::Arch) {
+        self.send(Message::Exclude(arch));
+    }
+
+    pub fn limit_size(&self, size: u64) {
+        self.send(Message::LimitSize(size));
+    }
+
+    /// Starts computing the proposal for model `id`; collect it with [`Planner::receive`].
+    pub fn request(&mut self, id: usize) {
+        self.pending += 1;
+        self.send(Message::Propose { id });
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// The oldest requested proposal (waits for it if it is still being computed).
+    pub fn receive(&mut self) -> Option<Proposal<S::Arch, S::Op>> {
+        assert!(self.pending > 0, "receive without request");
+        self.pending -= 1;
+        self.from.recv().ok().flatten()
+    }
+}
+
+impl<S: SearchSpace> Drop for Planner<S> {
+    fn drop(&mut self) {
+        self.to.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Architectures are points on a grid (depth, width); morphisms step one unit along an axis.
+    #[derive(Clone)]
+    pub struct Grid {
+        pub max: i64,
+    }
+
+    impl SearchSpace for Grid {
+        type Arch = (i64, i64);
+        type Op = (i64, i64);
+        fn distance(&self, a: &(i64, i64), b: &(i64, i64)) -> f64 {
+            ((a.0 - b.0).abs() + (a.1 - b.1).abs()) as f64
+        }
+        fn descriptor(&self, a: &(i64, i64)) -> String {
+            format!("{a:?}")
+        }
+        fn neighbours(&self, a: &(i64, i64), n: usize, rng: &mut StdRng) -> Vec<((i64, i64), (i64, i64))> {
+            let steps = [(1, 0), (-1, 0), (0, 1), (0, -1)];
+            let mut out = Vec::new();
+            for _ in 0..2 * n {
+                let s = steps[rng.random_range(0..4)];
+                let b = (a.0 + s.0, a.1 + s.1);
+                if (0..=self.max).contains(&b.0) && (0..=self.max).contains(&b.1) && !out.iter().any(|(_, x)| *x == b) {
+                    out.push((s, b));
+                }
+                if out.len() >= n {
+                    break;
+                }
+            }
+            out
+        }
+        fn size(&self, a: &(i64, i64)) -> u64 {
+            (a.0 * a.1) as u64
+        }
+        fn parameters(&self, a: &(i64, i64)) -> u64 {
+            (a.0 * a.1) as u64
+        }
+        fn describe(&self, op: &(i64, i64)) -> String {
+            format!("step {op:?}")
+        }
+    }
+
+    /// Accuracy peaking at (6, 6).
+    pub fn score(a: (i64, i64)) -> f64 {
+        1.0 - 0.01 * (((a.0 - 6).pow(2) + (a.1 - 6).pow(2)) as f64)
+    }
+
+    #[test]
+    fn prefers_architectures_near_the_best_ones() {
+        let mut bo = BayesianOptimizer::new(Grid { max: 20 }, BayesianConfig { beta: 0.0, ..Default::default() });
+        for (i, a) in [(0, 0), (2, 2), (4, 4), (5, 6), (10, 10)].into_iter().enumerate() {
+            bo.add_result(i, a, score(a));
+        }
+        // With no exploration, the mean alone decides: near (5, 6), not near (0, 0) or (10, 10).
+        let near = bo.acquisition(&(6, 6)).unwrap();
+        assert!(near > bo.acquisition(&(1, 1)).unwrap() && near > bo.acquisition(&(11, 11)).unwrap());
+        let p = bo.propose(&mut StdRng::seed_from_u64(1)).expect("a proposal");
+        let d = (p.arch.0 - 6).abs() + (p.arch.1 - 6).abs();
+        assert!(d <= 2, "proposed {:?} (father {}), far from the best", p.arch, p.father);
+        assert_eq!(p.father, 3, "grown from the best model");
+        // The proposal is the father's architecture through its morphisms.
+        let fathers = [(0, 0), (2, 2), (4, 4), (5, 6), (10, 10)];
+        let end = p.ops.iter().fold(fathers[p.father], |a, s| (a.0 + s.0, a.1 + s.1));
+        assert_eq!(end, p.arch);
+    }
+
+    #[test]
+    fn never_proposes_an_architecture_twice() {
+        let mut bo = BayesianOptimizer::new(Grid { max: 4 }, BayesianConfig::default());
+        bo.add_result(0, (2, 2), score((2, 2)));
+        bo.exclude(&(3, 2));
+        let mut seen = HashSet::from([(2, 2), (3, 2)]);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut id = 1;
+        // 25 points in the grid: proposals run out after the 23 untaken ones.
+        while let Some(p) = bo.propose(&mut rng) {
+            assert!(seen.insert(p.arch), "{:?} proposed twice", p.arch);
+            bo.add_result(id, p.arch, score(p.arch));
+            id += 1;
+        }
+        assert_eq!(seen.len(), 25, "every architecture reached: {seen:?}");
+    }
+
+    #[test]
+    fn avoids_sizes_that_ran_out_of_memory() {
+        let mut bo = BayesianOptimizer::new(Grid { max: 10 }, BayesianConfig::default());
+        bo.add_result(0, (3, 3), score((3, 3)));
+        bo.limit_size(12);
+        let mut rng = StdRng::seed_from_u64(3);
+        for id in 1..10 {
+            let p = bo.propose(&mut rng).unwrap();
+            assert!(p.arch.0 * p.arch.1 < 12, "{:?} is too large", p.arch);
+            bo.add_result(id, p.arch, score(p.arch));
+        }
+    }
+
+    #[test]
+    fn planner_thread_is_deterministic() {
+        let run = || {
+            let mut planner = Planner::spawn(BayesianOptimizer::new(Grid { max: 12 }, BayesianConfig::default()), 42);
+            planner.add_result(0, (1, 1), score((1, 1)));
+            let mut archs = Vec::new();
+            for id in 1..8 {
+                planner.request(id);
+                let p = planner.receive().unwrap();
+                archs.push(p.arch);
+                planner.add_result(id, p.arch, score(p.arch));
+            }
+            archs
+        };
+        assert_eq!(run(), run());
+    }
+}

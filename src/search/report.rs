@@ -1,0 +1,151 @@
+//! The tables a search prints, in the style AutoKeras 0.3 printed them: "Training model N", the
+//! father and the added operations, the model's loss and metric, and a summary at the end.
+
+use super::store::{ModelRecord, Status};
+
+/// A boxed table; cells may hold several lines. `title` spans the whole width.
+pub fn table(title: Option<&str>, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let columns = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            let w = cell.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+            widths[i] = widths[i].max(w);
+        }
+    }
+    let mut inner: usize = widths.iter().map(|w| w + 2).sum::<usize>() + columns.saturating_sub(1);
+    if let Some(t) = title {
+        let need = t.chars().count() + 2;
+        if need > inner {
+            // Widen the last column so the title fits.
+            widths[columns - 1] += need - inner;
+            inner = need;
+        }
+    }
+    let rule = format!("+{}+\n", "-".repeat(inner));
+    let mut out = String::new();
+    if let Some(t) = title {
+        out += &rule;
+        out += &format!("|{}|\n", center(t, inner));
+    }
+    out += &rule;
+    out += &line(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(), &widths);
+    out += &rule;
+    for row in rows {
+        let height = row.iter().map(|c| c.lines().count().max(1)).max().unwrap_or(1);
+        for k in 0..height {
+            let cells: Vec<String> = (0..columns).map(|i| row.get(i).and_then(|c| c.lines().nth(k)).unwrap_or("").to_string()).collect();
+            out += &line(&cells, &widths);
+        }
+    }
+    out += &rule;
+    out
+}
+
+fn line(cells: &[String], widths: &[usize]) -> String {
+    let parts: Vec<String> = cells.iter().zip(widths).map(|(c, &w)| format!(" {} ", center(c, w))).collect();
+    format!("|{}|\n", parts.join("|"))
+}
+
+fn center(text: &str, width: usize) -> String {
+    let len = text.chars().count();
+    let pad = width.saturating_sub(len);
+    format!("{}{}{}", " ".repeat(pad / 2), text, " ".repeat(pad - pad / 2))
+}
+
+/// "Training model N" and, for a child, its father and the morphisms added.
+pub fn training(id: usize, father: Option<usize>, operations: &[String]) -> String {
+    let mut out = table(None, &[&format!("Training model {id}")], &[]);
+    // An empty body would print a rule twice; keep only the title box.
+    out = out.lines().take(3).map(|l| format!("{l}\n")).collect();
+    if let Some(f) = father {
+        out += &table(None, &["Father model ID", "Added operation"], &[vec![f.to_string(), operations.join("\n")]]);
+    }
+    out
+}
+
+/// The model's result: id, validation loss and metric (validation accuracy), or why it failed.
+pub fn result<A>(r: &ModelRecord<A>) -> String {
+    match &r.status {
+        Status::Finished => table(
+            None,
+            &["Model ID", "Loss", "Metric Value"],
+            &[vec![r.id.to_string(), fmt_opt(r.val_loss, 6), fmt_opt(r.val_accuracy, 4)]],
+        ),
+        Status::Failed { reason, .. } => table(None, &["Model ID", "Failed"], &[vec![r.id.to_string(), reason.clone()]]),
+    }
+}
+
+/// Every model of the search, and the best.
+pub fn summary<A>(records: &[ModelRecord<A>], best: Option<usize>) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let status = match &r.status {
+                Status::Finished => r.stopped.clone().unwrap_or_else(|| "epoch cap".into()),
+                Status::Failed { reason, .. } => format!("failed: {}", truncate(reason, 40)),
+            };
+            vec![
+                r.id.to_string(),
+                r.father.map_or("-".into(), |f| f.to_string()),
+                if r.operations.is_empty() { "(generator)".into() } else { r.operations.join("\n") },
+                r.parameters.to_string(),
+                r.epochs.to_string(),
+                format!("{:.1}", r.seconds),
+                fmt_opt(r.val_loss, 4),
+                fmt_opt(r.val_accuracy, 4),
+                status,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        Some("Search summary"),
+        &["Model", "Father", "Operations", "Parameters", "Epochs", "Seconds", "Val loss", "Val accuracy", "Ended by"],
+        &rows,
+    );
+    match best.and_then(|b| records.iter().find(|r| r.id == b)) {
+        Some(b) => {
+            out += &format!(
+                "Best model: {} (validation accuracy {}, validation loss {})\n",
+                b.id,
+                fmt_opt(b.val_accuracy, 4),
+                fmt_opt(b.val_loss, 4)
+            )
+        }
+        None => out += "No model finished.\n",
+    }
+    out
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_multiline_cells() {
+        let t = table(Some("T"), &["a", "bb"], &[vec!["1".into(), "x\nlonger".into()]]);
+        let widths: Vec<usize> = t.lines().map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "{t}");
+        assert!(t.contains("longer") && t.lines().count() == 8, "{t}");
+    }
+
+    #[test]
+    fn training_table_names_the_father_and_operations() {
+        let t = training(3, Some(1), &["to_deeper_model 2 Conv2d(64, 64, 3, 1)".into(), "to_wider_model 4 128".into()]);
+        assert!(t.contains("Training model 3") && t.contains(" 1 ") && t.contains("to_wider_model 4 128"), "{t}");
+        let widths: Vec<usize> = t.lines().skip(3).map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "{t}");
+    }
+}

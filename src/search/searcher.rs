@@ -1,0 +1,433 @@
+//! The search loop: train the generators' models, then, until the time limit, the children the
+//! Bayesian optimiser proposes, each from its father's trained weights. Every model ends in one
+//! durable history record; a resumed search starts from those records and trains none of them again.
+//!
+//! The loop is generic over the [`SearchSpace`] and the [`Trainer`], so its bookkeeping (time limit,
+//! failures, resume) is tested without a GPU; `classifier` binds it to graphs and the device.
+
+use super::bayesian::{BayesianConfig, BayesianOptimizer, Planner, SearchSpace};
+use super::duration::format_duration;
+use super::report;
+use super::store::{BestModel, ModelRecord, SearchStore, Status};
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct SearchConfig {
+    /// The search stops training new models when this runs out; the model in training stops after
+    /// the epoch during which it does.
+    pub time_limit: Duration,
+    /// Seeds the optimiser (and, through the trainer, weight initialisation and shuffling).
+    pub seed: u64,
+    /// Stop after this many models in the search directory (finished or failed), if set.
+    pub max_models: Option<usize>,
+    pub bayesian: BayesianConfig,
+    /// Print the tables.
+    pub verbose: bool,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            time_limit: Duration::from_secs(3600),
+            seed: 0,
+            max_models: None,
+            bayesian: BayesianConfig::default(),
+            verbose: true,
+        }
+    }
+}
+
+/// A model to train: a generator's architecture (`father` is `None`) or a father's trained model
+/// through morphisms.
+#[derive(Clone, Debug)]
+pub struct Job<A, O> {
+    pub id: usize,
+    pub father: Option<usize>,
+    pub ops: Vec<O>,
+    pub arch: A,
+}
+
+/// What training one model gave.
+#[derive(Clone, Debug)]
+pub struct Trained {
+    pub epochs: usize,
+    pub seconds: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    /// Why training ended before the epoch cap.
+    pub stopped: Option<String>,
+}
+
+/// Trains the search's models on the device.
+pub trait Trainer<S: SearchSpace> {
+    /// Trains `job` (from its father's weights in `store`, or from scratch), stores its
+    /// architecture and weights with `store.model_path(job.id, ..)` before returning, and stops
+    /// after the epoch during which `deadline` passes. Errors for which `continues_search` is true
+    /// are recorded as the model's failure; any other error ends the search.
+    fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &SearchStore, deadline: Instant) -> Result<Trained>;
+}
+
+/// A model that runs out of device memory or diverges is recorded as failed and the search goes on.
+pub fn continues_search(e: &Error) -> bool {
+    e.is_resource_failure() || matches!(e, Error::Diverged(_))
+}
+
+/// Every model of the search directory (resumed ones included) and the best.
+#[derive(Clone, Debug)]
+pub struct SearchResult<A> {
+    pub records: Vec<ModelRecord<A>>,
+    pub best: usize,
+    /// Why the search ended ("time limit", "model limit", "no new architecture").
+    pub ended_by: String,
+}
+
+impl<A> SearchResult<A> {
+    pub fn best_record(&self) -> &ModelRecord<A> {
+        self.records.iter().find(|r| r.id == self.best).expect("the best model is in the history")
+    }
+}
+
+/// Runs (or, when `store` holds a history, resumes) a search starting from the `generators`'
+/// architectures.
+pub fn search<S, T>(
+    space: S,
+    generators: Vec<S::Arch>,
+    trainer: &mut T,
+    store: &SearchStore,
+    config: &SearchConfig,
+) -> Result<SearchResult<S::Arch>>
+where
+    S: SearchSpace + Clone,
+    S::Arch: Serialize + DeserializeOwned,
+    T: Trainer<S>,
+{
+    let start = Instant::now();
+    let deadline = start + config.time_limit;
+    let mut records: Vec<ModelRecord<S::Arch>> = store.load_history()?;
+    let mut planner = Planner::spawn(BayesianOptimizer::new(space.clone(), config.bayesian.clone()), config.seed);
+    let mut taken = HashSet::new();
+    for r in &records {
+        taken.insert(space.descriptor(&r.architecture));
+        feed_planner(&planner, &space, r);
+    }
+    if config.verbose && !records.is_empty() {
+        println!("Resuming the search in {}: {} models already in its history", store.dir().display(), records.len());
+    }
+    let mut best_id = best_of(&records);
+    let mut queue: VecDeque<S::Arch> = generators.into_iter().filter(|a| taken.insert(space.descriptor(a))).collect();
+    let mut next_id = records.iter().map(|r| r.id + 1).max().unwrap_or(0);
+    let ended_by;
+    loop {
+        if config.max_models.is_some_and(|m| records.len() >= m) {
+            ended_by = "model limit".to_string();
+            break;
+        }
+        if Instant::now() >= deadline {
+            ended_by = "time limit".to_string();
+            break;
+        }
+        let job = if let Some(arch) = queue.pop_front() {
+            Job { id: next_id, father: None, ops: Vec::new(), arch }
+        } else {
+            match next_proposal(&mut planner, next_id, records.iter().any(|r| r.finished())) {
+                Some(p) => Job { id: next_id, father: Some(p.father), ops: p.ops, arch: p.arch },
+                None => {
+                    ended_by = if records.iter().any(|r| r.finished()) { "no new architecture" } else { "every model failed" }.to_string();
+                    break;
+                }
+            }
+        };
+        next_id += 1;
+        planner.exclude(job.arch.clone());
+        // While this model trains, the optimiser proposes the next from the results so far.
+        if queue.is_empty() && records.iter().any(|r| r.finished()) && !planner.has_pending() {
+            planner.request(next_id);
+        }
+        let operations: Vec<String> = job.ops.iter().map(|op| space.describe(op)).collect();
+        if config.verbose {
+            print!("{}", report::training(job.id, job.father, &operations));
+        }
+        let began = Instant::now();
+        let parameters = space.parameters(&job.arch);
+        let outcome = trainer.train(&job, store, deadline);
+        let mut record = ModelRecord {
+            id: job.id,
+            father: job.father,
+            operations,
+            architecture: job.arch,
+            parameters,
+            status: Status::Finished,
+            epochs: 0,
+            seconds: began.elapsed().as_secs_f64(),
+            val_loss: None,
+            val_accuracy: None,
+            stopped: None,
+        };
+        match outcome {
+            Ok(t) => {
+                record.epochs = t.epochs;
+                record.seconds = t.seconds;
+                record.val_loss = Some(t.val_loss);
+                record.val_accuracy = Some(t.val_accuracy);
+                record.stopped = t.stopped;
+                if !t.val_accuracy.is_finite() || !t.val_loss.is_finite() {
+                    record.status = Status::Failed { reason: format!("validation loss {} is not finite", t.val_loss), resource: false };
+                }
+            }
+            Err(e) if continues_search(&e) => {
+                record.status = Status::Failed { reason: e.to_string(), resource: e.is_resource_failure() };
+            }
+            Err(e) => return Err(e),
+        }
+        store.append(&record)?;
+        feed_planner(&planner, &space, &record);
+        if record.finished() && best_id.and_then(|b| records.iter().find(|r| r.id == b)).is_none_or(|b| record.better_than(b)) {
+            best_id = Some(record.id);
+            store.write_best(&BestModel {
+                id: record.id,
+                val_loss: record.val_loss.expect("finished"),
+                val_accuracy: record.val_accuracy.expect("finished"),
+            })?;
+        }
+        if config.verbose {
+            print!("{}", report::result(&record));
+        }
+        records.push(record);
+    }
+    drop(planner);
+    if config.verbose {
+        print!("{}", report::summary(&records, best_id));
+    }
+    match best_id {
+        Some(best) => Ok(SearchResult { records, best, ended_by }),
+        None => Err(no_model_error(&records, config.time_limit, start.elapsed())),
+    }
+}
+
+/// The pipelined proposal if one was requested, else a fresh one. A pipelined request that found
+/// nothing new is retried once with the latest results, which add new starting points.
+fn next_proposal<S: SearchSpace>(
+    planner: &mut Planner<S>,
+    id: usize,
+    any_finished: bool,
+) -> Option<super::bayesian::Proposal<S::Arch, S::Op>> {
+    if planner.has_pending() {
+        if let Some(p) = planner.receive() {
+            return Some(p);
+        }
+    }
+    if !any_finished {
+        return None;
+    }
+    planner.request(id);
+    planner.receive()
+}
+
+/// The id of the best finished model.
+fn best_of<A>(records: &[ModelRecord<A>]) -> Option<usize> {
+    let mut best: Option<&ModelRecord<A>> = None;
+    for r in records.iter().filter(|r| r.finished()) {
+        if best.is_none_or(|b| r.better_than(b)) {
+            best = Some(r);
+        }
+    }
+    best.map(|b| b.id)
+}
+
+fn feed_planner<S: SearchSpace>(planner: &Planner<S>, space: &S, r: &ModelRecord<S::Arch>) {
+    match &r.status {
+        Status::Finished if r.finished() => planner.add_result(r.id, r.architecture.clone(), r.val_accuracy.expect("finished")),
+        Status::Failed { resource: true, .. } => {
+            planner.limit_size(space.size(&r.architecture));
+            planner.exclude(r.architecture.clone());
+        }
+        _ => planner.exclude(r.architecture.clone()),
+    }
+}
+
+fn no_model_error<A>(records: &[ModelRecord<A>], limit: Duration, elapsed: Duration) -> Error {
+    if records.is_empty() {
+        return Error::Other(format!(
+            "no model could be trained: the time limit of {} ran out before the first model started (preparing the data took {}); \
+             give a limit longer than that plus one epoch of the first model",
+            format_duration(limit),
+            format_duration(elapsed)
+        ));
+    }
+    let reasons: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Failed { reason, .. } => Some(format!("model {}: {reason}", r.id)),
+            Status::Finished => None,
+        })
+        .collect();
+    let hint = if records.iter().any(|r| matches!(r.status, Status::Failed { resource: true, .. })) {
+        "use a narrower generator, smaller images or a smaller batch"
+    } else {
+        "a lower learning rate or another optimizer may keep the loss finite"
+    };
+    Error::Other(format!("no model finished: all {} models failed ({}); {hint}", records.len(), reasons.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::bayesian::tests::{score, Grid};
+    use std::path::PathBuf;
+
+    /// Trains nothing: an epoch is a short sleep; the accuracy is the grid's score. Architectures
+    /// at least `oom_size` large run out of memory; `diverges` has a NaN loss.
+    struct FakeTrainer {
+        trained: Vec<Job<(i64, i64), (i64, i64)>>,
+        epoch: Duration,
+        epochs: usize,
+        oom_size: i64,
+        diverges: Option<(i64, i64)>,
+    }
+
+    impl FakeTrainer {
+        fn new() -> Self {
+            FakeTrainer { trained: Vec::new(), epoch: Duration::from_millis(1), epochs: 2, oom_size: i64::MAX, diverges: None }
+        }
+    }
+
+    impl Trainer<Grid> for FakeTrainer {
+        fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, store: &SearchStore, deadline: Instant) -> Result<Trained> {
+            self.trained.push(job.clone());
+            if job.arch.0 * job.arch.1 >= self.oom_size {
+                return Err(Error::OutOfMemory(format!("{:?} does not fit", job.arch)));
+            }
+            if Some(job.arch) == self.diverges {
+                return Err(Error::Diverged("the loss became NaN".into()));
+            }
+            let start = Instant::now();
+            let mut epochs = 0;
+            let mut stopped = None;
+            for _ in 0..self.epochs {
+                std::thread::sleep(self.epoch);
+                epochs += 1;
+                if Instant::now() >= deadline {
+                    stopped = Some("time limit reached".to_string());
+                    break;
+                }
+            }
+            crate::search::store::write_atomic(&store.model_path(job.id, "weights"), b"weights")?;
+            let acc = score(job.arch);
+            Ok(Trained { epochs, seconds: start.elapsed().as_secs_f64(), val_loss: 1.0 - acc, val_accuracy: acc, stopped })
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netmorph-search-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn config(max_models: usize) -> SearchConfig {
+        SearchConfig { time_limit: Duration::from_secs(60), seed: 5, max_models: Some(max_models), verbose: false, ..Default::default() }
+    }
+
+    #[test]
+    fn trains_generators_then_children_with_fathers_and_operations() {
+        let dir = temp_dir("basic");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let mut trainer = FakeTrainer::new();
+        let result = search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut trainer, &store, &config(8)).unwrap();
+        assert_eq!(result.records.len(), 8);
+        assert_eq!(result.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+        assert!(result.records[..2].iter().all(|r| r.father.is_none() && r.operations.is_empty()));
+        for r in &result.records[2..] {
+            let father = r.father.expect("a child has a father");
+            assert!(father < r.id && !r.operations.is_empty(), "model {} from {father}: {:?}", r.id, r.operations);
+        }
+        let archs: HashSet<_> = result.records.iter().map(|r| r.architecture).collect();
+        assert_eq!(archs.len(), 8, "an architecture was trained twice");
+        let best = result.records.iter().max_by(|a, b| a.val_accuracy.partial_cmp(&b.val_accuracy).unwrap()).unwrap();
+        assert_eq!(result.best, best.id);
+        assert_eq!(store.read_best().unwrap().unwrap().id, best.id);
+        assert_eq!(result.ended_by, "model limit");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_models_are_recorded_and_large_ones_avoided() {
+        let dir = temp_dir("failures");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let mut trainer = FakeTrainer { oom_size: 6, diverges: Some((1, 2)), ..FakeTrainer::new() };
+        let result = search(Grid { max: 12 }, vec![(1, 1), (1, 2), (2, 3)], &mut trainer, &store, &config(10)).unwrap();
+        let failed: Vec<_> = result.records.iter().filter(|r| !r.finished()).collect();
+        assert!(matches!(&failed[0].status, Status::Failed { resource: false, reason } if reason.contains("NaN")));
+        assert!(matches!(&failed[1].status, Status::Failed { resource: true, .. }));
+        assert_eq!(failed.len(), 2, "after running out of memory at size 6, nothing as large is tried: {failed:?}");
+        assert!(result.records.iter().filter(|r| r.id > 2).all(|r| r.architecture.0 * r.architecture.1 < 6));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resuming_after_a_crash_trains_no_finished_model_again() {
+        let dir = temp_dir("resume");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let mut first = FakeTrainer::new();
+        search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut first, &store, &config(4)).unwrap();
+        // A crash while appending the fifth record.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("history.jsonl")).unwrap();
+        f.write_all(b"{\"id\":4,\"fat").unwrap();
+        drop(f);
+
+        let store = SearchStore::open(&dir, true).unwrap();
+        let mut second = FakeTrainer::new();
+        let result = search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut second, &store, &config(7)).unwrap();
+        assert_eq!(result.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+        assert_eq!(second.trained.iter().map(|j| j.id).collect::<Vec<_>>(), vec![4, 5, 6]);
+        let before: HashSet<_> = first.trained.iter().map(|j| j.arch).collect();
+        assert!(second.trained.iter().all(|j| !before.contains(&j.arch)), "a finished model was trained again");
+        assert!(second.trained.iter().all(|j| j.father.is_some_and(|f| f < j.id)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_time_limit_holds_within_one_epoch() {
+        let dir = temp_dir("time");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let mut trainer = FakeTrainer { epoch: Duration::from_millis(30), epochs: 3, ..FakeTrainer::new() };
+        let limit = Duration::from_millis(250);
+        let cfg = SearchConfig { time_limit: limit, max_models: None, ..config(0) };
+        let start = Instant::now();
+        let result = search(Grid { max: 30 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap();
+        let elapsed = start.elapsed();
+        assert!(elapsed < limit + Duration::from_millis(30 + 40), "ran {elapsed:?} with a limit of {limit:?}");
+        assert_eq!(result.ended_by, "time limit");
+        assert!(result.records.len() >= 3);
+        assert_eq!(result.records.last().unwrap().stopped.as_deref(), Some("time limit reached"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_search_where_every_model_fails_says_so() {
+        let dir = temp_dir("allfail");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let mut trainer = FakeTrainer { oom_size: 0, ..FakeTrainer::new() };
+        let err = search(Grid { max: 12 }, vec![(1, 1), (2, 2)], &mut trainer, &store, &config(5)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("no model finished") && text.contains("does not fit") && text.contains("narrower"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_architectures() {
+        let run = |name: &str| {
+            let dir = temp_dir(name);
+            let store = SearchStore::open(&dir, false).unwrap();
+            let mut trainer = FakeTrainer::new();
+            let result = search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &config(10)).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            result.records.iter().map(|r| (r.father, r.architecture)).collect::<Vec<_>>()
+        };
+        assert_eq!(run("seed-a"), run("seed-b"));
+    }
+}
