@@ -1,0 +1,247 @@
+//! Architecture graphs: shape inference, generators, summary, CPU forward, save and load.
+
+use netmorph::graph::{CnnConfig, Graph, LayerId, Op, Padding, ResNetConfig, Sequential};
+use netmorph::testing::{rand_vec, rng};
+use std::collections::BTreeMap;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netmorph-graph-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn keras_convnet_shapes_and_parameter_count_match_keras() {
+    let g = Graph::keras_mnist_convnet(&[1, 28, 28], 10, 1).unwrap();
+    let shapes = g.infer_shapes().unwrap();
+    let main: Vec<Vec<usize>> = g.main_path().iter().map(|id| shapes[id].clone()).collect();
+    assert_eq!(
+        main,
+        vec![
+            vec![1, 28, 28],
+            vec![32, 26, 26],
+            vec![32, 26, 26],
+            vec![64, 24, 24],
+            vec![64, 24, 24],
+            vec![64, 12, 12],
+            vec![64, 12, 12],
+            vec![9216],
+            vec![128],
+            vec![128],
+            vec![128],
+            vec![10]
+        ]
+    );
+    // Keras's model.summary() for mnist_cnn: Total params: 1,199,882.
+    assert_eq!(g.param_counts().unwrap(), (1_199_882, 0));
+}
+
+#[test]
+fn cnn_generator_follows_autokeras_defaults() {
+    let g = Graph::cnn(&[3, 32, 32], 10, &CnnConfig::default(), 0).unwrap();
+    let kinds: Vec<&str> = g.layers().iter().map(|l| l.op.kind()).collect();
+    let block = ["relu", "batch_norm", "conv2d", "max_pool"];
+    let mut want = vec!["input"];
+    for _ in 0..3 {
+        want.extend(block);
+    }
+    want.extend(["global_avg_pool", "dropout", "dense", "relu", "dense"]);
+    assert_eq!(kinds, want);
+    assert_eq!(g.shape_of(g.output().id).unwrap(), vec![10]);
+    let convs: Vec<&Op> = g.layers().iter().map(|l| &l.op).filter(|op| op.kind() == "conv2d").collect();
+    assert!(convs.iter().all(|op| **op == Op::Conv2d { filters: 64, kernel: 3, stride: 1, padding: Padding::Same, bias: true }));
+    // Small images stop pooling at 1x1 instead of failing.
+    let tiny = Graph::cnn(&[1, 2, 2], 3, &CnnConfig { blocks: 3, width: 4, ..CnnConfig::default() }, 0).unwrap();
+    tiny.validate().unwrap();
+}
+
+#[test]
+fn resnet_generator_puts_the_residual_path_on_the_main_path() {
+    let g = Graph::resnet(&[3, 16, 16], 5, &ResNetConfig { width: 8, stages: 3, blocks: 2 }, 3).unwrap();
+    g.validate().unwrap();
+    assert_eq!(g.shape_of(g.output().id).unwrap(), vec![5]);
+    let main = g.main_path();
+    let adds: Vec<&LayerId> = main.iter().filter(|id| g.layer(**id).op == Op::Add).collect();
+    assert_eq!(adds.len(), 6);
+    // Every add's first input is the block's second batch norm, on the main path.
+    for id in adds {
+        let first = g.layer(*id).inputs[0];
+        assert_eq!(g.layer(first).op.kind(), "batch_norm");
+        assert!(main.contains(&first));
+    }
+}
+
+#[test]
+fn shape_errors_name_the_layer_and_the_shapes() {
+    let e = Sequential::new(&[1, 8, 8]).conv2d(4, 3).dense(10).build(0).unwrap_err().to_string();
+    assert!(e.contains("layer 2") && e.contains("dense") && e.contains("[4, 6, 6]"), "{e}");
+
+    let e = Sequential::new(&[1, 4, 4]).conv2d(4, 5).build(0).unwrap_err().to_string();
+    assert!(e.contains("layer 1") && e.contains("[1, 4, 4]") && e.contains("5x5"), "{e}");
+
+    let mut g = Graph::new(&[2, 8, 8]);
+    let a = g.push(Op::Conv2d { filters: 3, kernel: 3, stride: 1, padding: Padding::Same, bias: true }, &[LayerId(0)]);
+    let b = g.push(Op::Conv2d { filters: 3, kernel: 3, stride: 2, padding: Padding::Same, bias: true }, &[LayerId(0)]);
+    g.push(Op::Add, &[a, b]);
+    let e = g.infer_shapes().unwrap_err().to_string();
+    assert!(e.contains("layer 3 (add)") && e.contains("[3, 8, 8]") && e.contains("[3, 4, 4]"), "{e}");
+
+    let mut g = Graph::new(&[2, 8, 8]);
+    let a = g.push(Op::Relu, &[LayerId(0)]);
+    g.push(Op::Relu, &[LayerId(0)]);
+    let e = g.validate().unwrap_err().to_string();
+    assert!(e.contains(&format!("layer {a}")) && e.contains("never used"), "{e}");
+}
+
+#[test]
+fn same_padding_follows_tensorflow() {
+    // 1x1 image, 3x3 'same' conv: only the centre tap sees the pixel.
+    let mut g = Sequential::new(&[1, 1, 1]).conv2d_with(1, 3, 1, Padding::Same).flatten().build(0).unwrap();
+    let conv = g.main_path()[1];
+    g.layer_mut(conv).param_mut("kernel").data = (1..=9).map(|v| v as f32).collect();
+    assert_eq!(g.forward_cpu(&[2.0], 1).unwrap(), vec![10.0]);
+    // 2x2 stride 2 'same' on 1x5: output 1x3, the odd padding row and column go after.
+    let mut g = Sequential::new(&[1, 1, 5]).conv2d_with(1, 2, 2, Padding::Same).flatten().build(0).unwrap();
+    let conv = g.main_path()[1];
+    g.layer_mut(conv).param_mut("kernel").data = vec![0.0, 0.0, 1.0, 10.0];
+    // Height 1 with a 2x2 window: one row of padding, after, so the kernel's second row reads only padding.
+    let out = g.forward_cpu(&[1.0, 2.0, 3.0, 4.0, 5.0], 1).unwrap();
+    assert_eq!(out, vec![0.0, 0.0, 0.0]);
+    g.layer_mut(conv).param_mut("kernel").data = vec![1.0, 10.0, 0.0, 0.0];
+    let out = g.forward_cpu(&[1.0, 2.0, 3.0, 4.0, 5.0], 1).unwrap();
+    assert_eq!(out, vec![21.0, 43.0, 5.0]);
+}
+
+#[test]
+fn cpu_forward_of_a_small_network_by_hand() {
+    // dense [2 -> 2] with bias, relu, batch norm with known statistics, add of a skip, softmax.
+    let mut g = Graph::new(&[2]);
+    let d = g.push(Op::Dense { units: 2, bias: true }, &[LayerId(0)]);
+    let r = g.push(Op::Relu, &[d]);
+    let bn = g.push(Op::BatchNorm { momentum: 0.9, eps: 0.25 }, &[r]);
+    let add = g.push(Op::Add, &[bn, LayerId(0)]);
+    g.push(Op::Softmax, &[add]);
+    g.init_weights(0).unwrap();
+    g.layer_mut(d).param_mut("kernel").data = vec![1.0, -1.0, 2.0, 0.5];
+    g.layer_mut(d).param_mut("bias").data = vec![0.5, 0.0];
+    let set = |g: &mut Graph, name: &str, v: [f32; 2]| g.layer_mut(bn).param_mut(name).data = v.to_vec();
+    set(&mut g, "gamma", [2.0, 1.0]);
+    set(&mut g, "beta", [0.0, 1.0]);
+    set(&mut g, "running_mean", [1.0, 0.0]);
+    set(&mut g, "running_var", [3.75, 0.75]);
+    let x = [1.0, 1.0];
+    // dense: [1 + 2 + 0.5, -1 + 0.5] = [3.5, -0.5]; relu: [3.5, 0]; bn: [(3.5-1)/2*2, 0+1] = [2.5, 1];
+    // add x: [3.5, 2]; softmax.
+    let (a, b) = (3.5f64, 2.0f64);
+    let want = [1.0 / (1.0 + (b - a).exp()), 1.0 / (1.0 + (a - b).exp())];
+    let got = g.forward_cpu(&x, 1).unwrap();
+    assert!((got[0] - want[0]).abs() < 1e-12 && (got[1] - want[1]).abs() < 1e-12, "{got:?} vs {want:?}");
+}
+
+#[test]
+fn summary_lists_layers_shapes_and_parameters() {
+    let g = Graph::keras_mnist_convnet(&[1, 28, 28], 10, 1).unwrap();
+    let s = g.summary().unwrap();
+    println!("{s}");
+    assert!(s.contains("conv2d 32 3x3/1 valid") && s.contains("[32, 26, 26]") && s.contains("320"), "{s}");
+    assert!(s.contains("dense 128") && s.contains("1179776"), "{s}");
+    assert!(s.contains("Total params: 1199882"), "{s}");
+    let r = Graph::resnet(&[3, 8, 8], 4, &ResNetConfig::default(), 0).unwrap();
+    let s = r.summary().unwrap();
+    assert!(s.contains("Non-trainable params:") && s.contains('*'), "{s}");
+}
+
+fn random_input(g: &Graph, batch: usize, seed: u64) -> Vec<f64> {
+    rand_vec(&mut rng(seed), batch * g.input_shape().iter().product::<usize>())
+}
+
+#[test]
+fn save_and_load_round_trip_exactly() {
+    let dir = temp_dir("roundtrip");
+    for (name, g) in [
+        ("cnn", Graph::cnn(&[3, 8, 8], 4, &CnnConfig { blocks: 2, width: 5, ..CnnConfig::default() }, 11).unwrap()),
+        ("resnet", Graph::resnet(&[2, 8, 8], 3, &ResNetConfig { width: 4, stages: 2, blocks: 1 }, 12).unwrap()),
+        ("keras", Graph::keras_mnist_convnet(&[1, 12, 12], 10, 13).unwrap()),
+    ] {
+        let mut g = g;
+        // Non-trivial statistics, so that every tensor matters.
+        let mut r = rng(5);
+        g.for_each_param_mut(|_, _, t| t.data.iter_mut().for_each(|v| *v += rand::Rng::random_range(&mut r, 0.0..0.5)));
+        let (json, weights) = (dir.join(format!("{name}.json")), dir.join(format!("{name}.safetensors")));
+        g.save(&json, &weights).unwrap();
+        let text = std::fs::read_to_string(&json).unwrap();
+        assert!(text.contains("\"version\": 1") && text.contains("\"format\": \"netmorph.graph\""), "{text}");
+        let loaded = Graph::load(&json, &weights).unwrap();
+        assert_eq!(loaded, g, "{name}: the loaded graph differs");
+        let x = random_input(&g, 2, 9);
+        let (a, b) = (g.forward_cpu(&x, 2).unwrap(), loaded.forward_cpu(&x, 2).unwrap());
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{name}: outputs differ");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn json_is_readable() {
+    let g = Sequential::new(&[1, 4, 4]).conv2d(2, 3).flatten().dense(3).build(0).unwrap();
+    let json = g.to_json();
+    assert!(json.contains("\"type\": \"conv2d\"") && json.contains("\"filters\": 2") && json.contains("\"padding\": \"valid\""), "{json}");
+    let back = Graph::from_json(&json).unwrap();
+    assert_eq!(back.to_json(), json);
+    assert!(back.validate().is_err(), "an architecture without weights is not a complete graph");
+}
+
+#[test]
+fn load_errors_are_clear() {
+    let dir = temp_dir("errors");
+    let g = Sequential::new(&[1, 6, 6]).conv2d(2, 3).batch_norm().relu().flatten().dense(3).build(0).unwrap();
+    let (json, weights) = (dir.join("g.json"), dir.join("g.safetensors"));
+    g.save(&json, &weights).unwrap();
+    let text = std::fs::read_to_string(&json).unwrap();
+
+    // Wrong version.
+    let v2 = dir.join("v2.json");
+    std::fs::write(&v2, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
+    let e = Graph::load(&v2, &weights).unwrap_err().to_string();
+    assert!(e.contains("v2.json") && e.contains("version Some(2)") && e.contains("reads version 1"), "{e}");
+
+    // Not our format.
+    let e = Graph::from_json("{\"layers\": []}").unwrap_err().to_string();
+    assert!(e.contains("not a netmorph.graph file"), "{e}");
+
+    // An architecture whose weights no longer fit: the conv now has 3 filters.
+    let wide = dir.join("wide.json");
+    std::fs::write(&wide, text.replace("\"filters\": 2", "\"filters\": 3")).unwrap();
+    let e = Graph::load(&wide, &weights).unwrap_err().to_string();
+    assert!(e.contains("tensor `1.kernel` has shape [2, 1, 3, 3]") && e.contains("[3, 1, 3, 3]"), "{e}");
+
+    // A missing tensor, and an unexpected one.
+    let mut g2 = g.clone();
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
+    for (id, name, t) in g.params() {
+        tensors.insert(format!("{id}.{name}"), (t.shape.clone(), t.data.clone()));
+    }
+    let write = |tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>| -> Vec<u8> {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(k, (s, d))| {
+                (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d)).unwrap())
+            })
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    };
+    let mut missing = tensors.clone();
+    missing.remove("2.running_var");
+    let e = g2.load_weights(&write(&missing)).unwrap_err().to_string();
+    assert!(e.contains("missing tensor `2.running_var` [2]") && e.contains("batch_norm"), "{e}");
+    let mut extra = tensors.clone();
+    extra.insert("9.kernel".into(), (vec![1], vec![0.0]));
+    let e = g2.load_weights(&write(&extra)).unwrap_err().to_string();
+    assert!(e.contains("`9.kernel` matches no weight"), "{e}");
+    let e = g2.load_weights(b"garbage").unwrap_err().to_string();
+    assert!(e.contains("not a safetensors file"), "{e}");
+    // A failed load leaves the graph as it was.
+    assert_eq!(g2, g);
+    assert!(g2.load_weights(&write(&tensors)).is_ok());
+    assert_eq!(g2, g);
+    std::fs::remove_dir_all(dir).ok();
+}
