@@ -8,6 +8,7 @@ pub mod duration;
 pub mod gp;
 pub mod report;
 pub mod searcher;
+pub mod space;
 pub mod store;
 
 pub use bayesian::{BayesianConfig, BayesianOptimizer, Planner, Proposal, SearchSpace};
