@@ -70,6 +70,21 @@ fn covering(pos: u32, pad: u32, k: u32, out_len: u32) -> vec2<u32> {
     return vec2<u32>(lo, max(lo, hi));
 }
 
+// The range for padded position `q` from the range for `q - 1`: windows start `stride` apart,
+// so each bound moves by at most one, and the walk along a row needs no (slow, per-lane)
+// integer division.
+fn advance(r: vec2<u32>, q: u32, k: u32, out_len: u32) -> vec2<u32> {
+    var lo = r.x;
+    var hi = r.y;
+    if (hi < out_len && hi * p.stride <= q) {
+        hi += 1u;
+    }
+    if (lo < hi && lo * p.stride + k <= q) {
+        lo += 1u;
+    }
+    return vec2<u32>(lo, hi);
+}
+
 // One invocation per input row (img, c, y); every input pixel gathers the dcol entries it fed.
 @compute @workgroup_size(WG)
 fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -85,8 +100,11 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let plane = p.oh * p.ow;
     let ys = covering(y, p.pad_top, p.kh, p.oh);
     let out = ((p.first_image + img) * p.c_in + c) * p.h * p.w + y * p.w;
+    var xs = covering(0u, p.pad_left, p.kw, p.ow);
     for (var x = 0u; x < p.w; x++) {
-        let xs = covering(x, p.pad_left, p.kw, p.ow);
+        if (x > 0u) {
+            xs = advance(xs, x + p.pad_left, p.kw, p.ow);
+        }
         var acc = 0.0;
         for (var oy = ys.x; oy < ys.y; oy++) {
             let i = y + p.pad_top - oy * p.stride;

@@ -1,7 +1,8 @@
 // Average pooling (valid windows of kernel x kernel, step stride) and global average pooling,
 // NCHW f32, forward and backward. Every entry reads binding 1 and writes binding 2. Backward
-// passes gather: each input pixel sums the output gradients of the windows covering it, so
-// overlapping windows (stride < kernel) need no atomics.
+// passes gather where windows overlap (stride < kernel): each input pixel sums the output
+// gradients of the windows covering it, with no atomics; disjoint windows are written once per
+// output instead (faster; pixels no window covers must be zeroed beforehand).
 
 struct Params {
     planes: u32, h: u32, w: u32, oh: u32,
@@ -26,6 +27,20 @@ fn covering(pos: u32, out_len: u32) -> vec2<u32> {
     }
     let hi = min(pos / p.stride + 1u, out_len);
     return vec2<u32>(lo, max(lo, hi));
+}
+
+// The range for `pos` from the range for `pos - 1`: windows start `stride` apart, so each bound
+// moves by at most one, and the walk along a row needs no (slow, per-lane) integer division.
+fn advance(r: vec2<u32>, pos: u32, out_len: u32) -> vec2<u32> {
+    var lo = r.x;
+    var hi = r.y;
+    if (hi < out_len && hi * p.stride <= pos) {
+        hi += 1u;
+    }
+    if (lo < hi && lo * p.stride + p.kernel <= pos) {
+        lo += 1u;
+    }
+    return vec2<u32>(lo, hi);
 }
 
 // One invocation per output row (plane, oy).
@@ -62,8 +77,11 @@ fn avg_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     let plane = row / p.h;
     let scale = 1.0 / f32(p.kernel * p.kernel);
     let ys = covering(y, p.oh);
+    var xs = covering(0u, p.ow);
     for (var x = 0u; x < p.w; x++) {
-        let xs = covering(x, p.ow);
+        if (x > 0u) {
+            xs = advance(xs, x, p.ow);
+        }
         var acc = 0.0;
         for (var oy = ys.x; oy < ys.y; oy++) {
             let r = (plane * p.oh + oy) * p.ow;
@@ -72,6 +90,27 @@ fn avg_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
             }
         }
         dst[row * p.w + x] = acc * scale;
+    }
+}
+
+// One invocation per output row (plane, oy); windows must not overlap.
+@compute @workgroup_size(WG)
+fn avg_backward_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_id(wg, nwg, lid);
+    if (row >= p.planes * p.oh) {
+        return;
+    }
+    let oy = row % p.oh;
+    let top = ((row / p.oh) * p.h + oy * p.stride) * p.w;
+    let scale = 1.0 / f32(p.kernel * p.kernel);
+    for (var ox = 0u; ox < p.ow; ox++) {
+        let d = src[row * p.ow + ox] * scale;
+        for (var i = 0u; i < p.kernel; i++) {
+            let r = top + i * p.w + ox * p.stride;
+            for (var j = 0u; j < p.kernel; j++) {
+                dst[r + j] = d;
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! A 1x1 stride-1 convolution uses `x` as its col. When col for the whole batch would exceed the
 //! adapter's storage-binding limit, the batch is processed in chunks of images.
 
-use super::matmul::{gemm, Gemm, Strides, BIAS_M};
+use super::matmul::{gemm, Gemm, Strides, Tiling, BIAS_M, BIAS_N};
 use super::Backward;
 use crate::device::{Access, Device, KernelSpec};
 use crate::error::{Error, Result};
@@ -200,6 +200,67 @@ struct Chunk {
     images: usize,
 }
 
+/// Which way round a GEMM runs. `C = A B` and `C^T = B^T A^T` give the same C through its
+/// strides, but the GEMM spreads C's columns over neighbouring invocations (SIMD lanes on
+/// lavapipe, a warp's threads on GPUs), so the dimension that fills whole tiles belongs there:
+/// conv1's weight gradient (c_out 32 x K 9) runs 2x faster as K x c_out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Orient {
+    /// Transposed when the rows fill tiles clearly better than the columns.
+    Auto,
+    Normal,
+    Transposed,
+}
+
+impl Orient {
+    /// NETMORPH_CONV_ORIENT=normal|transposed forces one layout (for tuning on other adapters).
+    fn from_env() -> Orient {
+        match std::env::var("NETMORPH_CONV_ORIENT").as_deref() {
+            Ok("normal") => Orient::Normal,
+            Ok("transposed") => Orient::Transposed,
+            _ => Orient::Auto,
+        }
+    }
+}
+
+/// Padded size over useful size when `n` columns are covered by tiles `width` wide.
+fn waste(n: usize, width: usize) -> f64 {
+    (n.div_ceil(width) * width) as f64 / n as f64
+}
+
+fn transposed(s: Strides) -> Strides {
+    Strides { row: s.col, col: s.row, ..s }
+}
+
+/// Records `c = a b` (+ bias), run either way round (see [`Orient`]).
+fn gemm_oriented(dev: &Device, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor, orient: Orient) -> Result<()> {
+    let flip = match orient {
+        Orient::Normal => false,
+        Orient::Transposed => true,
+        Orient::Auto => {
+            // The columns of the product as run go to the tile's width. A margin keeps near-equal
+            // shapes in the natural layout.
+            let t = Tiling::default_for(dev);
+            let width = (t.tn * t.wg_x) as usize;
+            waste(g.n, width) > 1.5 * waste(g.m, width)
+        }
+    };
+    let bias = bias.map(|t| t.buffer());
+    if !flip {
+        return gemm(dev, g, a.buffer(), b.buffer(), bias, c.buffer());
+    }
+    // The bias runs along the other axis of the transposed product.
+    let mut flags = g.flags & !(BIAS_M | BIAS_N);
+    if g.flags & BIAS_M != 0 {
+        flags |= BIAS_N;
+    }
+    if g.flags & BIAS_N != 0 {
+        flags |= BIAS_M;
+    }
+    let gt = Gemm { m: g.n, n: g.m, k: g.k, batch: g.batch, a: transposed(g.b), b: transposed(g.a), c: transposed(g.c), flags };
+    gemm(dev, &gt, b.buffer(), a.buffer(), bias, c.buffer())
+}
+
 /// Splits the batch so that each chunk's col (and weight-gradient partials) fit in `max_bytes`.
 fn chunks(g: &ConvGeometry, max_bytes: u64) -> Result<Vec<Chunk>> {
     let per_image = 4 * (g.k() * g.p()).max(g.c_out * g.k()) as u64;
@@ -245,12 +306,19 @@ fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
 
 /// Forward, with the backward the tape keeps. `b`, when given, is `[c_out]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> Result<(Tensor, Conv2dBackward)> {
-    conv2d_limited(x, w, b, cfg, x.device().max_binding_bytes())
+    conv2d_tuned(x, w, b, cfg, x.device().max_binding_bytes(), Orient::from_env())
 }
 
-/// [`conv2d`] with an explicit per-binding byte limit for the col buffers (tests use a small one
-/// to exercise chunking).
-fn conv2d_limited(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, max_bytes: u64) -> Result<(Tensor, Conv2dBackward)> {
+/// [`conv2d`] with an explicit per-binding byte limit for the col buffers and GEMM orientation
+/// (tests use a small limit to exercise chunking, and both orientations).
+fn conv2d_tuned(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: Conv2dConfig,
+    max_bytes: u64,
+    orient: Orient,
+) -> Result<(Tensor, Conv2dBackward)> {
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
@@ -271,13 +339,13 @@ fn conv2d_limited(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig,
             c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
             flags: if b.is_some() { BIAS_M } else { 0 },
         };
-        gemm(x.device(), &gm, w.buffer(), col.buffer(), b.map(|b| b.buffer()), out.buffer())?;
+        gemm_oriented(x.device(), &gm, w, &col, b, &out, orient)?;
         // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
         if chunks.len() == 1 && !g.is_pointwise() {
             saved_col = Some(col);
         }
     }
-    let backward = Conv2dBackward { x: x.clone(), w: w.clone(), has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes };
+    let backward = Conv2dBackward { x: x.clone(), w: w.clone(), has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
     Ok((out, backward))
 }
 
@@ -289,6 +357,7 @@ pub struct Conv2dBackward {
     /// im2col of the whole batch, kept from forward when it fitted in one chunk.
     col: Option<Tensor>,
     max_bytes: u64,
+    orient: Orient,
 }
 
 impl Conv2dBackward {
@@ -328,11 +397,11 @@ impl Conv2dBackward {
             };
             if g.is_pointwise() {
                 gm.c.offset = (chunk.first * k * p) as u32;
-                gemm(dev, &gm, self.w.buffer(), dout.buffer(), None, dx.buffer())?;
+                gemm_oriented(dev, &gm, &self.w, dout, None, &dx, self.orient)?;
                 continue;
             }
             let dcol = Tensor::uninit(dev, &[chunk.images, k, p], "conv2d col gradient")?;
-            gemm(dev, &gm, self.w.buffer(), dout.buffer(), None, dcol.buffer())?;
+            gemm_oriented(dev, &gm, &self.w, dout, None, &dcol, self.orient)?;
             dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
         }
         Ok(dx)
@@ -343,7 +412,7 @@ impl Conv2dBackward {
         self.check_grad(dout)?;
         let g = &self.geometry;
         let dev = dout.device();
-        let (k, p) = (g.k(), g.p());
+        let (k, p, co) = (g.k(), g.p(), g.c_out);
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let chunks = chunks(g, self.max_bytes)?;
         for (ci, chunk) in chunks.iter().enumerate() {
@@ -351,19 +420,20 @@ impl Conv2dBackward {
                 Some(col) => (col.clone(), 0),
                 None => col_for(&self.x, g, chunk)?,
             };
-            let partials = Tensor::uninit(dev, &[chunk.images, g.c_out, k], "conv2d weight gradient partials")?;
+            // Per-image products, summed below: one batch-reducing GEMM would have too few workgroups.
+            let partials = Tensor::uninit(dev, &[chunk.images, co, k], "conv2d weight gradient partials")?;
             let gm = Gemm {
-                m: g.c_out,
+                m: co,
                 n: k,
                 k: p,
                 batch: chunk.images,
-                a: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
+                a: Strides { row: p as u32, col: 1, batch: (co * p) as u32, offset: (chunk.first * co * p) as u32 },
                 b: Strides { row: 1, col: p as u32, batch: (k * p) as u32, offset: col_offset },
-                c: Strides { row: k as u32, col: 1, batch: (g.c_out * k) as u32, offset: 0 },
+                c: Strides { row: k as u32, col: 1, batch: (co * k) as u32, offset: 0 },
                 flags: 0,
             };
-            gemm(dev, &gm, dout.buffer(), col.buffer(), None, partials.buffer())?;
-            let len = g.c_out * k;
+            gemm_oriented(dev, &gm, dout, &col, None, &partials, self.orient)?;
+            let len = co * k;
             let params = ConvParams { len: len as u32, accumulate: (ci > 0) as u32, ..ConvParams::new(g, chunk) };
             dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
         }
@@ -525,15 +595,23 @@ mod tests {
         }
     }
 
-    fn check_gpu_backward(dev: &Device, rng: &mut TestRng, xs: [usize; 4], ws: [usize; 4], cfg: Conv2dConfig, max_bytes: u64) {
+    fn check_gpu_backward(
+        dev: &Device,
+        rng: &mut TestRng,
+        xs: [usize; 4],
+        ws: [usize; 4],
+        cfg: Conv2dConfig,
+        max_bytes: u64,
+        orient: Orient,
+    ) {
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         let x = rand_vec(rng, xs.iter().product());
         let w = rand_vec(rng, ws.iter().product());
         let b = rand_vec(rng, ws[0]);
         let r = rand_vec(rng, g.out_shape().iter().product());
         let gb = tensor(dev, &b, &[ws[0]]);
-        let (out, bw) = conv2d_limited(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes).unwrap();
-        let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes}");
+        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient).unwrap();
+        let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes} {orient:?}");
         assert_close(&out.to_vec().unwrap(), &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d forward {what}"));
         let grads = bw.backward(&tensor(dev, &r, &g.out_shape())).unwrap();
         let (dx, dw, db) = cpu::conv2d_backward(&x, &w, &r, &g);
@@ -549,7 +627,22 @@ mod tests {
         let mut rng = rng(23);
         for case in 0..22 {
             let (xs, ws, cfg) = random_case(&mut rng, case);
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes());
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto);
+        }
+    }
+
+    #[test]
+    fn both_gemm_orientations_match_reference() {
+        let dev = device();
+        let mut rng = rng(25);
+        for (xs, ws, cfg) in [
+            ([2, 1, 9, 8], [33, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+            ([3, 4, 7, 6], [5, 4, 3, 2], Conv2dConfig::new(2, Padding::Same)),
+            ([2, 3, 5, 5], [7, 3, 1, 1], Conv2dConfig::new(1, Padding::Valid)),
+        ] {
+            for orient in [Orient::Normal, Orient::Transposed] {
+                check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), orient);
+            }
         }
     }
 
@@ -564,10 +657,10 @@ mod tests {
             chunks(&g, 4000).unwrap(),
             vec![Chunk { first: 0, images: 2 }, Chunk { first: 2, images: 2 }, Chunk { first: 4, images: 1 }]
         );
-        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4000);
+        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4000, Orient::Auto);
         // Pointwise: x is col, chunks address it by offset.
-        check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300);
-        check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000);
+        check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300, Orient::Transposed);
+        check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000, Orient::Normal);
         let e = chunks(&g, 1000).unwrap_err().to_string();
         assert!(e.contains("[5, 2, 7, 7]") && e.contains("[3, 2, 3, 3]"), "{e}");
     }

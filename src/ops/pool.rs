@@ -4,7 +4,7 @@
 //! (stride < kernel) are summed without atomics.
 
 use super::Backward;
-use crate::device::{Access, DType, KernelSpec};
+use crate::device::{Access, DType, GpuBuffer, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -14,19 +14,25 @@ static MAX_FORWARD: KernelSpec = KernelSpec {
     entry: "main",
     bindings: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
 };
-static MAX_BACKWARD: KernelSpec = KernelSpec {
-    name: "pool_max_backward",
-    source: include_str!("../../shaders/pool_max_backward.wgsl"),
-    entry: "main",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-};
+static MAX_BACKWARD_GATHER: KernelSpec = max_backward_kernel("pool_max_backward_gather", "gather");
+static MAX_BACKWARD_SCATTER: KernelSpec = max_backward_kernel("pool_max_backward_scatter", "scatter");
 static AVG_FORWARD: KernelSpec = pool_kernel("pool_avg_forward", "avg_forward");
-static AVG_BACKWARD: KernelSpec = pool_kernel("pool_avg_backward", "avg_backward");
+static AVG_BACKWARD_GATHER: KernelSpec = pool_kernel("pool_avg_backward_gather", "avg_backward");
+static AVG_BACKWARD_SCATTER: KernelSpec = pool_kernel("pool_avg_backward_scatter", "avg_backward_scatter");
 static GLOBAL_AVG_FORWARD: KernelSpec = pool_kernel("pool_global_avg_forward", "global_avg_forward");
 static GLOBAL_AVG_BACKWARD: KernelSpec = pool_kernel("pool_global_avg_backward", "global_avg_backward");
 
 const fn pool_kernel(name: &'static str, entry: &'static str) -> KernelSpec {
     KernelSpec { name, source: include_str!("../../shaders/pool.wgsl"), entry, bindings: &[Access::Read, Access::ReadWrite] }
+}
+
+const fn max_backward_kernel(name: &'static str, entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        name,
+        source: include_str!("../../shaders/pool_max_backward.wgsl"),
+        entry,
+        bindings: &[Access::Read, Access::Read, Access::ReadWrite],
+    }
 }
 
 const WG: usize = 64;
@@ -75,6 +81,28 @@ impl PoolParams {
     fn groups(&self, rows: u32) -> [u32; 3] {
         super::grid_1d(super::groups(rows as usize, WG))
     }
+    /// Each input pixel lies in at most one window.
+    fn disjoint(&self) -> bool {
+        self.stride >= self.kernel
+    }
+    /// Some input pixels lie in no window (gaps between windows, or rows/columns past the last).
+    fn has_uncovered(&self) -> bool {
+        let reach = |out: u32| (out - 1) * self.stride + self.kernel;
+        reach(self.oh) < self.h || reach(self.ow) < self.w || self.stride > self.kernel
+    }
+}
+
+/// Records a pooling backward: a scatter per output row when windows are disjoint (zeroing first
+/// the pixels no window covers), else a gather per input row.
+fn dispatch_backward(p: &PoolParams, gather: &KernelSpec, scatter: &KernelSpec, buffers: &[&GpuBuffer], dx: &Tensor) -> Result<()> {
+    let dev = dx.device();
+    if !p.disjoint() {
+        return dev.dispatch(gather, &[], p, buffers, p.groups(p.planes * p.h));
+    }
+    if p.has_uncovered() {
+        dev.zero(dx.buffer());
+    }
+    dev.dispatch(scatter, &[], p, buffers, p.groups(p.planes * p.oh))
 }
 
 fn pool_out(x: &[usize], cfg: Pool2dConfig) -> [usize; 4] {
@@ -138,16 +166,10 @@ impl Backward for MaxPool2dBackward {
     // dx[i] = sum of dout over the windows whose argmax is i.
     fn backward(&self, dout: &Tensor) -> Result<Vec<Option<Tensor>>> {
         check_grad("max_pool2d backward", dout, self.argmax.shape(), &self.x_shape)?;
-        let dev = dout.device();
-        let dx = Tensor::uninit(dev, &self.x_shape, "max_pool2d input gradient")?;
+        let dx = Tensor::uninit(dout.device(), &self.x_shape, "max_pool2d input gradient")?;
         let params = PoolParams::new(&self.x_shape, self.cfg);
-        dev.dispatch(
-            &MAX_BACKWARD,
-            &[],
-            &params,
-            &[dout.buffer(), self.argmax.buffer(), dx.buffer()],
-            params.groups(params.planes * params.h),
-        )?;
+        let buffers = [dout.buffer(), self.argmax.buffer(), dx.buffer()];
+        dispatch_backward(&params, &MAX_BACKWARD_GATHER, &MAX_BACKWARD_SCATTER, &buffers, &dx)?;
         Ok(vec![Some(dx)])
     }
 }
@@ -179,7 +201,7 @@ impl Backward for AvgPool2dBackward {
         let dev = dout.device();
         let dx = Tensor::uninit(dev, &self.x_shape, "avg_pool2d input gradient")?;
         let params = PoolParams::new(&self.x_shape, self.cfg);
-        dev.dispatch(&AVG_BACKWARD, &[], &params, &[dout.buffer(), dx.buffer()], params.groups(params.planes * params.h))?;
+        dispatch_backward(&params, &AVG_BACKWARD_GATHER, &AVG_BACKWARD_SCATTER, &[dout.buffer(), dx.buffer()], &dx)?;
         Ok(vec![Some(dx)])
     }
 }
@@ -402,6 +424,27 @@ mod tests {
         assert_eq!(bw.argmax().to_u32_vec().unwrap(), vec![0, 1, 3, 4]);
         let dx = bw.backward(&Tensor::from_slice(&dev, &[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]).unwrap()).unwrap();
         assert_eq!(dx[0].as_ref().unwrap().to_vec().unwrap(), vec![1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn disjoint_windows_zero_the_pixels_no_window_covers() {
+        // Kernel 2, stride 3 on 5x6: rows/columns 2 and 5 lie in no window. A dirty pooled
+        // buffer of the gradient's size is released first, so stale values would show.
+        let dev = device();
+        let xs = [1, 2, 5, 6];
+        let cfg = Pool2dConfig { kernel: 2, stride: 3 };
+        let x: Vec<f64> = (0..60).map(|i| ((i * 37) % 60) as f64).collect();
+        let r = [1.0, -2.0, 3.0, 0.5, 4.0, -1.0, 2.0, 5.0];
+        let gx = tensor(&dev, &x, &xs);
+        let gr = tensor(&dev, &r, &[1, 2, 2, 2]);
+        let (_, max_bw) = max_pool2d(&gx, cfg).unwrap();
+        let (_, avg_bw) = avg_pool2d(&gx, cfg).unwrap();
+        drop(Tensor::full(&dev, &xs, 7.0).unwrap());
+        let dx = max_bw.backward(&gr).unwrap()[0].as_ref().unwrap().to_vec().unwrap();
+        assert_close(&dx, &cpu::max_pool2d_backward(&x, xs, cfg, &r), 1e-6, "max_pool2d dx with gaps");
+        drop(Tensor::full(&dev, &xs, 7.0).unwrap());
+        let dx = avg_bw.backward(&gr).unwrap()[0].as_ref().unwrap().to_vec().unwrap();
+        assert_close(&dx, &cpu::avg_pool2d_backward(xs, cfg, &r), 1e-6, "avg_pool2d dx with gaps");
     }
 
     #[test]
