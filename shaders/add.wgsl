@@ -6,38 +6,53 @@ struct Params {
     n: u32, s: f32, _p0: u32, _p1: u32,
 }
 
+// Set from ops::ELEMENTWISE_CONSTS at every launch.
 const WG: u32 = 256u;
+const PER_THREAD: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// Workgroups are spread over x and y (see ops::grid_1d) to stay under 65535 per dimension.
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * WG + lid;
+// The first of this invocation's PER_THREAD elements, which are WG apart. Workgroups are spread
+// over x and y (see ops::grid_1d) to stay under 65535 per dimension.
+fn first_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
 }
 
 @compute @workgroup_size(WG)
 fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i < p.n) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i >= p.n) {
+            return;
+        }
         out[i] = a[i] + b[i];
     }
 }
 
 @compute @workgroup_size(WG)
 fn accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i < p.n) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i >= p.n) {
+            return;
+        }
         out[i] = out[i] + a[i];
     }
 }
 
 @compute @workgroup_size(WG)
 fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i < p.n) {
+    let first = first_index(wg, nwg, lid);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i >= p.n) {
+            return;
+        }
         out[i] = a[i] * p.s;
     }
 }

@@ -5,7 +5,9 @@ struct Params {
     rows: u32, cols: u32, inv_rows: f32, invalid: f32, // invalid unused here
 }
 
+// Set from ops::ELEMENTWISE_CONSTS at every launch.
 const WG: u32 = 256u;
+const PER_THREAD: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> probs: array<f32>;
@@ -15,11 +17,15 @@ const WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
-    if (i >= p.rows * p.cols) {
-        return;
+    let first = (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
+    let g = dloss[0] * p.inv_rows;
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * WG;
+        if (i >= p.rows * p.cols) {
+            return;
+        }
+        let r = i / p.cols;
+        let onehot = select(0.0, 1.0, labels[r] == i - r * p.cols);
+        dlogits[i] = (probs[i] - onehot) * g;
     }
-    let r = i / p.cols;
-    let onehot = select(0.0, 1.0, labels[r] == i - r * p.cols);
-    dlogits[i] = (probs[i] - onehot) * (dloss[0] * p.inv_rows);
 }

@@ -6,9 +6,6 @@ use crate::device::{Access, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Workgroup size of every entry in `shaders/add.wgsl`.
-const WG: usize = 256;
-
 const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
 
 static SUM: KernelSpec = KernelSpec { name: "add", source: include_str!("../../shaders/add.wgsl"), entry: "sum", bindings: BINDINGS };
@@ -28,8 +25,8 @@ struct AddParams {
 fn launch(kernel: &KernelSpec, a: &Tensor, b: &Tensor, out: &Tensor, s: f32) -> Result<()> {
     let n = out.len();
     let params = AddParams { n: n as u32, s, _pad: [0; 2] };
-    let wg = super::grid_1d(super::groups(n, WG));
-    a.device().dispatch(kernel, &[], &params, &[a.buffer(), b.buffer(), out.buffer()], wg)
+    let wg = super::elementwise_grid(n);
+    a.device().dispatch(kernel, &super::ELEMENTWISE_CONSTS, &params, &[a.buffer(), b.buffer(), out.buffer()], wg)
 }
 
 /// The shape rule: both operands f32 with the same shape.

@@ -7,9 +7,6 @@ use crate::device::{Access, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Workgroup size of `shaders/concat.wgsl`.
-const WG: usize = 256;
-
 static CONCAT: KernelSpec = KernelSpec {
     name: "concat",
     source: include_str!("../../shaders/concat.wgsl"),
@@ -60,8 +57,8 @@ fn copy_part(src: &Tensor, dst: &Tensor, part_shape: &[usize], c_total: usize, c
         gather: gather as u32,
         _pad: [0; 2],
     };
-    let wg = super::grid_1d(super::groups(outer * c_part * inner, WG));
-    src.device().dispatch(&CONCAT, &[], &params, &[src.buffer(), dst.buffer()], wg)
+    let wg = super::elementwise_grid(outer * c_part * inner);
+    src.device().dispatch(&CONCAT, &super::ELEMENTWISE_CONSTS, &params, &[src.buffer(), dst.buffer()], wg)
 }
 
 /// `xs` concatenated along axis 1.

@@ -8,9 +8,6 @@ use crate::device::{Access, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Workgroup size of `shaders/dropout.wgsl`.
-const WG: usize = 256;
-
 static DROPOUT: KernelSpec = KernelSpec {
     name: "dropout",
     source: include_str!("../../shaders/dropout.wgsl"),
@@ -75,7 +72,7 @@ fn apply(x: &Tensor, mask: &Mask, what: &str) -> Result<Tensor> {
     let out = Tensor::uninit(x.device(), x.shape(), what)?;
     let n = x.len();
     let params = DropoutParams { n: n as u32, threshold: mask.threshold, k1: mask.k1, k2: mask.k2, scale: mask.scale, _pad: [0; 3] };
-    x.device().dispatch(&DROPOUT, &[], &params, &[x.buffer(), out.buffer()], super::grid_1d(super::groups(n, WG)))?;
+    x.device().dispatch(&DROPOUT, &super::ELEMENTWISE_CONSTS, &params, &[x.buffer(), out.buffer()], super::elementwise_grid(n))?;
     Ok(out)
 }
 

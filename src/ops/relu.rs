@@ -6,9 +6,6 @@ use crate::device::{Access, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Workgroup size of both entries in `shaders/relu.wgsl`.
-const WG: usize = 256;
-
 const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
 
 static FORWARD: KernelSpec =
@@ -27,7 +24,7 @@ struct ReluParams {
 fn launch(kernel: &KernelSpec, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
     let n = out.len();
     let params = ReluParams { n: n as u32, _pad: [0; 3] };
-    a.device().dispatch(kernel, &[], &params, &[a.buffer(), b.buffer(), out.buffer()], super::grid_1d(super::groups(n, WG)))
+    a.device().dispatch(kernel, &super::ELEMENTWISE_CONSTS, &params, &[a.buffer(), b.buffer(), out.buffer()], super::elementwise_grid(n))
 }
 
 /// `max(x, 0)`, any shape.

@@ -13,10 +13,8 @@ use crate::device::{Access, DType, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Rows per workgroup of the row-wise kernels (one invocation per row).
+/// Rows per workgroup of the row-wise kernels (one invocation per row; `WG` in their shaders).
 const ROW_WG: usize = 64;
-/// Workgroup size of the element-wise backward.
-const ELEM_WG: usize = 256;
 
 static SOFTMAX: KernelSpec = KernelSpec {
     name: "softmax",
@@ -157,9 +155,9 @@ impl Backward for SoftmaxCrossEntropyBackward {
         let (n, c) = (self.probs.dim(0), self.probs.dim(1));
         let dlogits = Tensor::uninit(dloss.device(), &[n, c], "softmax cross-entropy gradient")?;
         let params = RowParams::new(n, c);
-        let wg = super::grid_1d(super::groups(n * c, ELEM_WG));
+        let wg = super::elementwise_grid(n * c);
         let bufs = [self.probs.buffer(), self.labels.buffer(), dloss.buffer(), dlogits.buffer()];
-        dloss.device().dispatch(&XENT_BACKWARD, &[], &params, &bufs, wg)?;
+        dloss.device().dispatch(&XENT_BACKWARD, &super::ELEMENTWISE_CONSTS, &params, &bufs, wg)?;
         Ok(vec![Some(dlogits), None])
     }
 }
