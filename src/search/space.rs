@@ -8,10 +8,10 @@
 
 use super::bayesian::SearchSpace;
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{Graph, HostTensor};
 use crate::morph::{self, Descriptor, Morph};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A graph's architecture, without weights. Serialised as the graph's JSON.
@@ -21,7 +21,11 @@ pub struct Architecture(Graph);
 impl Architecture {
     /// The architecture of `graph` (its weights are dropped).
     pub fn of(graph: &Graph) -> Architecture {
-        let mut g = graph.clone();
+        Architecture::from_graph(graph.clone())
+    }
+
+    /// The architecture of `graph`, dropping its weights without copying them.
+    pub fn from_graph(mut g: Graph) -> Architecture {
         let ids: Vec<_> = g.layers().iter().map(|l| l.id).collect();
         for id in ids {
             g.layer_mut(id).params.clear();
@@ -37,6 +41,20 @@ impl Architecture {
     pub fn instantiate(&self, seed: u64) -> Result<Graph> {
         let mut g = self.0.clone();
         g.init_weights(seed)?;
+        Ok(g)
+    }
+
+    /// A graph of this architecture with all weights zero: morphisms need weights to transform,
+    /// and zeros cost far less than a random initialisation (the optimiser only keeps the
+    /// resulting architecture).
+    fn with_zero_weights(&self) -> Result<Graph> {
+        let shapes = self.0.infer_shapes()?;
+        let mut g = self.0.clone();
+        for layer in self.0.layers() {
+            let input = layer.inputs.first().map(|i| shapes[i].clone()).unwrap_or_default();
+            let params = layer.op.param_specs(&input).into_iter().map(|s| (s.name.to_string(), HostTensor::filled(s.shape, 0.0))).collect();
+            g.layer_mut(layer.id).params = params;
+        }
         Ok(g)
     }
 
@@ -81,6 +99,12 @@ pub struct DescribedMorph {
     pub description: String,
 }
 
+/// The default cap on a candidate's weights. AutoKeras allowed 2^25; UCB's pull towards far
+/// (hence ever wider) architectures then proposes models that are slow to train and, since each
+/// candidate is built by morphisms that copy its weights, slow to even consider. 2^22 (4M) is
+/// over ten times the AutoKeras generator's model on 28x28 images.
+pub const DEFAULT_MAX_PARAMETERS: u64 = 1 << 22;
+
 /// Graphs reachable by morphisms, as the optimiser sees them.
 #[derive(Clone, Debug)]
 pub struct GraphSpace {
@@ -92,7 +116,7 @@ pub struct GraphSpace {
 
 impl Default for GraphSpace {
     fn default() -> Self {
-        GraphSpace { batch_size: 128, max_parameters: 1 << 25 }
+        GraphSpace { batch_size: 128, max_parameters: DEFAULT_MAX_PARAMETERS }
     }
 }
 
@@ -128,34 +152,56 @@ impl SearchSpace for GraphSpace {
         a.descriptor()
     }
 
-    /// AutoKeras's `transform`: up to `2n` draws of a family, then of a morphism of that family.
+    /// AutoKeras's `transform`: up to `2n` draws of a family, then of a morphism of that family,
+    /// keeping up to `n` distinct ones. The morphisms are applied in parallel (each on its own
+    /// seeded generator, so the result does not depend on the thread count): on wide graphs the
+    /// weight copies they make dominate the optimiser's time.
     fn neighbours(&self, a: &Architecture, n: usize, rng: &mut StdRng) -> Vec<(DescribedMorph, Architecture)> {
-        // Morphisms transform weights too; any weights will do to learn the architecture.
-        let Ok(weighted) = a.instantiate(0) else { return Vec::new() };
+        let Ok(weighted) = a.with_zero_weights() else { return Vec::new() };
         let all = morph::applicable(&weighted);
         let families: Vec<Vec<&Morph>> = (0..3).map(|f| all.iter().filter(|m| family(m) == f).collect()).collect();
         let present: Vec<usize> = (0..3).filter(|&f| !families[f].is_empty()).collect();
-        let mut out: Vec<(DescribedMorph, Architecture)> = Vec::new();
         if present.is_empty() {
-            return out;
+            return Vec::new();
         }
+        let mut drawn: Vec<(&Morph, u64)> = Vec::new();
         for _ in 0..2 * n {
             let f = present[rng.random_range(0..present.len())];
             let m = families[f][rng.random_range(0..families[f].len())];
-            if out.iter().any(|(d, _)| d.morph == *m) {
-                continue;
+            if !drawn.iter().any(|(d, _)| *d == m) {
+                drawn.push((m, rng.random()));
             }
-            let Ok(child) = morph::apply(&weighted, m, rng) else { continue };
-            let child = Architecture::of(&child);
-            if child.parameters() > self.max_parameters {
-                continue;
-            }
-            out.push((DescribedMorph { morph: m.clone(), description: m.describe(&weighted) }, child));
-            if out.len() >= n {
+            if drawn.len() >= n {
                 break;
             }
         }
-        out
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(drawn.len()).max(1);
+        let results: Vec<Option<Architecture>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = drawn
+                .chunks(drawn.len().div_ceil(threads))
+                .map(|chunk| {
+                    let weighted = &weighted;
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(m, seed)| {
+                                let child = morph::apply(weighted, m, &mut StdRng::seed_from_u64(*seed)).ok()?;
+                                Some(Architecture::from_graph(child))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("a morphism panicked")).collect()
+        });
+        drawn
+            .iter()
+            .zip(results)
+            .filter_map(|((m, _), child)| {
+                let child = child.filter(|c| c.parameters() <= self.max_parameters)?;
+                Some((DescribedMorph { morph: (*m).clone(), description: m.describe(&weighted) }, child))
+            })
+            .collect()
     }
 
     fn size(&self, a: &Architecture) -> u64 {
@@ -189,7 +235,6 @@ pub fn check_same(got: &Graph, want: &Architecture) -> Result<()> {
 mod tests {
     use super::*;
     use crate::graph::CnnConfig;
-    use rand::SeedableRng;
 
     fn small_cnn() -> Graph {
         Graph::cnn(&[1, 12, 12], 10, &CnnConfig { blocks: 2, width: 8, dense: 16, ..Default::default() }, 3).unwrap()
