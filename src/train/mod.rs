@@ -1,1 +1,220 @@
-//! (in progress)
+//! The training loop: `fit`, `evaluate`, `predict` for anything that implements [`Network`], with
+//! Keras-style epoch lines, a progress bar on a terminal, early stopping and a deadline. Losses and
+//! accuracy are accumulated on the device and read back once per logging interval, not per step.
+
+mod progress;
+
+use crate::autograd::{Tape, Var};
+use crate::data::dataset::{BatchOrder, DeviceDataset};
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+use progress::Progress;
+use std::time::{Duration, Instant};
+
+/// A trainable network: logits from a batch of images, and its parameters.
+pub trait Network {
+    /// Runs the network on `x` (`[n, c, h, w]`), registering its parameters with `tape.param`.
+    /// `seed` varies per step so dropout masks differ between steps.
+    fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var>;
+    /// The trainable parameters, in a fixed order.
+    fn parameters(&self) -> Vec<Tensor>;
+}
+
+#[derive(Clone, Debug)]
+pub struct EarlyStopping {
+    /// Epochs without an improvement of `min_delta` in validation loss before stopping.
+    pub patience: usize,
+    pub min_delta: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FitConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Print Keras-style lines (and a progress bar on a terminal).
+    pub verbose: bool,
+    /// Steps between readbacks of the loss (progress bar updates, divergence checks).
+    pub log_every: usize,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Stop after the epoch during which this instant passes.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig { epochs: 1, batch_size: 128, seed: 0, verbose: true, log_every: 50, early_stopping: None, deadline: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub seconds: f64,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    pub epochs: Vec<EpochStats>,
+    /// Why training ended before `epochs` ("early stopping", "deadline").
+    pub stopped_early: Option<String>,
+}
+
+impl History {
+    /// The lowest validation loss seen, with its accuracy.
+    pub fn best_val(&self) -> Option<(f64, f64)> {
+        self.epochs
+            .iter()
+            .filter_map(|e| Some((e.val_loss?, e.val_accuracy?)))
+            .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
+    }
+}
+
+/// Mean loss and accuracy over a dataset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// One optimisation step on a batch; returns the loss tensor (`[1]`, not read back).
+pub fn train_step(net: &dyn Network, opt: &mut dyn Optimizer, x: Tensor, y: Tensor, seed: u64, correct: &Tensor) -> Result<Tensor> {
+    let tape = Tape::new();
+    let xv = tape.constant(x);
+    let yv = tape.constant(y);
+    let logits = net.forward(&tape, &xv, true, seed)?;
+    let loss = tape.softmax_cross_entropy(&logits, &yv)?;
+    ops::softmax::count_correct(logits.value(), yv.value(), correct)?;
+    let grads = tape.backward(&loss)?;
+    let params = net.parameters();
+    let pairs: Vec<(&Tensor, &Tensor)> = params.iter().filter_map(|p| grads.of(p).map(|g| (p, g))).collect();
+    opt.step(&pairs)?;
+    Ok(loss.value().clone())
+}
+
+/// Trains `net` on `train`, evaluating on `val` after each epoch.
+pub fn fit(
+    net: &dyn Network,
+    opt: &mut dyn Optimizer,
+    train: &DeviceDataset,
+    val: Option<&DeviceDataset>,
+    cfg: &FitConfig,
+) -> Result<History> {
+    if train.len() == 0 {
+        return Err(Error::Invalid("fit: the training set is empty".into()));
+    }
+    if cfg.batch_size == 0 || cfg.log_every == 0 {
+        return Err(Error::Invalid("fit: batch size and log interval must be positive".into()));
+    }
+    let device = train.device().clone();
+    let order = BatchOrder::new(train.len(), cfg.batch_size, cfg.seed)?;
+    let steps = order.batches_per_epoch();
+    let mut history = History::default();
+    let mut best_val = f64::INFINITY;
+    let mut since_best = 0;
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let correct = Tensor::zeros(&device, &[1])?;
+        // Per-step losses of the current logging window, read back together.
+        let window = Tensor::uninit(&device, &[cfg.log_every], "loss window")?;
+        let mut loss_sum = 0.0;
+        let mut progress = Progress::new(cfg.verbose, epoch, cfg.epochs, train.len());
+        let mut seen = 0;
+        for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
+            let (x, y) = train.batch(idx)?;
+            let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
+            let loss = train_step(net, opt, x, y, seed, &correct)?;
+            device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
+            device.flush()?;
+            seen += idx.len();
+            if (step + 1) % cfg.log_every == 0 || step + 1 == steps {
+                let n = step % cfg.log_every + 1;
+                let losses = &window.to_vec()?[..n];
+                if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
+                    progress.finish_line("");
+                    return Err(Error::Diverged(format!(
+                        "the loss became {} at epoch {epoch}, step {} of {steps}",
+                        losses[i],
+                        step + 1 - n + i + 1
+                    )));
+                }
+                loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>();
+                progress.update(seen, loss_sum / (step + 1) as f64);
+            }
+        }
+        let accuracy = correct.to_vec()?[0] as f64 / train.len() as f64;
+        let loss = loss_sum / steps as f64;
+        let (val_loss, val_accuracy) = match val {
+            Some(v) => {
+                let e = evaluate(net, v, cfg.batch_size)?;
+                (Some(e.loss), Some(e.accuracy))
+            }
+            None => (None, None),
+        };
+        let stats = EpochStats { epoch, seconds: start.elapsed().as_secs_f64(), loss, accuracy, val_loss, val_accuracy };
+        progress.finish_line(&epoch_line(&stats, steps));
+        history.epochs.push(stats);
+
+        if let (Some(es), Some(vl)) = (&cfg.early_stopping, val_loss) {
+            if vl < best_val - es.min_delta {
+                best_val = vl;
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= es.patience {
+                    history.stopped_early = Some(format!("no validation loss decrease after {} epochs", es.patience));
+                    break;
+                }
+            }
+        }
+        if cfg.deadline.is_some_and(|d| Instant::now() >= d) && epoch < cfg.epochs {
+            history.stopped_early = Some("time limit reached".into());
+            break;
+        }
+    }
+    Ok(history)
+}
+
+/// "loss: 0.2622 - accuracy: 0.9205 - val_loss: ..." as Keras prints it.
+fn epoch_line(s: &EpochStats, steps: usize) -> String {
+    let per_step = Duration::from_secs_f64(s.seconds / steps.max(1) as f64);
+    let mut line = format!("{:.0}s {}ms/step - loss: {:.4} - accuracy: {:.4}", s.seconds, per_step.as_millis(), s.loss, s.accuracy);
+    if let (Some(l), Some(a)) = (s.val_loss, s.val_accuracy) {
+        line += &format!(" - val_loss: {l:.4} - val_accuracy: {a:.4}");
+    }
+    line
+}
+
+/// Mean cross-entropy and accuracy in evaluation mode.
+pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> Result<Evaluation> {
+    if data.len() == 0 {
+        return Err(Error::Invalid("evaluate: the dataset is empty".into()));
+    }
+    let device = data.device().clone();
+    // [correct count, summed cross-entropy], accumulated on the device and read once.
+    let metrics = Tensor::zeros(&device, &[2])?;
+    for idx in BatchOrder::new(data.len(), batch_size, 0)?.sequential() {
+        let (x, y) = data.batch(&idx)?;
+        let tape = Tape::no_grad();
+        let logits = net.forward(&tape, &tape.constant(x), false, 0)?;
+        ops::softmax::count_correct(logits.value(), &y, &metrics)?;
+        device.flush()?;
+    }
+    let m = metrics.to_vec()?;
+    let n = data.len() as f64;
+    Ok(Evaluation { loss: m[1] as f64 / n, accuracy: m[0] as f64 / n })
+}
+
+/// Class probabilities `[n, classes]` for a batch of images (evaluation mode).
+pub fn predict(net: &dyn Network, images: &Tensor) -> Result<Tensor> {
+    let tape = Tape::no_grad();
+    let x = tape.constant(images.clone());
+    let logits = net.forward(&tape, &x, false, 0)?;
+    ops::softmax::softmax(logits.value())
+}

@@ -1,0 +1,112 @@
+//! End-to-end training on real MNIST: a small convnet on the first 2,000 training images for one
+//! epoch must reach 90% on the first 1,000 test images, and the training loop's contracts hold.
+
+use netmorph::autograd::{Tape, Var};
+use netmorph::data::dataset::DeviceDataset;
+use netmorph::data::mnist::{default_data_dir, Mnist};
+use netmorph::ops::conv2d::{Conv2dConfig, Padding};
+use netmorph::ops::pool::Pool2dConfig;
+use netmorph::optim::adam::Adam;
+use netmorph::optim::sgd::Sgd;
+use netmorph::testing::device;
+use netmorph::train::{evaluate, fit, FitConfig, Network};
+use netmorph::{Device, Error, Result, Tensor};
+use rand::{Rng, SeedableRng};
+
+struct SmallConvnet {
+    params: Vec<Tensor>,
+}
+
+impl SmallConvnet {
+    fn new(dev: &Device, seed: u64) -> SmallConvnet {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut glorot = |shape: &[usize], fan_in: usize, fan_out: usize| {
+            let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+            let v: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-limit..limit)).collect();
+            Tensor::from_slice(dev, &v, shape).unwrap()
+        };
+        let params = vec![
+            glorot(&[16, 1, 3, 3], 9, 144),
+            Tensor::zeros(dev, &[16]).unwrap(),
+            glorot(&[32, 16, 3, 3], 144, 288),
+            Tensor::zeros(dev, &[32]).unwrap(),
+            glorot(&[32 * 5 * 5, 10], 800, 10),
+            Tensor::zeros(dev, &[10]).unwrap(),
+        ];
+        SmallConvnet { params }
+    }
+}
+
+impl Network for SmallConvnet {
+    fn forward(&self, tape: &Tape, x: &Var, _training: bool, _seed: u64) -> Result<Var> {
+        let p: Vec<Var> = self.params.iter().map(|t| tape.param(t)).collect();
+        let conv = Conv2dConfig { stride: 1, padding: Padding::Valid };
+        let pool = Pool2dConfig { kernel: 2, stride: 2 };
+        let x = tape.relu(&tape.conv2d(x, &p[0], Some(&p[1]), conv)?)?; // 26x26
+        let x = tape.max_pool2d(&x, pool)?; // 13x13
+        let x = tape.relu(&tape.conv2d(&x, &p[2], Some(&p[3]), conv)?)?; // 11x11
+        let x = tape.max_pool2d(&x, pool)?; // 5x5
+        let n = x.shape()[0];
+        let x = tape.reshape(&x, &[n, 800])?;
+        tape.dense(&x, &p[4], Some(&p[5]))
+    }
+    fn parameters(&self) -> Vec<Tensor> {
+        self.params.clone()
+    }
+}
+
+fn mnist() -> Mnist {
+    Mnist::load(default_data_dir()).expect("MNIST in data/mnist")
+}
+
+#[test]
+fn one_epoch_on_2000_images_reaches_90_percent() {
+    let dev = device();
+    let data = mnist();
+    let train = DeviceDataset::new(&dev, &data.train.take(2000)).unwrap();
+    let test = DeviceDataset::new(&dev, &data.test.take(1000)).unwrap();
+    let net = SmallConvnet::new(&dev, 7);
+    let mut opt = Adam::new(2e-3, 0.9, 0.999, 1e-8, 0.0);
+    let cfg = FitConfig { epochs: 1, batch_size: 10, seed: 7, verbose: false, ..FitConfig::default() };
+    let history = fit(&net, &mut opt, &train, None, &cfg).unwrap();
+    let score = evaluate(&net, &test, 100).unwrap();
+    eprintln!(
+        "[train] 1 epoch on 2000 images: loss {:.4} train acc {:.4}; test on 1000: loss {:.4} acc {:.4}",
+        history.epochs[0].loss, history.epochs[0].accuracy, score.loss, score.accuracy
+    );
+    assert!(score.accuracy >= 0.90, "test accuracy {:.4} < 0.90", score.accuracy);
+    assert!(history.epochs[0].loss.is_finite());
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_message_naming_epoch_and_step() {
+    let dev = device();
+    let data = mnist();
+    let train = DeviceDataset::new(&dev, &data.train.take(256)).unwrap();
+    let net = SmallConvnet::new(&dev, 1);
+    let mut opt = Sgd::new(1e20);
+    let cfg = FitConfig { epochs: 3, batch_size: 32, seed: 1, verbose: false, log_every: 4, ..FitConfig::default() };
+    match fit(&net, &mut opt, &train, None, &cfg) {
+        Err(Error::Diverged(msg)) => assert!(msg.contains("epoch") && msg.contains("step"), "{msg}"),
+        other => panic!("expected a divergence error, got {other:?}"),
+    }
+}
+
+#[test]
+fn early_stopping_and_deadline_end_training() {
+    let dev = device();
+    let data = mnist();
+    let train = DeviceDataset::new(&dev, &data.train.take(64)).unwrap();
+    let val = DeviceDataset::new(&dev, &data.test.take(64)).unwrap();
+    let net = SmallConvnet::new(&dev, 2);
+    // A learning rate of zero never improves the validation loss: patience 2 stops after 3 epochs.
+    let mut opt = Sgd::new(0.0);
+    let es = netmorph::train::EarlyStopping { patience: 2, min_delta: 1e-4 };
+    let cfg = FitConfig { epochs: 10, batch_size: 32, verbose: false, early_stopping: Some(es), ..FitConfig::default() };
+    let h = fit(&net, &mut opt, &train, Some(&val), &cfg).unwrap();
+    assert_eq!(h.epochs.len(), 3, "{h:?}");
+    assert!(h.stopped_early.is_some());
+    let cfg = FitConfig { epochs: 10, batch_size: 32, verbose: false, deadline: Some(std::time::Instant::now()), ..FitConfig::default() };
+    let h = fit(&net, &mut opt, &train, None, &cfg).unwrap();
+    assert_eq!(h.epochs.len(), 1, "a passed deadline still finishes the current epoch, then stops");
+}
