@@ -394,16 +394,20 @@ mod tests {
     fn the_time_limit_holds_within_one_epoch() {
         let dir = temp_dir("time");
         let store = SearchStore::open(&dir, false).unwrap();
-        let mut trainer = FakeTrainer { epoch: Duration::from_millis(30), epochs: 3, ..FakeTrainer::new() };
-        let limit = Duration::from_millis(250);
+        let epoch = Duration::from_millis(100);
+        let mut trainer = FakeTrainer { epoch, epochs: 3, ..FakeTrainer::new() };
+        let limit = Duration::from_millis(700);
         let cfg = SearchConfig { time_limit: limit, max_models: None, ..config(0) };
         let start = Instant::now();
         let result = search(Grid { max: 30 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap();
         let elapsed = start.elapsed();
-        assert!(elapsed < limit + Duration::from_millis(30 + 40), "ran {elapsed:?} with a limit of {limit:?}");
+        // One epoch past the limit at most, with room for a loaded machine's scheduling.
+        assert!(elapsed < limit + epoch + Duration::from_millis(80), "ran {elapsed:?} with a limit of {limit:?}");
         assert_eq!(result.ended_by, "time limit");
-        assert!(result.records.len() >= 3);
-        assert_eq!(result.records.last().unwrap().stopped.as_deref(), Some("time limit reached"));
+        assert!(result.records.len() >= 2);
+        // The model in training when the limit passed stopped early (unless the limit fell between models).
+        let last = result.records.last().unwrap();
+        assert!(last.stopped.as_deref() == Some("time limit reached") || last.epochs == 3, "{last:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
