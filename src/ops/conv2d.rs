@@ -529,8 +529,8 @@ mod tests {
         let kh = ks[case % ks.len()];
         let kw = if case % 5 == 4 { ks[(case / 2) % ks.len()] } else { kh };
         let stride = 1 + (case / 6) % 2;
-        let padding = if (case / 12) % 2 == 0 { Padding::Valid } else { Padding::Same };
-        let n = if case % 4 == 0 { 1 } else { rand_dim(rng, 1, 3) };
+        let padding = if (case / 12).is_multiple_of(2) { Padding::Valid } else { Padding::Same };
+        let n = if case.is_multiple_of(4) { 1 } else { rand_dim(rng, 1, 3) };
         let c_in = rand_dim(rng, 1, 5);
         let c_out = if case % 7 == 3 { rand_dim(rng, 30, 40) } else { rand_dim(rng, 1, 9) };
         let h = rand_dim(rng, kh, kh + 8);

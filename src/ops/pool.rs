@@ -326,7 +326,7 @@ mod tests {
     fn random_case(rng: &mut TestRng, case: usize) -> ([usize; 4], Pool2dConfig) {
         let kernel = 1 + case % 4;
         let stride = [kernel, 1, 2, kernel + 1][(case / 4) % 4];
-        let n = if case % 3 == 0 { 1 } else { rand_dim(rng, 1, 3) };
+        let n = if case.is_multiple_of(3) { 1 } else { rand_dim(rng, 1, 3) };
         let c = rand_dim(rng, 1, 7);
         let h = rand_dim(rng, kernel, kernel + 11);
         let w = rand_dim(rng, kernel, kernel + 11);
