@@ -678,6 +678,11 @@ mod tests {
     }
 
     #[test]
+    fn shaders_validate() {
+        validate_wgsl("conv2d", include_str!("../../shaders/conv2d.wgsl"));
+    }
+
+    #[test]
     fn shape_errors_name_the_shapes() {
         let dev = device();
         let cfg = Conv2dConfig::default();

@@ -448,6 +448,13 @@ mod tests {
     }
 
     #[test]
+    fn shaders_validate() {
+        validate_wgsl("pool", include_str!("../../shaders/pool.wgsl"));
+        validate_wgsl("pool_max", include_str!("../../shaders/pool_max.wgsl"));
+        validate_wgsl("pool_max_backward", include_str!("../../shaders/pool_max_backward.wgsl"));
+    }
+
+    #[test]
     fn shape_errors_name_the_shapes() {
         let dev = device();
         let e = pool2d_shape(&[2, 3, 4, 5], Pool2dConfig::square(6)).unwrap_err().to_string();
