@@ -33,6 +33,17 @@ struct Inner {
     /// Errors wgpu reported outside an error scope; turned into `Err` at the next sync point.
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// When set, every dispatch is submitted and waited for alone and its time added here by
+    /// kernel name (a per-kernel breakdown for benchmarks; far slower than normal recording).
+    profile: Mutex<Option<Vec<KernelTime>>>,
+}
+
+/// Time spent in one kernel while profiling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    pub kernel: &'static str,
+    pub calls: u64,
+    pub seconds: f64,
 }
 
 impl std::fmt::Debug for Device {
@@ -101,6 +112,7 @@ impl Device {
                 limits,
                 errors,
                 lost,
+                profile: Mutex::new(None),
             }),
         })
     }
@@ -212,6 +224,40 @@ impl Device {
             rec.submit(&self.inner.device, &self.inner.queue);
         }
         rec.dispatch(&self.inner.device, &pipeline, bytemuck::bytes_of(params), buffers, workgroups);
+        drop(rec);
+        if self.inner.profile.lock().unwrap().is_some() {
+            self.time_last_dispatch(kernel.name)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a per-kernel profile: from now on each dispatch runs alone and is timed.
+    pub fn start_profile(&self) -> Result<()> {
+        self.sync()?;
+        *self.inner.profile.lock().unwrap() = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Ends the profile and returns the time per kernel, largest first.
+    pub fn finish_profile(&self) -> Vec<KernelTime> {
+        let mut times = self.inner.profile.lock().unwrap().take().unwrap_or_default();
+        times.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        times
+    }
+
+    fn time_last_dispatch(&self, kernel: &'static str) -> Result<()> {
+        let start = std::time::Instant::now();
+        self.sync()?;
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(times) = self.inner.profile.lock().unwrap().as_mut() {
+            match times.iter_mut().find(|t| t.kernel == kernel) {
+                Some(t) => {
+                    t.calls += 1;
+                    t.seconds += seconds;
+                }
+                None => times.push(KernelTime { kernel, calls: 1, seconds }),
+            }
+        }
         Ok(())
     }
 
