@@ -117,7 +117,8 @@ impl Tape {
         let nodes = self.nodes.borrow();
         for node in nodes.iter().rev() {
             let Some(g) = grads[node.output].take() else { continue };
-            let input_grads = node.backward.backward(&g)?;
+            let needed: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
+            let input_grads = node.backward.backward_needed(&g, &needed)?;
             if input_grads.len() != node.inputs.len() {
                 return Err(Error::Other(format!(
                     "{}: backward returned {} gradients for {} inputs",

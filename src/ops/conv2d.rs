@@ -452,8 +452,14 @@ impl Backward for Conv2dBackward {
         "conv2d"
     }
     fn backward(&self, dout: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let db = if self.has_bias { Some(self.grad_bias(dout)?) } else { None };
-        Ok(vec![Some(self.grad_input(dout)?), Some(self.grad_weight(dout)?), db])
+        self.backward_needed(dout, &[true, true, true])
+    }
+    fn backward_needed(&self, dout: &Tensor, needed: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let want = |i: usize| needed.get(i).copied().unwrap_or(true);
+        let dx = if want(0) { Some(self.grad_input(dout)?) } else { None };
+        let dw = if want(1) { Some(self.grad_weight(dout)?) } else { None };
+        let db = if self.has_bias && want(2) { Some(self.grad_bias(dout)?) } else { None };
+        Ok(vec![dx, dw, db])
     }
 }
 

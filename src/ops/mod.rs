@@ -22,6 +22,12 @@ pub mod softmax;
 pub trait Backward: Send + Sync {
     fn name(&self) -> &'static str;
     fn backward(&self, grad_out: &Tensor) -> Result<Vec<Option<Tensor>>>;
+    /// Like `backward`, but `needed[i]` says whether input `i` wants a gradient, so an op can skip
+    /// work nobody uses (a first layer's gradient with respect to the data).
+    fn backward_needed(&self, grad_out: &Tensor, needed: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let _ = needed;
+        self.backward(grad_out)
+    }
 }
 
 /// Workgroups needed to cover `n` items with `per_group` items each.
