@@ -1,17 +1,22 @@
-//! Matrix multiply: one strided, batched GEMM kernel (`shaders/matmul.wgsl`) that dense and conv
-//! use in forward and backward, and the `matmul` op on 2-D tensors with optional transposes.
+//! Matrix multiply: one strided, batched GEMM that dense and conv use in forward and backward, and
+//! the `matmul` op on 2-D tensors with optional transposes. A launch picks a kernel from the
+//! operands' strides: when each operand is contiguous along one axis and 16-byte aligned, a
+//! `shaders/matmul_vec4.wgsl` variant that loads vec4s along that axis; otherwise the generic
+//! scalar kernel in `shaders/matmul.wgsl`, which takes any strides.
 
 use super::Backward;
 use crate::device::{Access, Device, GpuBuffer, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-static GEMM: KernelSpec = KernelSpec {
-    name: "matmul",
-    source: include_str!("../../shaders/matmul.wgsl"),
-    entry: "main",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-};
+const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+const VEC4_SOURCE: &str = include_str!("../../shaders/matmul_vec4.wgsl");
+
+static GEMM: KernelSpec =
+    KernelSpec { name: "matmul", source: include_str!("../../shaders/matmul.wgsl"), entry: "main", bindings: BINDINGS };
+static GEMM_AK_BN: KernelSpec = KernelSpec { name: "matmul_vec4", source: VEC4_SOURCE, entry: "ak_bn", bindings: BINDINGS };
+static GEMM_AM_BN: KernelSpec = KernelSpec { name: "matmul_vec4", source: VEC4_SOURCE, entry: "am_bn", bindings: BINDINGS };
+static GEMM_AK_BK: KernelSpec = KernelSpec { name: "matmul_vec4", source: VEC4_SOURCE, entry: "ak_bk", bindings: BINDINGS };
 
 pub const BIAS_N: u32 = 1;
 pub const BIAS_M: u32 = 2;
@@ -93,15 +98,47 @@ impl Tiling {
     pub const fn new(tm: u32, tn: u32, wg_x: u32, wg_y: u32) -> Self {
         Tiling { tm, tn, wg_x, wg_y }
     }
-    /// The tiling used unless one is given: NETMORPH_GEMM_TILING="TMxTN/WXxWY" overrides it.
-    pub fn default_for(_device: &Device) -> Tiling {
-        if let Ok(s) = std::env::var("NETMORPH_GEMM_TILING") {
-            if let Some(t) = Tiling::parse(&s) {
-                return t;
-            }
-        }
-        Tiling::new(4, 4, 8, 8)
+    /// NETMORPH_GEMM_TILING="TMxTN/WXxWY", when set: one tiling for every launch of [`gemm`] (for
+    /// tuning on a new adapter).
+    pub fn from_env() -> Option<Tiling> {
+        static ENV: std::sync::OnceLock<Option<Tiling>> = std::sync::OnceLock::new();
+        *ENV.get_or_init(|| std::env::var("NETMORPH_GEMM_TILING").ok().and_then(|s| Tiling::parse(&s)))
     }
+
+    /// The tiling of the row-major kernel ([`Variant::AkBn`]) that [`gemm`] uses on `device`.
+    pub fn default_for(device: &Device) -> Tiling {
+        Tiling::default_for_variant(device, Variant::AkBn)
+    }
+
+    /// The tiling [`gemm`] uses for variant `v` on `device`: NETMORPH_GEMM_TILING if set; on CPU
+    /// adapters (lavapipe) the fastest measured (`benches/matmul.rs`); on GPUs a conventional
+    /// 4x4 register tile in 16x16 workgroups (not tuned: no GPU was at hand).
+    pub fn default_for_variant(device: &Device, v: Variant) -> Tiling {
+        if let Some(t) = Tiling::from_env() {
+            return t;
+        }
+        if !device.is_cpu() {
+            return Tiling::new(4, 4, 16, 16);
+        }
+        // lavapipe: loads are per-lane and bounds-checked, so large tiles pay until the tile no
+        // longer fits the registers (8x24 and 16x8 fall off a cliff for AkBn).
+        match v {
+            Variant::Scalar => Tiling::new(4, 8, 16, 4),
+            Variant::AkBn | Variant::AmBk => Tiling::new(8, 16, 8, 8),
+            Variant::AmBn => Tiling::new(16, 8, 8, 8),
+            Variant::AkBk => Tiling::new(8, 4, 8, 8),
+        }
+    }
+
+    /// The tilings worth trying (benchmarked, and tested for every variant).
+    pub const CANDIDATES: [Tiling; 6] = [
+        Tiling::new(8, 16, 8, 8),
+        Tiling::new(16, 8, 8, 8),
+        Tiling::new(8, 4, 8, 8),
+        Tiling::new(4, 8, 16, 4),
+        Tiling::new(4, 4, 16, 16),
+        Tiling::new(1, 1, 16, 16),
+    ];
     pub fn parse(s: &str) -> Option<Tiling> {
         let (t, w) = s.split_once('/')?;
         let (tm, tn) = t.split_once('x')?;
@@ -110,11 +147,94 @@ impl Tiling {
     }
 }
 
-/// Records one GEMM. `bias` is required when `flags` has BIAS_N or BIAS_M.
-pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Option<&GpuBuffer>, c: &GpuBuffer) -> Result<()> {
-    gemm_tiled(device, g, a, b, bias, c, Tiling::default_for(device))
+/// The kernel a launch runs. The vec4 variants are named after the axis along which each operand
+/// is contiguous: `AkBn` is A row-major `[m, k]` and B row-major `[k, n]`; `Am..` is A stored
+/// `[k, m]` (transposed), `..Bk` is B stored `[n, k]` (transposed). `AmBk` runs the `AkBn` kernel on
+/// the transposed product Cᵀ = Bᵀ Aᵀ. `Scalar` takes any strides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Scalar,
+    AkBn,
+    AmBn,
+    AkBk,
+    AmBk,
 }
 
+impl Variant {
+    pub const ALL: [Variant; 5] = [Variant::Scalar, Variant::AkBn, Variant::AmBn, Variant::AkBk, Variant::AmBk];
+
+    /// The fastest variant that can run `g` with tiling `t`.
+    pub fn select(g: &Gemm, t: Tiling) -> Variant {
+        Variant::ALL[1..].iter().copied().find(|v| v.fits(g, t)).unwrap_or(Variant::Scalar)
+    }
+
+    /// Whether this variant computes `g` with tiling `t`: each operand is contiguous along the axis
+    /// the variant loads vec4s from, every other stride and offset in use is a multiple of 4, and
+    /// the tile is a multiple of 4 along an m or n axis that holds vec4s.
+    pub fn fits(self, g: &Gemm, t: Tiling) -> bool {
+        let (a_along_m, b_along_n) = match self {
+            Variant::Scalar => return true,
+            Variant::AmBk => return Variant::AkBn.fits(&transposed(g), t),
+            Variant::AkBn => (false, true),
+            Variant::AmBn => (true, true),
+            Variant::AkBk => (false, false),
+        };
+        let batches = g.batch;
+        let a_ok = if a_along_m {
+            vec4_operand(g.a.row, (g.a.col, g.k), (g.a.batch, batches), g.a.offset) && t.tm.is_multiple_of(4)
+        } else {
+            vec4_operand(g.a.col, (g.a.row, g.m), (g.a.batch, batches), g.a.offset)
+        };
+        let b_ok = if b_along_n {
+            vec4_operand(g.b.col, (g.b.row, g.k), (g.b.batch, batches), g.b.offset) && t.tn.is_multiple_of(4)
+        } else {
+            // Columns go four at a time (their vec4s along k transposed into vec4s along n).
+            vec4_operand(g.b.row, (g.b.col, g.n), (g.b.batch, batches), g.b.offset) && t.tn.is_multiple_of(4)
+        };
+        a_ok && b_ok
+    }
+
+    fn kernel(self) -> &'static KernelSpec {
+        match self {
+            Variant::Scalar => &GEMM,
+            Variant::AkBn | Variant::AmBk => &GEMM_AK_BN,
+            Variant::AmBn => &GEMM_AM_BN,
+            Variant::AkBk => &GEMM_AK_BK,
+        }
+    }
+}
+
+/// The same product transposed, Cᵀ = Bᵀ Aᵀ: the operands trade places and every operand's row and
+/// column strides swap (the caller swaps the A and B buffers too).
+fn transposed(g: &Gemm) -> Gemm {
+    let t = |s: Strides| Strides { row: s.col, col: s.row, ..s };
+    let bias_swapped = ((g.flags & BIAS_N) << 1) | ((g.flags & BIAS_M) >> 1);
+    Gemm { m: g.n, n: g.m, k: g.k, batch: g.batch, a: t(g.b), b: t(g.a), c: t(g.c), flags: (g.flags & !(BIAS_N | BIAS_M)) | bias_swapped }
+}
+
+/// An operand can be read as vec4s along an axis when its stride there is 1 and every other
+/// (stride, extent) pair in use keeps vec4 boundaries: the stride is a multiple of 4, or the extent
+/// is 1 so the stride is never applied.
+fn vec4_operand(unit_stride: u32, other: (u32, usize), batch: (u32, usize), offset: u32) -> bool {
+    let aligned = |(stride, extent): (u32, usize)| stride.is_multiple_of(4) || extent <= 1;
+    unit_stride == 1 && aligned(other) && aligned(batch) && offset.is_multiple_of(4)
+}
+
+/// Records one GEMM. `bias` is required when `flags` has BIAS_N or BIAS_M. The kernel variant is
+/// picked from the strides, with its default tiling for this adapter ([`plan`]).
+pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Option<&GpuBuffer>, c: &GpuBuffer) -> Result<()> {
+    let (v, t) = if vec4_buffers(a, b) { plan(device, g) } else { (Variant::Scalar, Tiling::default_for_variant(device, Variant::Scalar)) };
+    gemm_variant(device, g, a, b, bias, c, t, v)
+}
+
+/// The variant and tiling [`gemm`] uses for `g` on `device`: the first vec4 variant that fits with
+/// its default tiling, else the scalar kernel.
+pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
+    let v = Variant::ALL[1..].iter().copied().find(|&v| v.fits(g, Tiling::default_for_variant(device, v))).unwrap_or(Variant::Scalar);
+    (v, Tiling::default_for_variant(device, v))
+}
+
+/// [`gemm`] with a given tiling; the fastest variant that fits is chosen.
 pub fn gemm_tiled(
     device: &Device,
     g: &Gemm,
@@ -124,11 +244,43 @@ pub fn gemm_tiled(
     c: &GpuBuffer,
     t: Tiling,
 ) -> Result<()> {
+    let v = if vec4_buffers(a, b) { Variant::select(g, t) } else { Variant::Scalar };
+    gemm_variant(device, g, a, b, bias, c, t, v)
+}
+
+/// The vec4 kernels may read the rest of the 16 bytes that hold an operand's last element (pooled
+/// buffers are always padded so).
+fn vec4_buffers(a: &GpuBuffer, b: &GpuBuffer) -> bool {
+    a.raw().size().is_multiple_of(16) && b.raw().size().is_multiple_of(16)
+}
+
+/// [`gemm_tiled`] with a given kernel variant (tests and benchmarks compare them); an error if the
+/// variant does not fit the operands' layout or the tiling.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_variant(
+    device: &Device,
+    g: &Gemm,
+    a: &GpuBuffer,
+    b: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    c: &GpuBuffer,
+    t: Tiling,
+    v: Variant,
+) -> Result<()> {
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
     if (g.flags & (BIAS_N | BIAS_M)) != 0 && bias.is_none() {
         return Err(Error::Invalid("gemm: bias flag without a bias buffer".into()));
+    }
+    if t.tm == 0 || t.tn == 0 || t.wg_x == 0 || t.wg_y == 0 {
+        return Err(Error::Invalid(format!("gemm: empty tiling {t:?}")));
+    }
+    if !v.fits(g, t) {
+        return Err(Error::Invalid(format!("gemm: variant {v:?} does not fit {g:?} with {t:?}")));
+    }
+    if v == Variant::AmBk {
+        return gemm_variant(device, &transposed(g), b, a, bias, c, t, Variant::AkBn);
     }
     let params = GemmParams {
         m: g.m as u32,
@@ -153,7 +305,7 @@ pub fn gemm_tiled(
     let z = if g.flags & REDUCE_BATCH != 0 { 1 } else { g.batch as u32 };
     let wg = [super::groups(g.n, (t.tn * t.wg_x) as usize), super::groups(g.m, (t.tm * t.wg_y) as usize), z];
     let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y)];
-    device.dispatch(&GEMM, &consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
+    device.dispatch(v.kernel(), &consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
 }
 
 /// op(A) * op(B) for 2-D tensors, op = transpose where asked. A is `[m, k]` (`[k, m]` when
@@ -233,6 +385,34 @@ pub mod cpu {
         }
         c
     }
+
+    /// The strided GEMM of [`super::gemm`]: updates `c` in place (it holds the old C when the flags
+    /// have ACCUMULATE); elements of `c` outside the output are left alone.
+    pub fn gemm(g: &super::Gemm, a: &[f64], b: &[f64], bias: Option<&[f64]>, c: &mut [f64]) {
+        use super::{ACCUMULATE, BIAS_M, BIAS_N, REDUCE_BATCH};
+        let at = |s: &super::Strides, bi: usize, r: usize, col: usize| {
+            s.offset as usize + bi * s.batch as usize + r * s.row as usize + col * s.col as usize
+        };
+        let reduce = g.flags & REDUCE_BATCH != 0;
+        let outputs = if reduce { 1 } else { g.batch };
+        for zo in 0..outputs {
+            let batches = if reduce { 0..g.batch } else { zo..zo + 1 };
+            for i in 0..g.m {
+                for j in 0..g.n {
+                    let mut v: f64 =
+                        batches.clone().map(|bi| (0..g.k).map(|p| a[at(&g.a, bi, i, p)] * b[at(&g.b, bi, p, j)]).sum::<f64>()).sum();
+                    if g.flags & BIAS_N != 0 {
+                        v += bias.expect("bias")[j];
+                    }
+                    if g.flags & BIAS_M != 0 {
+                        v += bias.expect("bias")[i];
+                    }
+                    let ci = at(&g.c, zo, i, j);
+                    c[ci] = if g.flags & ACCUMULATE != 0 { c[ci] + v } else { v };
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,30 +441,134 @@ mod tests {
         }
     }
 
+    /// A random layout of a `rows x cols` matrix per batch, contiguous along rows (stored
+    /// transposed) or along cols, with padded strides, an offset and, for inputs, maybe a shared
+    /// (0) batch stride; `aligned` keeps every stride and offset a multiple of 4. Returns the
+    /// strides and the number of elements the buffer needs.
+    fn random_layout(
+        rng: &mut TestRng,
+        rows: usize,
+        cols: usize,
+        batch: usize,
+        along_rows: bool,
+        aligned: bool,
+        input: bool,
+    ) -> (Strides, usize) {
+        use rand::Rng;
+        let unit = if aligned { 4 } else { 1 };
+        let (inner, outer) = if along_rows { (rows, cols) } else { (cols, rows) };
+        let lead = inner.div_ceil(unit) * unit + unit * rng.random_range(0..=1);
+        let span = lead * (outer - 1) + inner;
+        let batch_stride =
+            if input && rng.random_range(0..4) == 0 { 0 } else { (lead * outer).div_ceil(unit) * unit + unit * rng.random_range(0..=1) };
+        let offset = unit * rng.random_range(0..=2);
+        let (row, col) = if along_rows { (1, lead) } else { (lead, 1) };
+        let s = Strides { row: row as u32, col: col as u32, batch: batch_stride as u32, offset: offset as u32 };
+        (s, offset + batch_stride * (batch - 1) + span)
+    }
+
+    /// Runs `g` on the GPU with variant `v` and tiling `t` from random data and checks the whole C
+    /// buffer (elements outside the output must keep their old values) against the f64 reference.
+    fn check_gemm(dev: &Device, rng: &mut TestRng, g: &Gemm, lens: [usize; 3], t: Tiling, v: Variant, what: &str) {
+        let a = rand_vec(rng, lens[0]);
+        let b = rand_vec(rng, lens[1]);
+        let c0 = rand_vec(rng, lens[2]);
+        let bias = rand_vec(rng, g.m.max(g.n));
+        let (ga, gb, gbias, gc) =
+            (tensor(dev, &a, &[lens[0]]), tensor(dev, &b, &[lens[1]]), tensor(dev, &bias, &[bias.len()]), tensor(dev, &c0, &[lens[2]]));
+        gemm_variant(dev, g, ga.buffer(), gb.buffer(), Some(gbias.buffer()), gc.buffer(), t, v).unwrap();
+        let mut want = c0.clone();
+        cpu::gemm(g, &a, &b, Some(&bias), &mut want);
+        assert_close(&gc.to_vec().unwrap(), &want, 1e-4, what);
+    }
+
+    /// A random GEMM whose operands are contiguous along the axes `v` loads (any layout for
+    /// `Scalar`), aligned for vec4 loads unless `aligned` is false, with random flags.
+    fn random_gemm(rng: &mut TestRng, v: Variant, aligned: bool, max_dim: usize) -> (Gemm, [usize; 3]) {
+        use rand::Rng;
+        let (m, k, n) = (rand_dim(rng, 1, max_dim), rand_dim(rng, 1, max_dim), rand_dim(rng, 1, max_dim));
+        let batch = rand_dim(rng, 1, 3);
+        let (a_along_m, b_along_n) = match v {
+            Variant::Scalar => (rng.random_bool(0.5), rng.random_bool(0.5)),
+            Variant::AkBn => (false, true),
+            Variant::AmBn => (true, true),
+            Variant::AkBk => (false, false),
+            Variant::AmBk => (true, false),
+        };
+        let flags = [0, BIAS_N, BIAS_M, BIAS_N | BIAS_M][rng.random_range(0..4)]
+            | if rng.random_bool(0.5) { ACCUMULATE } else { 0 }
+            | if rng.random_bool(0.3) { REDUCE_BATCH } else { 0 };
+        let (a, a_len) = random_layout(rng, m, k, batch, a_along_m, aligned, true);
+        let (b, b_len) = random_layout(rng, k, n, batch, !b_along_n, aligned, true);
+        let c_batches = if flags & REDUCE_BATCH != 0 { 1 } else { batch };
+        let c_transposed = rng.random_bool(0.3);
+        let (c, c_len) = random_layout(rng, m, n, c_batches, c_transposed, false, false);
+        (Gemm { m, n, k, batch, a, b, c, flags }, [a_len, b_len, c_len])
+    }
+
     #[test]
-    fn tilings_agree() {
+    fn every_variant_matches_reference_on_random_layouts() {
+        let dev = device();
+        let mut rng = rng(5);
+        let mut picked = std::collections::HashMap::new();
+        for case in 0..60 {
+            let target = Variant::ALL[case % Variant::ALL.len()];
+            let aligned = case % 6 != 5;
+            let (g, lens) = random_gemm(&mut rng, target, aligned, 23);
+            let (v, t) = plan(&dev, &g);
+            if aligned && target != Variant::Scalar {
+                assert_eq!(v, target, "{g:?}");
+            }
+            *picked.entry(format!("{v:?}")).or_insert(0) += 1;
+            check_gemm(&dev, &mut rng, &g, lens, t, v, &format!("{v:?} {g:?}"));
+            if v != Variant::Scalar {
+                let ts = Tiling::default_for_variant(&dev, Variant::Scalar);
+                check_gemm(&dev, &mut rng, &g, lens, ts, Variant::Scalar, &format!("Scalar {g:?}"));
+            }
+        }
+        eprintln!("variants exercised: {picked:?}");
+        for v in Variant::ALL {
+            assert!(picked.get(&format!("{v:?}")).copied().unwrap_or(0) >= 5, "{v:?} exercised too rarely: {picked:?}");
+        }
+    }
+
+    #[test]
+    fn unaligned_layouts_fall_back_to_scalar() {
+        let t = Tiling::new(8, 8, 8, 8);
+        let square = |s: usize| Gemm {
+            m: s,
+            n: s,
+            k: s,
+            batch: 2,
+            a: Strides::matrix(s, s, false),
+            b: Strides::matrix(s, s, false),
+            c: Strides::matrix(s, s, false),
+            flags: 0,
+        };
+        assert_eq!(Variant::select(&square(8), t), Variant::AkBn);
+        assert_eq!(Variant::select(&square(9), t), Variant::Scalar); // row stride 9
+        let shifted = Gemm { a: Strides { offset: 2, ..square(8).a }, ..square(8) };
+        assert_eq!(Variant::select(&shifted, t), Variant::Scalar);
+        let odd_batch = Gemm { b: square(8).b.with_batch(66), ..square(8) };
+        assert_eq!(Variant::select(&odd_batch, t), Variant::Scalar);
+        // A tile that is not a multiple of 4 along n cannot hold vec4s of B.
+        assert_eq!(Variant::select(&square(8), Tiling::new(8, 2, 8, 8)), Variant::Scalar);
+        let dev = device();
+        let buf = dev.alloc(9 * 9 * 2, crate::device::DType::F32, "operand").unwrap();
+        let e = gemm_variant(&dev, &square(9), &buf, &buf, None, &buf, t, Variant::AkBn).unwrap_err().to_string();
+        assert!(e.contains("AkBn"), "{e}");
+    }
+
+    #[test]
+    fn every_tiling_agrees_for_every_variant() {
         let dev = device();
         let mut rng = rng(2);
-        let (m, k, n) = (37, 29, 53);
-        let a = rand_vec(&mut rng, m * k);
-        let b = rand_vec(&mut rng, k * n);
-        let want = cpu::matmul(&a, [m, k], &b, [k, n], false, false);
-        for t in [Tiling::new(1, 1, 16, 16), Tiling::new(4, 4, 8, 8), Tiling::new(8, 8, 8, 8), Tiling::new(2, 8, 16, 4)] {
-            let ga = tensor(&dev, &a, &[m, k]);
-            let gb = tensor(&dev, &b, &[k, n]);
-            let out = Tensor::uninit(&dev, &[m, n], "out").unwrap();
-            let g = Gemm {
-                m,
-                n,
-                k,
-                batch: 1,
-                a: Strides::matrix(m, k, false),
-                b: Strides::matrix(k, n, false),
-                c: Strides::matrix(m, n, false),
-                flags: 0,
-            };
-            gemm_tiled(&dev, &g, ga.buffer(), gb.buffer(), None, out.buffer(), t).unwrap();
-            assert_close(&out.to_vec().unwrap(), &want, 1e-4, &format!("tiling {t:?}"));
+        for v in Variant::ALL {
+            let (g, lens) = random_gemm(&mut rng, v, true, 41);
+            for t in Tiling::CANDIDATES {
+                let used = if v.fits(&g, t) { v } else { Variant::Scalar };
+                check_gemm(&dev, &mut rng, &g, lens, t, used, &format!("{v:?} (ran {used:?}) tiling {t:?} {g:?}"));
+            }
         }
     }
 

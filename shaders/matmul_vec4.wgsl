@@ -1,0 +1,299 @@
+// Strided, batched matrix multiply with vec4 loads: C[b] = A[b] * B[b] (+ bias) (+ C[b]), for
+// operands stored contiguously along one of their axes. One entry point per pair of contiguous
+// axes (`ak_bn`: A along k, B along n, and so on; A along m with B along k runs `ak_bn` on the
+// transposed product); `matmul.wgsl` serves every other layout. The launcher guarantees: the
+// contiguous stride is 1, every other stride and offset in use is a multiple of 4 (so vec4 indices
+// are exact), and TM (TN) is a multiple of 4 where the tile holds vec4s along m (n). Buffers are
+// padded to 16 bytes, so the vec4 holding a row's last element is in bounds.
+//
+// Each invocation keeps a TM x TN block of C in registers. On lavapipe (invocations are SIMD
+// lanes) every per-invocation load is a bounds-checked scalar load per lane, so the cost is in the
+// loads: a large tile and vec4 loads (one index and one check per four values) are what pay.
+// Loops over the tile are small enough for the shader compiler to unroll, which keeps the tile in
+// registers. Rows and columns past the edge are clamped when loading and masked when storing, so
+// the inner loops have no branches.
+
+struct Params {
+    m: u32, n: u32, k: u32, batch: u32,
+    sa_m: u32, sa_k: u32, sa_b: u32, a_off: u32,
+    sb_k: u32, sb_n: u32, sb_b: u32, b_off: u32,
+    sc_m: u32, sc_n: u32, sc_b: u32, c_off: u32,
+    flags: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+const BIAS_N: u32 = 1u;       // add bias[n] (dense)
+const BIAS_M: u32 = 2u;       // add bias[m] (conv)
+const ACCUMULATE: u32 = 4u;   // C += result instead of C = result
+const REDUCE_BATCH: u32 = 8u; // sum the products of all batches into one C
+
+const TM: u32 = 8u;
+const TN: u32 = 8u;
+// vec4 groups per tile row / column (never 0, so every entry point compiles for any tiling).
+const TM4: u32 = max(TM / 4u, 1u);
+const TN4: u32 = max(TN / 4u, 1u);
+override WG_X: u32 = 8u;
+override WG_Y: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+// The block of C one invocation computes and the batches it sums over.
+struct Tile {
+    m0: u32,
+    n0: u32,
+    first: u32,
+    last: u32,
+}
+
+fn tile_of(gid: vec3<u32>) -> Tile {
+    if ((p.flags & REDUCE_BATCH) != 0u) {
+        return Tile(gid.y * TM, gid.x * TN, 0u, p.batch);
+    }
+    return Tile(gid.y * TM, gid.x * TN, gid.z, gid.z + 1u);
+}
+
+// Stores one element of C (adding the bias and the old value as the flags ask) if it is inside C.
+fn emit(t: Tile, m: u32, n: u32, value: f32) {
+    if (m >= p.m || n >= p.n) {
+        return;
+    }
+    var v = value;
+    if ((p.flags & BIAS_N) != 0u) {
+        v += bias[n];
+    }
+    if ((p.flags & BIAS_M) != 0u) {
+        v += bias[m];
+    }
+    let ci = p.c_off + t.first * p.sc_b + m * p.sc_m + n * p.sc_n;
+    if ((p.flags & ACCUMULATE) != 0u) {
+        v += c[ci];
+    }
+    c[ci] = v;
+}
+
+// vec4 index of A(row, 0) / B(0, col), with the row / column clamped into the matrix.
+fn a_row(bi: u32, i: u32) -> u32 {
+    return (p.a_off + bi * p.sa_b + min(i, p.m - 1u) * p.sa_m) / 4u;
+}
+fn b_col(bi: u32, j: u32) -> u32 {
+    return (p.b_off + bi * p.sb_b + min(j, p.n - 1u) * p.sb_n) / 4u;
+}
+// vec4 index of A(i..i+4, 0) / B(0, j..j+4) for an operand contiguous along m / n; the last group
+// may run past the edge (into padding), which only feeds rows / columns that are never stored.
+fn a_rows4(bi: u32, i: u32) -> u32 {
+    return (p.a_off + bi * p.sa_b + min(i, (p.m - 1u) & ~3u)) / 4u;
+}
+fn b_cols4(bi: u32, j: u32) -> u32 {
+    return (p.b_off + bi * p.sb_b + min(j, (p.n - 1u) & ~3u)) / 4u;
+}
+
+// A row-major [m, k], B row-major [k, n]: A as vec4 along k, B as vec4 along n.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn ak_bn(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = tile_of(gid);
+    if (t.m0 >= p.m || t.n0 >= p.n) {
+        return;
+    }
+    var acc: array<vec4<f32>, TM * TN4>;
+    for (var e = 0u; e < TM * TN4; e++) {
+        acc[e] = vec4<f32>(0.0);
+    }
+    let sb = p.sb_k / 4u;
+    let k4 = p.k / 4u;
+    for (var bi = t.first; bi < t.last; bi++) {
+        var ai: array<u32, TM>;
+        for (var i = 0u; i < TM; i++) {
+            ai[i] = a_row(bi, t.m0 + i);
+        }
+        var bj: array<u32, TN4>;
+        for (var jv = 0u; jv < TN4; jv++) {
+            bj[jv] = b_cols4(bi, t.n0 + 4u * jv);
+        }
+        var av: array<vec4<f32>, TM>;
+        var bv: array<vec4<f32>, TN4>;
+        for (var kq = 0u; kq < k4; kq++) {
+            for (var i = 0u; i < TM; i++) {
+                av[i] = a[ai[i] + kq];
+            }
+            for (var kk = 0u; kk < 4u; kk++) {
+                for (var jv = 0u; jv < TN4; jv++) {
+                    bv[jv] = b[bj[jv]];
+                    bj[jv] += sb;
+                }
+                ak_bn_update(&acc, &av, &bv, kk);
+            }
+        }
+        // The k % 4 leftover: the lanes of A past k are loaded but not used.
+        if (p.k % 4u != 0u) {
+            for (var i = 0u; i < TM; i++) {
+                av[i] = a[ai[i] + k4];
+            }
+            for (var kk = 0u; kk < p.k % 4u; kk++) {
+                for (var jv = 0u; jv < TN4; jv++) {
+                    bv[jv] = b[bj[jv]];
+                    bj[jv] += sb;
+                }
+                ak_bn_update(&acc, &av, &bv, kk);
+            }
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            let v = acc[i * TN4 + jv];
+            for (var q = 0u; q < 4u; q++) {
+                emit(t, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+            }
+        }
+    }
+}
+
+fn ak_bn_update(
+    acc: ptr<function, array<vec4<f32>, TM * TN4>>,
+    av: ptr<function, array<vec4<f32>, TM>>,
+    bv: ptr<function, array<vec4<f32>, TN4>>,
+    kk: u32,
+) {
+    for (var i = 0u; i < TM; i++) {
+        let s = vec4<f32>((*av)[i][kk]);
+        for (var jv = 0u; jv < TN4; jv++) {
+            (*acc)[i * TN4 + jv] = fma(s, (*bv)[jv], (*acc)[i * TN4 + jv]);
+        }
+    }
+}
+
+// A stored [k, m] (contiguous along m), B row-major [k, n]: an outer product of vec4s per k.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn am_bn(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = tile_of(gid);
+    if (t.m0 >= p.m || t.n0 >= p.n) {
+        return;
+    }
+    var acc: array<vec4<f32>, TM * TN4>;
+    for (var e = 0u; e < TM * TN4; e++) {
+        acc[e] = vec4<f32>(0.0);
+    }
+    let sa = p.sa_k / 4u;
+    let sb = p.sb_k / 4u;
+    for (var bi = t.first; bi < t.last; bi++) {
+        var ai: array<u32, TM4>;
+        for (var iv = 0u; iv < TM4; iv++) {
+            ai[iv] = a_rows4(bi, t.m0 + 4u * iv);
+        }
+        var bj: array<u32, TN4>;
+        for (var jv = 0u; jv < TN4; jv++) {
+            bj[jv] = b_cols4(bi, t.n0 + 4u * jv);
+        }
+        var av: array<vec4<f32>, TM4>;
+        var bv: array<vec4<f32>, TN4>;
+        for (var kk = 0u; kk < p.k; kk++) {
+            for (var iv = 0u; iv < TM4; iv++) {
+                av[iv] = a[ai[iv]];
+                ai[iv] += sa;
+            }
+            for (var jv = 0u; jv < TN4; jv++) {
+                bv[jv] = b[bj[jv]];
+                bj[jv] += sb;
+            }
+            am_bn_update(&acc, &av, &bv);
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            let v = acc[i * TN4 + jv];
+            for (var q = 0u; q < 4u; q++) {
+                emit(t, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+            }
+        }
+    }
+}
+
+fn am_bn_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM4>>, bv: ptr<function, array<vec4<f32>, TN4>>) {
+    for (var iv = 0u; iv < TM4; iv++) {
+        for (var q = 0u; q < 4u; q++) {
+            let s = vec4<f32>((*av)[iv][q]);
+            for (var jv = 0u; jv < TN4; jv++) {
+                (*acc)[(4u * iv + q) * TN4 + jv] = fma(s, (*bv)[jv], (*acc)[(4u * iv + q) * TN4 + jv]);
+            }
+        }
+    }
+}
+
+// A row-major [m, k], B stored [n, k] (contiguous along k): dot products of vec4s along k,
+// four columns of C at a time.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn ak_bk(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = tile_of(gid);
+    if (t.m0 >= p.m || t.n0 >= p.n) {
+        return;
+    }
+    var acc: array<vec4<f32>, TM * TN4>;
+    for (var e = 0u; e < TM * TN4; e++) {
+        acc[e] = vec4<f32>(0.0);
+    }
+    let k4 = p.k / 4u;
+    for (var bi = t.first; bi < t.last; bi++) {
+        var ai: array<u32, TM>;
+        for (var i = 0u; i < TM; i++) {
+            ai[i] = a_row(bi, t.m0 + i);
+        }
+        var bj: array<u32, TN>;
+        for (var j = 0u; j < TN; j++) {
+            bj[j] = b_col(bi, t.n0 + j);
+        }
+        var av: array<vec4<f32>, TM>;
+        for (var kq = 0u; kq < k4; kq++) {
+            for (var i = 0u; i < TM; i++) {
+                av[i] = a[ai[i] + kq];
+            }
+            for (var jv = 0u; jv < TN4; jv++) {
+                var bv: array<vec4<f32>, 4>;
+                for (var q = 0u; q < 4u; q++) {
+                    bv[q] = b[bj[4u * jv + q] + kq];
+                }
+                ak_bk_update(&acc, &av, &bv, jv);
+            }
+        }
+        // The k % 4 leftover: lanes past k (garbage, maybe NaN) are replaced by zeros.
+        if (p.k % 4u != 0u) {
+            let keep = vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.k % 4u);
+            for (var i = 0u; i < TM; i++) {
+                av[i] = select(vec4<f32>(0.0), a[ai[i] + k4], keep);
+            }
+            for (var jv = 0u; jv < TN4; jv++) {
+                var bv: array<vec4<f32>, 4>;
+                for (var q = 0u; q < 4u; q++) {
+                    bv[q] = select(vec4<f32>(0.0), b[bj[4u * jv + q] + k4], keep);
+                }
+                ak_bk_update(&acc, &av, &bv, jv);
+            }
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            let v = acc[i * TN4 + jv];
+            for (var q = 0u; q < 4u; q++) {
+                emit(t, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+            }
+        }
+    }
+}
+
+// acc[i][jv] += (A row i) . (B columns 4 jv .. 4 jv + 3), over four steps of k.
+fn ak_bk_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM>>, bv: ptr<function, array<vec4<f32>, 4>>, jv: u32) {
+    // The four columns as vec4s along n, one per step of k (free: lavapipe keeps components apart).
+    let b0 = vec4<f32>((*bv)[0].x, (*bv)[1].x, (*bv)[2].x, (*bv)[3].x);
+    let b1 = vec4<f32>((*bv)[0].y, (*bv)[1].y, (*bv)[2].y, (*bv)[3].y);
+    let b2 = vec4<f32>((*bv)[0].z, (*bv)[1].z, (*bv)[2].z, (*bv)[3].z);
+    let b3 = vec4<f32>((*bv)[0].w, (*bv)[1].w, (*bv)[2].w, (*bv)[3].w);
+    for (var i = 0u; i < TM; i++) {
+        let x = (*av)[i];
+        var s = (*acc)[i * TN4 + jv];
+        s = fma(vec4<f32>(x.x), b0, s);
+        s = fma(vec4<f32>(x.y), b1, s);
+        s = fma(vec4<f32>(x.z), b2, s);
+        (*acc)[i * TN4 + jv] = fma(vec4<f32>(x.w), b3, s);
+    }
+}
