@@ -38,6 +38,21 @@ impl Tape {
         Ok(self.record(&[Some(x)], y, bw))
     }
 
+    /// Per-channel batch norm of `[n, c, ...]`; in training the running statistics (not on the tape)
+    /// are updated in place.
+    pub fn batch_norm(
+        &self,
+        x: &Var,
+        gamma: &Var,
+        beta: &Var,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        cfg: ops::batch_norm::BatchNormConfig,
+    ) -> Result<Var> {
+        let (y, bw) = ops::batch_norm::batch_norm(&x.value, &gamma.value, &beta.value, running_mean, running_var, cfg)?;
+        Ok(self.record(&[Some(x), Some(gamma), Some(beta), None, None], y, bw))
+    }
+
     pub fn relu(&self, x: &Var) -> Result<Var> {
         let (y, bw) = ops::relu::relu(&x.value)?;
         Ok(self.record(&[Some(x)], y, bw))
