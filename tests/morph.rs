@@ -9,22 +9,6 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
 
-/// Every weight and statistic random, so that no morphism can hide behind identity batch norms or
-/// zero biases.
-fn randomize(g: &mut Graph, rng: &mut TestRng) {
-    g.for_each_param_mut(|_, name, t| {
-        let fan = if t.shape.len() > 1 { t.shape[1..].iter().product::<usize>().max(t.shape[0]) } else { 1 } as f32;
-        for v in &mut t.data {
-            *v = match name {
-                "kernel" => rng.random_range(-1.0..1.0) * (3.0 / fan).sqrt(),
-                "running_var" => rng.random_range(0.5..2.0),
-                "gamma" => rng.random_range(0.5..1.5),
-                _ => rng.random_range(-0.5..0.5),
-            };
-        }
-    });
-}
-
 fn random_graph(rng: &mut TestRng) -> Graph {
     let c = rng.random_range(1..=3);
     let input = [c, 8, 8];
@@ -57,7 +41,7 @@ fn random_graph(rng: &mut TestRng) -> Graph {
             s.dense(rng.random_range(3..=6)).relu().dropout(0.5).dense(classes).build(seed).unwrap()
         }
     };
-    randomize(&mut g, rng);
+    g.randomize_weights(rng.random());
     g
 }
 
@@ -149,7 +133,7 @@ fn assert_same_output(a: &Graph, b: &Graph, tol: f64) -> f64 {
 }
 
 fn randomized(mut g: Graph, seed: u64) -> Graph {
-    randomize(&mut g, &mut rng(seed));
+    g.randomize_weights(seed);
     g
 }
 
@@ -227,6 +211,35 @@ fn every_applicable_morphism_applies() {
         worst = worst.max(assert_same_output(&g, &g1, 1e-6));
     }
     eprintln!("[morph] all {} applicable morphisms of a small cnn: worst relative change {worst:.2e}", all.len());
+}
+
+#[test]
+fn architectures_without_weights_morph_the_same_way() {
+    let mut r = rng(50);
+    for _ in 0..5 {
+        let g = random_graph(&mut r);
+        let (mut arch, mut weighted) = (g.without_weights(), g.clone());
+        for _ in 0..15 {
+            assert_eq!(applicable(&arch), applicable(&weighted));
+            let m = random_morph(&weighted, &mut r);
+            weighted = apply(&weighted, &m, &mut r).unwrap();
+            arch = apply(&arch, &m, &mut r).unwrap();
+            assert!(arch.is_architecture_only());
+            assert_eq!(arch.to_json(), weighted.to_json());
+            assert_eq!(edit_distance(&arch, &weighted), 0.0);
+        }
+    }
+}
+
+#[test]
+fn applicable_lists_no_huge_identity_dense_block() {
+    let g = Graph::keras_mnist_convnet(&[1, 28, 28], 10, 0).unwrap();
+    let main = g.main_path();
+    let all = applicable(&g);
+    assert_eq!(g.layer(main[7]).op, Op::Flatten);
+    assert!(!all.contains(&Morph::Deeper { after: main[7], kind: DeeperKind::Dense }), "9216 x 9216 identity");
+    assert!(all.contains(&Morph::Deeper { after: main[8], kind: DeeperKind::Dense }));
+    assert!(all.contains(&Morph::Wider { layer: main[8], n: 128 }));
 }
 
 #[test]
@@ -406,4 +419,56 @@ fn edit_distance_between_graphs_by_hand() {
         }
         assert_eq!(edit_distance(a, a), 0.0);
     }
+}
+
+// --- a morphed model still trains ---
+
+use netmorph::autograd::Tape;
+use netmorph::graph::Model;
+use netmorph::testing::{device, tensor};
+use netmorph::Tensor;
+
+/// Plain SGD on one fixed batch (same dropout seed each step); returns the loss before each step.
+fn sgd_losses(model: &Model, x: &Tensor, labels: &Tensor, steps: usize, lr: f32) -> Vec<f32> {
+    let mut losses = vec![];
+    for _ in 0..steps {
+        let tape = Tape::new();
+        let logits = model.forward(&tape, &tape.constant(x.clone()), true, 7).unwrap();
+        let loss = tape.softmax_cross_entropy(&logits, &tape.constant(labels.clone())).unwrap();
+        losses.push(loss.value().to_vec().unwrap()[0]);
+        let grads = tape.backward(&loss).unwrap();
+        for p in model.parameters() {
+            if let Some(g) = grads.of(&p) {
+                netmorph::ops::add::add_into(&p, &netmorph::ops::add::scale(g, -lr).unwrap()).unwrap();
+            }
+        }
+    }
+    losses
+}
+
+#[test]
+fn a_morphed_model_still_trains() {
+    let dev = device();
+    let mut r = rng(40);
+    let original = Graph::cnn(&[2, 8, 8], 3, &CnnConfig { blocks: 2, width: 4, dense: 8, dropout: 0.25, ..Default::default() }, 9).unwrap();
+    let mut g = original.clone();
+    let mut history = vec![];
+    for _ in 0..6 {
+        let m = random_morph(&g, &mut r);
+        history.push(m.describe(&g));
+        g = apply_with_noise(&g, &m, netmorph::morph::DEFAULT_NOISE, &mut r).unwrap();
+    }
+    let batch = 16;
+    let x = tensor(&dev, &rand_vec(&mut r, batch * 2 * 8 * 8), &[batch, 2, 8, 8]);
+    let labels: Vec<u32> = (0..batch).map(|_| r.random_range(0..3)).collect();
+    let labels = Tensor::from_u32(&dev, &labels, &[batch]).unwrap();
+    let model = Model::new(&g, &dev).unwrap();
+    let losses = sgd_losses(&model, &x, &labels, 12, 0.05);
+    eprintln!("[morph] training after {history:?}: loss {:.4} -> {:.4}", losses[0], losses[losses.len() - 1]);
+    assert!(losses[losses.len() - 1] < 0.9 * losses[0], "{losses:?}");
+    // The trained weights go back to the graph, which still validates and saves.
+    let mut trained = g.clone();
+    model.sync_to_graph(&mut trained).unwrap();
+    trained.validate().unwrap();
+    assert_ne!(trained, g);
 }

@@ -31,15 +31,18 @@ struct LayerSpec {
 }
 
 impl Graph {
-    /// The architecture (no weights) as pretty JSON.
+    /// The architecture (no weights) as JSON, one layer per line.
     pub fn to_json(&self) -> String {
-        let file = GraphFile {
-            format: FORMAT.into(),
-            version: VERSION,
-            next_id: self.next_id(),
-            layers: self.layers().iter().map(|l| LayerSpec { id: l.id, op: l.op.clone(), inputs: l.inputs.clone() }).collect(),
-        };
-        serde_json::to_string_pretty(&file).expect("graphs serialise")
+        let layers: Vec<String> = self
+            .layers()
+            .iter()
+            .map(|l| serde_json::to_string(&LayerSpec { id: l.id, op: l.op.clone(), inputs: l.inputs.clone() }).expect("layers serialise"))
+            .collect();
+        format!(
+            "{{\n  \"format\": \"{FORMAT}\",\n  \"version\": {VERSION},\n  \"next_id\": {},\n  \"layers\": [\n    {}\n  ]\n}}\n",
+            self.next_id(),
+            layers.join(",\n    ")
+        )
     }
 
     /// An architecture read from JSON, without weights (give it some with [`Graph::init_weights`]

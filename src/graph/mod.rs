@@ -1,7 +1,7 @@
 //! Architecture graphs: a network as a DAG of layers that carries its own weights on the CPU.
 //!
 //! The graph is the single source of truth for an architecture and its weights (one f32 vector per
-//! tensor), so morphisms are pure CPU transformations; `Model` uploads the weights
+//! tensor), so morphisms are pure CPU transformations; [`Model`] uploads the weights
 //! to train them and writes them back with `sync_to_graph`. Layers are kept in topological order:
 //! the first is the input, the last is the output (logits). A layer's output tensor is named by the
 //! layer's id; ids are stable across morphisms (new layers get fresh ids).
@@ -12,8 +12,10 @@
 pub mod cpu;
 pub mod generators;
 pub mod io;
+pub mod model;
 
 pub use generators::{CnnConfig, ResNetConfig, Sequential};
+pub use model::Model;
 
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
@@ -464,6 +466,35 @@ impl Graph {
             }
         }
         Ok(())
+    }
+
+    /// Sets every weight and statistic to random values (kernels scaled by their fan-in, gammas
+    /// near 1, positive variances), so that tests cannot pass by identity batch norms or zero biases.
+    pub fn randomize_weights(&mut self, seed: u64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        self.for_each_param_mut(|_, name, t| {
+            let fan_in = if t.shape.len() == 4 { t.shape[1..].iter().product() } else { t.shape[0] } as f32;
+            for v in &mut t.data {
+                *v = match name {
+                    "kernel" => rng.random_range(-1.0..1.0) * (3.0 / fan_in).sqrt(),
+                    "running_var" => rng.random_range(0.5..2.0),
+                    "gamma" => rng.random_range(0.5..1.5),
+                    _ => rng.random_range(-0.5..0.5),
+                };
+            }
+        });
+    }
+
+    /// True when no layer holds weights (an architecture read from JSON, or stripped).
+    pub fn is_architecture_only(&self) -> bool {
+        self.layers.iter().all(|l| l.params.is_empty())
+    }
+
+    /// The same architecture without weights (cheap to clone, morph and compare).
+    pub fn without_weights(&self) -> Graph {
+        let mut g = self.clone();
+        g.layers.iter_mut().for_each(|l| l.params.clear());
+        g
     }
 
     /// Number of (trainable, non-trainable) weights.

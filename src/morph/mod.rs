@@ -36,7 +36,7 @@ pub const DENSE_DROPOUT_RATE: f32 = 0.5;
 /// Noise amplitude for searches: in the property tests each morphism with this noise changed the
 /// output by at most about 1e-4 relative, and 20 of them by under 1e-3.
 pub const DEFAULT_NOISE: f32 = 1e-5;
-/// [`applicable`] lists no widening past this many units.
+/// [`applicable`] lists no widening past this many units, nor dense blocks wider than this.
 pub const MAX_WIDTH: usize = 4096;
 
 /// What a deeper morphism inserts.
@@ -101,7 +101,8 @@ impl fmt::Display for Morph {
 }
 
 /// Every morphism that can apply to `graph`. Widening doubles the layer, as AutoKeras did (up to
-/// [`MAX_WIDTH`]); any `n > 0` is legal for the same layers.
+/// [`MAX_WIDTH`]); any `n > 0` is legal for the same layers. Deeper conv blocks come in each of
+/// [`DEEPER_CONV_KERNELS`]; skips join any two main-path layers that output images.
 pub fn applicable(graph: &Graph) -> Vec<Morph> {
     let Ok(shapes) = graph.infer_shapes() else { return vec![] };
     let main = graph.main_path();
@@ -113,7 +114,9 @@ pub fn applicable(graph: &Graph) -> Vec<Morph> {
         }
         match shapes[&after].len() {
             3 => out.extend(DEEPER_CONV_KERNELS.iter().map(|&kernel| Morph::Deeper { after, kind: DeeperKind::Conv { kernel } })),
-            _ => out.push(Morph::Deeper { after, kind: DeeperKind::Dense }),
+            // An identity dense layer has width^2 weights: none after a wide flatten.
+            _ if shapes[&after][0] <= MAX_WIDTH => out.push(Morph::Deeper { after, kind: DeeperKind::Dense }),
+            _ => {}
         }
     }
     for layer in graph.layers() {
@@ -146,15 +149,29 @@ pub fn apply<R: Rng + ?Sized>(graph: &Graph, morph: &Morph, rng: &mut R) -> Resu
 }
 
 /// Applies `morph`, adding uniform noise of relative amplitude `noise` to the new weights.
+///
+/// A graph without any weights (an architecture, e.g. from [`Graph::from_json`]) is morphed
+/// structurally: the result has the same architecture as with weights, and no weights.
 pub fn apply_with_noise<R: Rng + ?Sized>(graph: &Graph, morph: &Morph, noise: f32, rng: &mut R) -> Result<Graph> {
-    graph.validate()?;
-    let result = match *morph {
+    let weighted = !graph.is_architecture_only();
+    if weighted {
+        graph.validate()?;
+    } else {
+        graph.validate_architecture()?;
+    }
+    let mut result = match *morph {
         Morph::Deeper { after, kind } => deeper(graph, after, kind, noise, rng),
         Morph::Wider { layer, n } => wider::wider(graph, layer, n, noise, rng),
         Morph::AddSkip { from, to } => skip(graph, from, to, false, noise, rng),
         Morph::ConcatSkip { from, to } => skip(graph, from, to, true, noise, rng),
     }?;
-    result.validate().map_err(|e| Error::Other(format!("{morph} produced an invalid graph (a bug): {e}")))?;
+    let check = if weighted {
+        result.validate()
+    } else {
+        result = result.without_weights();
+        result.validate_architecture()
+    };
+    check.map_err(|e| Error::Other(format!("{morph} produced an invalid graph (a bug): {e}")))?;
     Ok(result)
 }
 

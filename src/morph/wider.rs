@@ -186,6 +186,13 @@ pub(super) fn wider<R: Rng + ?Sized>(graph: &Graph, target: LayerId, n: usize, n
 /// Rewrites one layer's weights for a widened input (`in_map`) and/or output (`out_map`).
 fn remap_layer<R: Rng + ?Sized>(layer: &mut Layer, in_map: Option<&Map>, out_map: Option<&Map>, noise: f32, rng: &mut R) {
     let Layer { op, params, .. } = layer;
+    if params.is_empty() {
+        // An architecture without weights: only the widths change.
+        if let (Op::Conv2d { filters: width, .. } | Op::Dense { units: width, .. }, Some(m)) = (op, out_map) {
+            *width = m.len();
+        }
+        return;
+    }
     let take = |params: &mut BTreeMap<String, HostTensor>, name: &str| params.remove(name).expect("validated weights");
     match op {
         Op::Conv2d { filters, kernel, bias, .. } => {
