@@ -4,6 +4,7 @@
 
 use super::{Graph, LayerId, Op, Padding};
 use crate::error::{Error, Result};
+use crate::ops::batch_norm::{self, Layout};
 use crate::ops::pool::{self, Pool2dConfig};
 use crate::ops::{concat, conv2d, dense, softmax};
 use std::collections::HashMap;
@@ -107,14 +108,8 @@ fn pool(x: &Activation, kernel: usize, stride: usize, max: bool) -> Activation {
     Activation { shape: out_shape, data }
 }
 
-/// Per channel (axis 1): `(x - mean) / sqrt(var + eps) * gamma + beta`.
+/// Per channel (axis 1), with the running statistics.
 fn batch_norm(x: &Activation, gamma: &[f64], beta: &[f64], mean: &[f64], var: &[f64], eps: f64) -> Activation {
-    let (n, c) = (x.shape[0], x.shape[1]);
-    let inner = x.data.len() / (n * c);
-    let mut out = x.data.clone();
-    for (i, v) in out.iter_mut().enumerate() {
-        let ch = (i / inner) % c;
-        *v = (*v - mean[ch]) / (var[ch] + eps).sqrt() * gamma[ch] + beta[ch];
-    }
-    Activation { shape: x.shape.clone(), data: out }
+    let layout = Layout { outer: x.shape[0], channels: x.shape[1], inner: x.shape[2..].iter().product() };
+    Activation { shape: x.shape.clone(), data: batch_norm::cpu::normalize(&x.data, &layout, mean, var, gamma, beta, eps) }
 }

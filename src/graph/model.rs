@@ -56,7 +56,10 @@ impl Model {
     pub fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
         let n = x.shape()[0];
         if x.shape()[1..] != *self.graph.input_shape() {
-            return Err(Error::shape("model", format!("input {:?} does not match the graph's input [n, {:?}]", x.shape(), self.graph.input_shape())));
+            return Err(Error::shape(
+                "model",
+                format!("input {:?} does not match the graph's input [n, {:?}]", x.shape(), self.graph.input_shape()),
+            ));
         }
         let mut acts: HashMap<LayerId, Var> = HashMap::new();
         for (pos, layer) in self.graph.layers().iter().enumerate() {
