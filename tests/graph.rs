@@ -254,6 +254,7 @@ use netmorph::autograd::Tape;
 use netmorph::graph::Model;
 use netmorph::morph::{apply, DeeperKind, Morph};
 use netmorph::testing::{device, tensor};
+use netmorph::train::Network;
 
 /// max |got - want| / max |want|, printed as an `[accuracy]` figure.
 fn assert_close_max_norm(got: &[f32], want: &[f64], tol: f64, what: &str) {

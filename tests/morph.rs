@@ -423,27 +423,17 @@ fn edit_distance_between_graphs_by_hand() {
 
 // --- a morphed model still trains ---
 
-use netmorph::autograd::Tape;
 use netmorph::graph::Model;
 use netmorph::testing::{device, tensor};
+use netmorph::train::train_step;
 use netmorph::Tensor;
 
-/// Plain SGD on one fixed batch (same dropout seed each step); returns the loss before each step.
+/// SGD through the training loop's own step, on one fixed batch (the same dropout masks each
+/// step); returns the loss of each step.
 fn sgd_losses(model: &Model, x: &Tensor, labels: &Tensor, steps: usize, lr: f32) -> Vec<f32> {
-    let mut losses = vec![];
-    for _ in 0..steps {
-        let tape = Tape::new();
-        let logits = model.forward(&tape, &tape.constant(x.clone()), true, 7).unwrap();
-        let loss = tape.softmax_cross_entropy(&logits, &tape.constant(labels.clone())).unwrap();
-        losses.push(loss.value().to_vec().unwrap()[0]);
-        let grads = tape.backward(&loss).unwrap();
-        for p in model.parameters() {
-            if let Some(g) = grads.of(&p) {
-                netmorph::ops::add::add_into(&p, &netmorph::ops::add::scale(g, -lr).unwrap()).unwrap();
-            }
-        }
-    }
-    losses
+    let mut opt = netmorph::optim::Sgd::new(lr);
+    let correct = Tensor::zeros(x.device(), &[1]).unwrap();
+    (0..steps).map(|_| train_step(model, &mut opt, x.clone(), labels.clone(), 7, &correct).unwrap().to_vec().unwrap()[0]).collect()
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! A graph built on the engine: its weights uploaded to device tensors, a forward pass through the
 //! tape (so backward comes for free), and the weights written back to the graph after training.
+//! [`Model`] implements [`Network`], so `train::fit` trains it.
 
 use super::{Graph, LayerId, Op};
 use crate::autograd::{Tape, Var};
@@ -9,6 +10,7 @@ use crate::ops::batch_norm::BatchNormConfig;
 use crate::ops::conv2d::{self, Conv2dConfig};
 use crate::ops::pool::Pool2dConfig;
 use crate::tensor::Tensor;
+use crate::train::Network;
 use std::collections::{BTreeMap, HashMap};
 
 /// A trainable network made from a [`Graph`]. Batch norm's running statistics live on the device
@@ -51,9 +53,40 @@ impl Model {
         &self.weights[&id][name]
     }
 
+    /// Evaluation-mode logits for a batch, without recording anything.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        let tape = Tape::no_grad();
+        let xv = tape.constant(x.clone());
+        Ok(self.forward(&tape, &xv, false, 0)?.value().clone())
+    }
+
+    /// Reads every weight and running statistic back from the device into `graph`, which must
+    /// have this model's architecture (typically the graph the model was built from).
+    pub fn sync_to_graph(&self, graph: &mut Graph) -> Result<()> {
+        if graph.to_json() != self.graph.to_json() {
+            return Err(Error::Invalid("sync_to_graph: the graph's architecture differs from the model's".into()));
+        }
+        for (id, tensors) in &self.weights {
+            let layer = graph.layer_mut(*id);
+            for (name, t) in tensors {
+                layer.param_mut(name).data = t.to_vec()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of the architecture with the current device weights.
+    pub fn to_graph(&self) -> Result<Graph> {
+        let mut g = self.graph.clone();
+        self.sync_to_graph(&mut g)?;
+        Ok(g)
+    }
+}
+
+impl Network for Model {
     /// Logits `[n, classes]` for `x` `[n, ...input shape]`. In training, batch norm uses (and
     /// updates) batch statistics and dropout drops, with masks drawn from `seed` and the layer id.
-    pub fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
+    fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
         let n = x.shape()[0];
         if x.shape()[1..] != *self.graph.input_shape() {
             return Err(Error::shape(
@@ -115,15 +148,8 @@ impl Model {
         Ok(acts.remove(&self.graph.output().id).expect("output computed"))
     }
 
-    /// Evaluation-mode logits for a batch, without recording anything.
-    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
-        let tape = Tape::no_grad();
-        let xv = tape.constant(x.clone());
-        Ok(self.forward(&tape, &xv, false, 0)?.value().clone())
-    }
-
     /// The trainable weights (kernels, biases, gammas, betas) in the graph's weight order.
-    pub fn parameters(&self) -> Vec<Tensor> {
+    fn parameters(&self) -> Vec<Tensor> {
         let shapes = self.graph.infer_shapes().expect("validated graph");
         let mut out = vec![];
         for layer in self.graph.layers() {
@@ -134,28 +160,6 @@ impl Model {
             }
         }
         out
-    }
-
-    /// Reads every weight and running statistic back from the device into `graph`, which must
-    /// have this model's architecture (typically the graph the model was built from).
-    pub fn sync_to_graph(&self, graph: &mut Graph) -> Result<()> {
-        if graph.to_json() != self.graph.to_json() {
-            return Err(Error::Invalid("sync_to_graph: the graph's architecture differs from the model's".into()));
-        }
-        for (id, tensors) in &self.weights {
-            let layer = graph.layer_mut(*id);
-            for (name, t) in tensors {
-                layer.param_mut(name).data = t.to_vec()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A copy of the architecture with the current device weights.
-    pub fn to_graph(&self) -> Result<Graph> {
-        let mut g = self.graph.clone();
-        self.sync_to_graph(&mut g)?;
-        Ok(g)
     }
 }
 
