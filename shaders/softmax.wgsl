@@ -1,5 +1,6 @@
 // Row-wise softmax of logits [rows, cols] for inference, stable: exp(x - max) / sum.
-// One invocation per row (rows are short: class counts), so no workgroup barriers are needed.
+// `main`: one invocation per row (narrow rows: class counts), so no workgroup barriers are needed;
+// `wide`: one workgroup per row (cols >= WG).
 
 struct Params {
     rows: u32, cols: u32, inv_rows: f32, invalid: f32, // the last two unused here
@@ -10,6 +11,56 @@ const WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+// Combines `v` over the workgroup with max (or sum); every invocation gets the result.
+fn workgroup_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            let other = partial[lid + stride];
+            partial[lid] = select(partial[lid] + other, max(partial[lid], other), take_max);
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier(); // everyone has read partial[0] before it is written again
+    return total;
+}
+
+// Wide rows (cols >= WG): one workgroup per row, the invocations striding over its columns, so
+// reads are consecutive; returns the row's sum of exp(x - max) and leaves the probabilities written.
+fn wide_softmax(base: u32, lid: u32) -> vec2<f32> {
+    var m = logits[base];
+    for (var j = lid; j < p.cols; j += WG) {
+        m = max(m, logits[base + j]);
+    }
+    m = workgroup_reduce(lid, m, true);
+    var s = 0.0;
+    for (var j = lid; j < p.cols; j += WG) {
+        let e = exp(logits[base + j] - m);
+        probs[base + j] = e;
+        s += e;
+    }
+    s = workgroup_reduce(lid, s, false);
+    let inv = 1.0 / s;
+    // Each invocation rescales the entries it wrote itself, so no barrier is needed.
+    for (var j = lid; j < p.cols; j += WG) {
+        probs[base + j] *= inv;
+    }
+    return vec2<f32>(m, s);
+}
+
+@compute @workgroup_size(WG)
+fn wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * nwg.x;
+    if (r >= p.rows) {
+        return; // uniform per workgroup, so the barriers stay uniform
+    }
+    wide_softmax(r * p.cols, lid);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -1,4 +1,5 @@
-// Softmax cross-entropy forward, one invocation per row of logits [rows, cols]: saves the
+// Softmax cross-entropy forward over logits [rows, cols]: `main` takes one row per invocation
+// (narrow rows: class counts), `wide` one row per workgroup (cols >= WG). Saves the
 // probabilities for the backward and writes each row's loss already divided by the number of rows,
 // so summing row_loss gives the batch mean. loss = log(sum exp(x - max)) + max - x[label].
 // A label >= cols is never used as an index: its row's loss is `invalid` (NaN), which the training
@@ -15,6 +16,62 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+// Combines `v` over the workgroup with max (or sum); every invocation gets the result.
+fn workgroup_reduce(lid: u32, v: f32, take_max: bool) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            let other = partial[lid + stride];
+            partial[lid] = select(partial[lid] + other, max(partial[lid], other), take_max);
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier(); // everyone has read partial[0] before it is written again
+    return total;
+}
+
+// Wide rows (cols >= WG): one workgroup per row, the invocations striding over its columns, so
+// reads are consecutive; returns the row's sum of exp(x - max) and leaves the probabilities written.
+fn wide_softmax(base: u32, lid: u32) -> vec2<f32> {
+    var m = logits[base];
+    for (var j = lid; j < p.cols; j += WG) {
+        m = max(m, logits[base + j]);
+    }
+    m = workgroup_reduce(lid, m, true);
+    var s = 0.0;
+    for (var j = lid; j < p.cols; j += WG) {
+        let e = exp(logits[base + j] - m);
+        probs[base + j] = e;
+        s += e;
+    }
+    s = workgroup_reduce(lid, s, false);
+    let inv = 1.0 / s;
+    // Each invocation rescales the entries it wrote itself, so no barrier is needed.
+    for (var j = lid; j < p.cols; j += WG) {
+        probs[base + j] *= inv;
+    }
+    return vec2<f32>(m, s);
+}
+
+@compute @workgroup_size(WG)
+fn wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * nwg.x;
+    if (r >= p.rows) {
+        return; // uniform per workgroup, so the barriers stay uniform
+    }
+    let base = r * p.cols;
+    let ms = wide_softmax(base, lid);
+    if (lid == 0u) {
+        let label = labels[r];
+        let target_logit = logits[base + min(label, p.cols - 1u)];
+        row_loss[r] = select(p.invalid, (log(ms.y) + ms.x - target_logit) * p.inv_rows, label < p.cols);
+    }
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

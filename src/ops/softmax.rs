@@ -9,25 +9,44 @@
 //! [`check_labels`] checks host labels once, where they are uploaded.
 
 use super::Backward;
-use crate::device::{Access, DType, KernelSpec};
+use crate::device::{Access, DType, Device, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Rows per workgroup of the row-wise kernels (one invocation per row; `WG` in their shaders).
+/// `WG` of the row-wise kernels: rows per workgroup for narrow rows (one invocation per row), and
+/// invocations per row for wide rows (one workgroup per row, consecutive reads).
 const ROW_WG: usize = 64;
 
-static SOFTMAX: KernelSpec = KernelSpec {
-    name: "softmax",
-    source: include_str!("../../shaders/softmax.wgsl"),
-    entry: "main",
-    bindings: &[Access::Read, Access::ReadWrite],
-};
+/// Whether rows of `c` columns go one per workgroup. On GPUs, from ROW_WG columns: one thread per
+/// row of 1000 would walk it serially. Never on CPU backends (lavapipe), where the workgroup
+/// barriers cost more than the strided reads they save (3-4x slower on 1024 x 1000).
+fn wide_rows(device: &Device, c: usize) -> bool {
+    !device.is_cpu() && c >= ROW_WG
+}
 
-static XENT: KernelSpec = KernelSpec {
-    name: "softmax_xent",
+/// The grid for `n` rows.
+fn row_grid(n: usize, wide: bool) -> [u32; 3] {
+    if wide {
+        super::grid_1d(n as u32)
+    } else {
+        super::grid_1d(super::groups(n, ROW_WG))
+    }
+}
+
+const SOFTMAX_BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
+static SOFTMAX: KernelSpec =
+    KernelSpec { name: "softmax", source: include_str!("../../shaders/softmax.wgsl"), entry: "main", bindings: SOFTMAX_BINDINGS };
+static SOFTMAX_WIDE: KernelSpec =
+    KernelSpec { name: "softmax_wide", source: include_str!("../../shaders/softmax.wgsl"), entry: "wide", bindings: SOFTMAX_BINDINGS };
+
+const XENT_BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite];
+static XENT: KernelSpec =
+    KernelSpec { name: "softmax_xent", source: include_str!("../../shaders/softmax_xent.wgsl"), entry: "main", bindings: XENT_BINDINGS };
+static XENT_WIDE: KernelSpec = KernelSpec {
+    name: "softmax_xent_wide",
     source: include_str!("../../shaders/softmax_xent.wgsl"),
-    entry: "main",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite],
+    entry: "wide",
+    bindings: XENT_BINDINGS,
 };
 
 static XENT_BACKWARD: KernelSpec = KernelSpec {
@@ -102,23 +121,34 @@ pub fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
 
 /// Row-wise softmax of logits `[n, c]` (inference; no backward).
 pub fn softmax(logits: &Tensor) -> Result<Tensor> {
+    let (_, c) = logits_shape("softmax", logits)?;
+    softmax_rows(logits, wide_rows(logits.device(), c))
+}
+
+fn softmax_rows(logits: &Tensor, wide: bool) -> Result<Tensor> {
     let (n, c) = logits_shape("softmax", logits)?;
     let probs = Tensor::uninit(logits.device(), &[n, c], "softmax output")?;
-    let wg = super::grid_1d(super::groups(n, ROW_WG));
-    logits.device().dispatch(&SOFTMAX, &[], &RowParams::new(n, c), &[logits.buffer(), probs.buffer()], wg)?;
+    let kernel = if wide { &SOFTMAX_WIDE } else { &SOFTMAX };
+    logits.device().dispatch(kernel, &[], &RowParams::new(n, c), &[logits.buffer(), probs.buffer()], row_grid(n, wide))?;
     Ok(probs)
 }
 
 /// Mean over the batch of -log softmax(logits)[label], as a `[1]` tensor. Logits `[n, c]`, labels
 /// u32 `[n]`.
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, SoftmaxCrossEntropyBackward)> {
+    let (_, c) = xent_shape("softmax_cross_entropy", logits, labels)?;
+    softmax_cross_entropy_rows(logits, labels, wide_rows(logits.device(), c))
+}
+
+fn softmax_cross_entropy_rows(logits: &Tensor, labels: &Tensor, wide: bool) -> Result<(Tensor, SoftmaxCrossEntropyBackward)> {
     let (n, c) = xent_shape("softmax_cross_entropy", logits, labels)?;
     let dev = logits.device();
     let probs = Tensor::uninit(dev, &[n, c], "softmax probabilities")?;
     let row_loss = Tensor::uninit(dev, &[n], "cross-entropy per row")?;
     let params = RowParams::new(n, c);
-    let wg = super::grid_1d(super::groups(n, ROW_WG));
-    dev.dispatch(&XENT, &[], &params, &[logits.buffer(), labels.buffer(), probs.buffer(), row_loss.buffer()], wg)?;
+    let kernel = if wide { &XENT_WIDE } else { &XENT };
+    let wg = row_grid(n, wide);
+    dev.dispatch(kernel, &[], &params, &[logits.buffer(), labels.buffer(), probs.buffer(), row_loss.buffer()], wg)?;
     // Rows are already divided by n, so their sum is the mean.
     let loss = super::reduce::sum_keep_axis(&row_loss, 1, 1, n)?;
     Ok((loss, SoftmaxCrossEntropyBackward { probs, labels: labels.clone() }))
@@ -225,11 +255,12 @@ mod tests {
     use crate::testing::*;
     use rand::Rng;
 
-    /// (n, c): batch 1, odd sizes, more rows than one workgroup.
+    /// (n, c): batch 1, odd sizes, more rows than one workgroup, narrow rows (one invocation per
+    /// row) and wide ones (one workgroup per row, from 64 columns).
     fn shapes(rng: &mut TestRng) -> Vec<(usize, usize)> {
-        let mut out = vec![(1, 1), (1, 10), (128, 10), (65, 3), (3, 1000)];
-        while out.len() < 22 {
-            out.push((rand_dim(rng, 1, 150), rand_dim(rng, 1, 40)));
+        let mut out = vec![(1, 1), (1, 10), (128, 10), (65, 3), (3, 1000), (1, 64), (7, 63), (66, 65), (2, 257)];
+        while out.len() < 24 {
+            out.push((rand_dim(rng, 1, 150), rand_dim(rng, 1, if out.len() % 2 == 0 { 40 } else { 150 })));
         }
         out
     }
@@ -251,22 +282,33 @@ mod tests {
             let (x, y) = (logits(&mut rng, n * c), labels(&mut rng, n, c));
             let gx = tensor(&dev, &x, &[n, c]);
             let gy = Tensor::from_u32(&dev, &y, &[n]).unwrap();
-            let (loss, _) = softmax_cross_entropy(&gx, &gy).unwrap();
-            assert_eq!(loss.shape(), [1]);
             let want = cpu::softmax_cross_entropy(&x, &y, c);
+            // Both kernels on every shape, whichever this adapter would pick.
+            for wide in [false, true] {
+                let (loss, _) = softmax_cross_entropy_rows(&gx, &gy, wide).unwrap();
+                assert_eq!(loss.shape(), [1]);
+                assert_close(&loss.to_vec().unwrap(), &[want], 1e-5, &format!("xent [{n}, {c}] wide={wide}"));
+                let probs = softmax_rows(&gx, wide).unwrap();
+                assert_close(&probs.to_vec().unwrap(), &cpu::softmax(&x, c), 1e-5, &format!("softmax [{n}, {c}] wide={wide}"));
+            }
+            let (loss, _) = softmax_cross_entropy(&gx, &gy).unwrap();
             assert_close(&loss.to_vec().unwrap(), &[want], 1e-5, &format!("xent [{n}, {c}]"));
-            let probs = softmax(&gx).unwrap();
-            assert_close(&probs.to_vec().unwrap(), &cpu::softmax(&x, c), 1e-5, &format!("softmax [{n}, {c}]"));
         }
     }
 
     #[test]
     fn large_logits_stay_finite() {
         let dev = device();
-        let x = [1000.0, -1000.0, 999.0, 0.0, 88.0, 89.0];
-        let y = [0u32, 1];
-        let (loss, _) = softmax_cross_entropy(&tensor(&dev, &x, &[2, 3]), &Tensor::from_u32(&dev, &y, &[2]).unwrap()).unwrap();
-        assert_close(&loss.to_vec().unwrap(), &[cpu::softmax_cross_entropy(&x, &y, 3)], 1e-4, "xent large logits");
+        for (c, wide) in [(3, false), (3, true), (100, false), (100, true)] {
+            let mut x = vec![0.0; 2 * c];
+            x[..3].copy_from_slice(&[1000.0, -1000.0, 999.0]);
+            x[c..c + 3].copy_from_slice(&[0.0, 88.0, 89.0]);
+            let y = [0u32, 1];
+            let (loss, _) =
+                softmax_cross_entropy_rows(&tensor(&dev, &x, &[2, c]), &Tensor::from_u32(&dev, &y, &[2]).unwrap(), wide).unwrap();
+            let what = format!("xent large logits [2, {c}] wide={wide}");
+            assert_close(&loss.to_vec().unwrap(), &[cpu::softmax_cross_entropy(&x, &y, c)], 1e-4, &what);
+        }
     }
 
     #[test]
@@ -286,14 +328,16 @@ mod tests {
     fn backward_matches_reference() {
         let dev = device();
         let mut rng = rng(63);
-        for (n, c) in shapes(&mut rng) {
+        for (case, (n, c)) in shapes(&mut rng).into_iter().enumerate() {
             let (x, y) = (logits(&mut rng, n * c), labels(&mut rng, n, c));
             let dloss = rand_vec(&mut rng, 1);
-            let (_, bw) = softmax_cross_entropy(&tensor(&dev, &x, &[n, c]), &Tensor::from_u32(&dev, &y, &[n]).unwrap()).unwrap();
+            let wide = case % 2 == 1; // the probabilities come from either forward kernel
+            let (_, bw) = softmax_cross_entropy_rows(&tensor(&dev, &x, &[n, c]), &Tensor::from_u32(&dev, &y, &[n]).unwrap(), wide).unwrap();
             let grads = bw.backward(&tensor(&dev, &dloss, &[1])).unwrap();
             assert!(grads.len() == 2 && grads[1].is_none());
             let want = cpu::softmax_cross_entropy_backward(&x, &y, c, dloss[0]);
-            assert_close(&grads[0].as_ref().unwrap().to_vec().unwrap(), &want, 1e-4, &format!("xent dlogits [{n}, {c}]"));
+            let what = format!("xent dlogits [{n}, {c}] wide={wide}");
+            assert_close(&grads[0].as_ref().unwrap().to_vec().unwrap(), &want, 1e-4, &what);
         }
     }
 
