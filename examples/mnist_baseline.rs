@@ -6,15 +6,12 @@
 //! cargo run --release --example mnist_baseline -- [--epochs 12] [--batch-size 128] [--train-limit N] [--seed 1] [--data-dir DIR]
 
 use clap::Parser;
-use netmorph::autograd::{Tape, Var};
 use netmorph::data::dataset::DeviceDataset;
 use netmorph::data::mnist::{default_data_dir, Mnist};
-use netmorph::ops::conv2d::{Conv2dConfig, Padding};
-use netmorph::ops::pool::Pool2dConfig;
+use netmorph::graph::{Graph, Model};
 use netmorph::optim::adadelta::Adadelta;
-use netmorph::train::{evaluate, fit, FitConfig, Network};
-use netmorph::{Device, Result, Tensor};
-use rand::{Rng, SeedableRng};
+use netmorph::train::{evaluate, fit, FitConfig};
+use netmorph::{Device, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -39,57 +36,9 @@ struct Args {
     /// Fetch MNIST from a public mirror into the data directory when files are missing.
     #[arg(long)]
     download: bool,
-}
-
-/// The seed's model, written as a Keras user would read it.
-struct KerasConvnet {
-    conv1: (Tensor, Tensor),
-    conv2: (Tensor, Tensor),
-    dense1: (Tensor, Tensor),
-    dense2: (Tensor, Tensor),
-}
-
-/// Keras's default initialisation: Glorot uniform kernels, zero biases.
-fn glorot(device: &Device, rng: &mut impl Rng, shape: &[usize], fan_in: usize, fan_out: usize) -> Result<(Tensor, Tensor)> {
-    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-    let w: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(-limit..limit)).collect();
-    let bias_len = if shape.len() == 4 { shape[0] } else { shape[1] };
-    Ok((Tensor::from_slice(device, &w, shape)?, Tensor::zeros(device, &[bias_len])?))
-}
-
-impl KerasConvnet {
-    fn new(device: &Device, seed: u64) -> Result<Self> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        Ok(KerasConvnet {
-            conv1: glorot(device, &mut rng, &[32, 1, 3, 3], 9, 32 * 9)?,
-            conv2: glorot(device, &mut rng, &[64, 32, 3, 3], 32 * 9, 64 * 9)?,
-            dense1: glorot(device, &mut rng, &[9216, 128], 9216, 128)?,
-            dense2: glorot(device, &mut rng, &[128, 10], 128, 10)?,
-        })
-    }
-}
-
-impl Network for KerasConvnet {
-    fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
-        let p = |t: &Tensor| tape.param(t);
-        let conv = Conv2dConfig { stride: 1, padding: Padding::Valid };
-        let x = tape.conv2d(x, &p(&self.conv1.0), Some(&p(&self.conv1.1)), conv)?;
-        let x = tape.relu(&x)?;
-        let x = tape.conv2d(&x, &p(&self.conv2.0), Some(&p(&self.conv2.1)), conv)?;
-        let x = tape.relu(&x)?;
-        let x = tape.max_pool2d(&x, Pool2dConfig { kernel: 2, stride: 2 })?;
-        let x = tape.dropout(&x, 0.25, seed, training)?;
-        let n = x.shape()[0];
-        let x = tape.reshape(&x, &[n, 9216])?;
-        let x = tape.dense(&x, &p(&self.dense1.0), Some(&p(&self.dense1.1)))?;
-        let x = tape.relu(&x)?;
-        let x = tape.dropout(&x, 0.5, seed.wrapping_add(1), training)?;
-        tape.dense(&x, &p(&self.dense2.0), Some(&p(&self.dense2.1)))
-    }
-
-    fn parameters(&self) -> Vec<Tensor> {
-        [&self.conv1, &self.conv2, &self.dense1, &self.dense2].iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
-    }
+    /// Save the trained model as DIR/model.json (architecture) and DIR/model.safetensors (weights).
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 fn main() {
@@ -120,7 +69,10 @@ fn run(args: Args) -> Result<()> {
 
     let train = DeviceDataset::new(&device, &mnist.train)?;
     let test = DeviceDataset::new(&device, &mnist.test)?;
-    let model = KerasConvnet::new(&device, args.seed)?;
+    let shape = [t.channels, t.height, t.width];
+    let graph = Graph::keras_mnist_convnet(&shape, mnist.train.classes, args.seed)?;
+    print!("{}", graph.summary()?);
+    let model = Model::new(&graph, &device)?;
     let mut opt = Adadelta::default();
     println!("Train on {} samples, validate on {} samples", train.len(), test.len());
     let start = Instant::now();
