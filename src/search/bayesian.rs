@@ -45,11 +45,18 @@ pub struct BayesianConfig {
     pub t_min: f64,
     /// Neighbours generated per expansion.
     pub neighbours: usize,
+    /// Morphisms in one child at most. AutoKeras had no bound, and UCB's pull towards the
+    /// unexplored grew chains of a dozen or more (mostly widenings): children far from their
+    /// fathers inherit little of the training and cost far more to train.
+    pub max_ops: usize,
+    /// A candidate's parameters at most this many times those of the largest trained model, so
+    /// models grow by steps as the search learns whether growth pays.
+    pub max_growth: f64,
 }
 
 impl Default for BayesianConfig {
     fn default() -> Self {
-        BayesianConfig { beta: 2.576, t_start: 1.0, cooling: 0.9, t_min: 1e-4, neighbours: 8 }
+        BayesianConfig { beta: 2.576, t_start: 1.0, cooling: 0.9, t_min: 1e-4, neighbours: 8, max_ops: 5, max_growth: 4.0 }
     }
 }
 
@@ -160,6 +167,8 @@ impl<S: SearchSpace> BayesianOptimizer<S> {
             queue.push(Elem { value: *acc, order, father: *id, ops: Vec::new(), arch: arch.clone() });
             order += 1;
         }
+        let largest = self.trained.iter().map(|(_, a, _)| self.space.parameters(a)).max().unwrap_or(0);
+        let growth_cap = (largest as f64 * self.config.max_growth).max(1.0) as u64;
         let mut seen = self.seen.clone();
         let mut best: Option<Proposal<S::Arch, S::Op>> = None;
         let mut t = self.config.t_start;
@@ -170,7 +179,9 @@ impl<S: SearchSpace> BayesianOptimizer<S> {
             let accept = ((elem.value - best_value) / t).min(1.0).exp();
             if accept >= rng.random::<f64>() {
                 for (op, arch) in self.space.neighbours(&elem.arch, self.config.neighbours, rng) {
-                    if self.size_limit.is_some_and(|limit| self.space.size(&arch) >= limit) || !seen.insert(self.space.descriptor(&arch)) {
+                    let too_large =
+                        self.size_limit.is_some_and(|limit| self.space.size(&arch) >= limit) || self.space.parameters(&arch) > growth_cap;
+                    if too_large || !seen.insert(self.space.descriptor(&arch)) {
                         continue;
                     }
                     let (mean, std) = self.predict(&arch).expect("fitted");
@@ -180,8 +191,11 @@ impl<S: SearchSpace> BayesianOptimizer<S> {
                     if best.as_ref().is_none_or(|b| acquisition > b.acquisition) {
                         best = Some(Proposal { father: elem.father, ops: ops.clone(), arch: arch.clone(), acquisition, mean, std });
                     }
-                    queue.push(Elem { value: acquisition, order, father: elem.father, ops, arch });
-                    order += 1;
+                    // A child at the morphism bound can be proposed but not grown further.
+                    if ops.len() < self.config.max_ops {
+                        queue.push(Elem { value: acquisition, order, father: elem.father, ops, arch });
+                        order += 1;
+                    }
                 }
             }
             t *= self.config.cooling;
@@ -370,6 +384,22 @@ pub(crate) mod tests {
             id += 1;
         }
         assert_eq!(seen.len(), 25, "every architecture reached: {seen:?}");
+    }
+
+    #[test]
+    fn children_stay_within_the_morphism_and_growth_bounds() {
+        let config = BayesianConfig { max_ops: 2, max_growth: 2.0, ..Default::default() };
+        let mut bo = BayesianOptimizer::new(Grid { max: 40 }, config);
+        bo.add_result(0, (4, 4), score((4, 4)));
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut largest = 16;
+        for id in 1..12 {
+            let p = bo.propose(&mut rng).unwrap();
+            assert!(p.ops.len() <= 2, "{} morphisms", p.ops.len());
+            assert!(p.arch.0 * p.arch.1 <= 2 * largest, "{:?} grew past twice {largest}", p.arch);
+            largest = largest.max(p.arch.0 * p.arch.1);
+            bo.add_result(id, p.arch, score(p.arch));
+        }
     }
 
     #[test]

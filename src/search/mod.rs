@@ -4,6 +4,7 @@
 //! result so a search can be resumed after any crash.
 
 pub mod bayesian;
+pub mod classifier;
 pub mod duration;
 pub mod gp;
 pub mod report;

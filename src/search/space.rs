@@ -2,16 +2,16 @@
 //! `morph::Morph` records, and the distance is AutoKeras's edit distance.
 //!
 //! The optimiser only looks at architectures, so they carry no weights (a candidate costs a few
-//! kilobytes, not the megabytes of its weights); the trainer replays the same morphisms on the
+//! kilobytes, not the megabytes of its weights, and morphisms on it are structural); the trainer replays the same morphisms on the
 //! father's trained graph, and since layer ids are assigned deterministically from the father's,
 //! it arrives at the same architecture.
 
 use super::bayesian::SearchSpace;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, HostTensor};
+use crate::graph::Graph;
 use crate::morph::{self, Descriptor, Morph};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A graph's architecture, without weights. Serialised as the graph's JSON.
@@ -41,20 +41,6 @@ impl Architecture {
     pub fn instantiate(&self, seed: u64) -> Result<Graph> {
         let mut g = self.0.clone();
         g.init_weights(seed)?;
-        Ok(g)
-    }
-
-    /// A graph of this architecture with all weights zero: morphisms need weights to transform,
-    /// and zeros cost far less than a random initialisation (the optimiser only keeps the
-    /// resulting architecture).
-    fn with_zero_weights(&self) -> Result<Graph> {
-        let shapes = self.0.infer_shapes()?;
-        let mut g = self.0.clone();
-        for layer in self.0.layers() {
-            let input = layer.inputs.first().map(|i| shapes[i].clone()).unwrap_or_default();
-            let params = layer.op.param_specs(&input).into_iter().map(|s| (s.name.to_string(), HostTensor::filled(s.shape, 0.0))).collect();
-            g.layer_mut(layer.id).params = params;
-        }
         Ok(g)
     }
 
@@ -100,9 +86,8 @@ pub struct DescribedMorph {
 }
 
 /// The default cap on a candidate's weights. AutoKeras allowed 2^25; UCB's pull towards far
-/// (hence ever wider) architectures then proposes models that are slow to train and, since each
-/// candidate is built by morphisms that copy its weights, slow to even consider. 2^22 (4M) is
-/// over ten times the AutoKeras generator's model on 28x28 images.
+/// (hence ever wider) architectures then proposes models far slower to train than they are likely
+/// to gain. 2^22 (4M) is over ten times the AutoKeras generator's model on 28x28 images.
 pub const DEFAULT_MAX_PARAMETERS: u64 = 1 << 22;
 
 /// Graphs reachable by morphisms, as the optimiser sees them.
@@ -153,55 +138,33 @@ impl SearchSpace for GraphSpace {
     }
 
     /// AutoKeras's `transform`: up to `2n` draws of a family, then of a morphism of that family,
-    /// keeping up to `n` distinct ones. The morphisms are applied in parallel (each on its own
-    /// seeded generator, so the result does not depend on the thread count): on wide graphs the
-    /// weight copies they make dominate the optimiser's time.
+    /// keeping up to `n` distinct ones. Morphisms of a weightless graph are structural, so a
+    /// candidate costs a few kilobytes and microseconds, whatever the size of its weights.
     fn neighbours(&self, a: &Architecture, n: usize, rng: &mut StdRng) -> Vec<(DescribedMorph, Architecture)> {
-        let Ok(weighted) = a.with_zero_weights() else { return Vec::new() };
-        let all = morph::applicable(&weighted);
+        let all = morph::applicable(&a.0);
         let families: Vec<Vec<&Morph>> = (0..3).map(|f| all.iter().filter(|m| family(m) == f).collect()).collect();
         let present: Vec<usize> = (0..3).filter(|&f| !families[f].is_empty()).collect();
+        let mut out: Vec<(DescribedMorph, Architecture)> = Vec::new();
         if present.is_empty() {
-            return Vec::new();
+            return out;
         }
-        let mut drawn: Vec<(&Morph, u64)> = Vec::new();
         for _ in 0..2 * n {
             let f = present[rng.random_range(0..present.len())];
             let m = families[f][rng.random_range(0..families[f].len())];
-            if !drawn.iter().any(|(d, _)| *d == m) {
-                drawn.push((m, rng.random()));
+            if out.iter().any(|(d, _)| d.morph == *m) {
+                continue;
             }
-            if drawn.len() >= n {
+            let Ok(child) = morph::apply(&a.0, m, rng) else { continue };
+            let child = Architecture::from_graph(child);
+            if child.parameters() > self.max_parameters {
+                continue;
+            }
+            out.push((DescribedMorph { morph: m.clone(), description: m.describe(&a.0) }, child));
+            if out.len() >= n {
                 break;
             }
         }
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(drawn.len()).max(1);
-        let results: Vec<Option<Architecture>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = drawn
-                .chunks(drawn.len().div_ceil(threads))
-                .map(|chunk| {
-                    let weighted = &weighted;
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|(m, seed)| {
-                                let child = morph::apply(weighted, m, &mut StdRng::seed_from_u64(*seed)).ok()?;
-                                Some(Architecture::from_graph(child))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("a morphism panicked")).collect()
-        });
-        drawn
-            .iter()
-            .zip(results)
-            .filter_map(|((m, _), child)| {
-                let child = child.filter(|c| c.parameters() <= self.max_parameters)?;
-                Some((DescribedMorph { morph: (*m).clone(), description: m.describe(&weighted) }, child))
-            })
-            .collect()
+        out
     }
 
     fn size(&self, a: &Architecture) -> u64 {
@@ -235,6 +198,7 @@ pub fn check_same(got: &Graph, want: &Architecture) -> Result<()> {
 mod tests {
     use super::*;
     use crate::graph::CnnConfig;
+    use rand::SeedableRng;
 
     fn small_cnn() -> Graph {
         Graph::cnn(&[1, 12, 12], 10, &CnnConfig { blocks: 2, width: 8, dense: 16, ..Default::default() }, 3).unwrap()

@@ -1,0 +1,172 @@
+//! AutoKeras 0.3's image classifier on MNIST: search architectures by network morphism within a
+//! time limit, then train the best on the whole training set and report its test accuracy.
+//!
+//! ```text
+//! cargo run --release --example autokeras_search -- --time-limit 2h
+//! cargo run --release --example autokeras_search -- --time-limit 2h --resume      # after a crash
+//! ```
+//!
+//! The search directory keeps every model and the history; `--resume` continues it without
+//! training any finished model again. The test set is only used for the final report.
+
+use clap::Parser;
+use netmorph::data::{default_data_dir, ImageSet, Mnist};
+use netmorph::graph::{CnnConfig, ResNetConfig};
+use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier, OptimizerConfig};
+use netmorph::search::parse_duration;
+use netmorph::{Device, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(about = "Architecture search by network morphism on MNIST (AutoKeras 0.3's ImageClassifier)")]
+struct Args {
+    /// How long the search may run, such as 30m or 2h (the final fit comes after it).
+    #[arg(long, default_value = "2h")]
+    time_limit: String,
+    /// Where the history, every model and the best are kept.
+    #[arg(long, default_value = "autokeras-search")]
+    search_dir: PathBuf,
+    /// Continue the search in --search-dir.
+    #[arg(long)]
+    resume: bool,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Seeds the search: the same seed gives the same sequence of architectures on the same adapter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder holding the MNIST files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shrink the images by averaging FxF blocks (quick runs: 2 gives 14x14 MNIST).
+    #[arg(long, default_value_t = 1)]
+    downsample: usize,
+    /// Width (filters) of the generator's convolutions.
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    /// Number of the generator's conv blocks.
+    #[arg(long, default_value_t = 3)]
+    blocks: usize,
+    /// Also start from a small ResNet.
+    #[arg(long)]
+    resnet: bool,
+    /// Epoch cap of the generators' models.
+    #[arg(long, default_value_t = 40)]
+    max_epochs: usize,
+    /// Epoch cap of children (they start from their father's trained weights).
+    #[arg(long, default_value_t = 15)]
+    child_epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Optimizer: adam, adadelta or sgd.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Stop the search after this many models in the search directory.
+    #[arg(long)]
+    max_models: Option<usize>,
+    /// Epochs of the final fit on the whole training set (0: none).
+    #[arg(long, default_value_t = 5)]
+    final_epochs: usize,
+    /// Final fit from fresh weights instead of the searched ones.
+    #[arg(long)]
+    retrain: bool,
+    /// Write the final model here (<path>.json and <path>.safetensors); default: <search-dir>/final.
+    #[arg(long)]
+    export: Option<PathBuf>,
+}
+
+/// Averages `f`x`f` blocks (the image's edge rows and columns that do not fill a block are dropped).
+fn downsample(set: &ImageSet, f: usize) -> ImageSet {
+    if f <= 1 {
+        return set.clone();
+    }
+    let (h, w) = (set.height / f, set.width / f);
+    let mut images = Vec::with_capacity(set.n * set.channels * h * w);
+    for i in 0..set.n {
+        let img = set.image(i);
+        for c in 0..set.channels {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut sum = 0u32;
+                    for dy in 0..f {
+                        for dx in 0..f {
+                            sum += img[(c * set.height + y * f + dy) * set.width + x * f + dx] as u32;
+                        }
+                    }
+                    images.push((sum / (f * f) as u32) as u8);
+                }
+            }
+        }
+    }
+    ImageSet { images, height: h, width: w, ..set.clone() }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let time_limit = parse_duration(&args.time_limit)?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let mnist = Mnist::load(&data_dir)?;
+    let mut train = mnist.train;
+    let mut test = mnist.test;
+    if let Some(n) = args.train_limit {
+        train = train.take(n);
+    }
+    if let Some(n) = args.test_limit {
+        test = test.take(n);
+    }
+    let train = downsample(&train, args.downsample);
+    let test = downsample(&test, args.downsample);
+
+    let optimizer = match args.optimizer.as_str() {
+        "adam" => OptimizerConfig::Adam { lr: args.lr.unwrap_or(1e-3) },
+        "adadelta" => OptimizerConfig::Adadelta { lr: args.lr.unwrap_or(1.0), rho: 0.95, eps: 1e-7 },
+        "sgd" => OptimizerConfig::Sgd { lr: args.lr.unwrap_or(0.01) },
+        other => return Err(netmorph::Error::Invalid(format!("unknown optimizer `{other}`: use adam, adadelta or sgd"))),
+    };
+    let mut generators = vec![Generator::Cnn(CnnConfig { blocks: args.blocks, width: args.width, ..Default::default() })];
+    if args.resnet {
+        generators.push(Generator::ResNet(ResNetConfig { width: (args.width / 4).max(4), ..Default::default() }));
+    }
+    let config = ClassifierConfig {
+        search_dir: args.search_dir.clone(),
+        resume: args.resume,
+        seed: args.seed,
+        generators,
+        batch_size: args.batch_size,
+        max_epochs: args.max_epochs,
+        child_epochs: args.child_epochs,
+        optimizer,
+        max_models: args.max_models,
+        ..Default::default()
+    };
+
+    let device = Device::new()?;
+    println!("Device: {}", device.name());
+    let mut classifier = ImageClassifier::new(&device, config);
+    let start = Instant::now();
+    classifier.fit(&train, time_limit)?;
+    println!("Search took {:.1}s", start.elapsed().as_secs_f64());
+    if let Some(graph) = classifier.best_graph() {
+        println!("{}", graph.summary()?);
+    }
+
+    if args.final_epochs > 0 {
+        println!("Final fit of the best model on all {} training images ({} epochs)", train.n, args.final_epochs);
+        classifier.final_fit(&train, args.final_epochs, args.retrain)?;
+    }
+    let export = args.export.clone().unwrap_or_else(|| args.search_dir.join("final"));
+    let (json, weights) = (export.with_extension("json"), export.with_extension("safetensors"));
+    classifier.export(&json, &weights)?;
+    println!("Exported the model to {} and {}", json.display(), weights.display());
+    let eval = classifier.evaluate(&test)?;
+    println!("Test loss: {:.4}", eval.loss);
+    println!("Test accuracy: {:.4}", eval.accuracy);
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The architecture search end to end, kept small for CI (lavapipe on two cores): 14x14 MNIST, a
+//! few hundred images, a narrow generator and one or two epochs per model.
+
+use netmorph::data::{default_data_dir, ImageSet, Mnist};
+use netmorph::graph::{CnnConfig, Graph};
+use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
+use netmorph::search::{ModelRecord, SearchStore, Status};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netmorph-search-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// MNIST's first `n` training images, averaged down to 14x14.
+fn small_mnist(n: usize) -> ImageSet {
+    let set = Mnist::load(default_data_dir()).expect("MNIST in data/mnist").train.take(n);
+    let mut images = Vec::with_capacity(n * 196);
+    for i in 0..set.n {
+        let img = set.image(i);
+        for y in 0..14 {
+            for x in 0..14 {
+                let s: u32 = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().map(|(dy, dx)| img[(2 * y + dy) * 28 + 2 * x + dx] as u32).sum();
+                images.push((s / 4) as u8);
+            }
+        }
+    }
+    ImageSet { images, height: 14, width: 14, ..set }
+}
+
+fn narrow_config(dir: &Path, max_models: usize) -> ClassifierConfig {
+    ClassifierConfig {
+        search_dir: dir.to_path_buf(),
+        seed: 1,
+        generators: vec![Generator::Cnn(CnnConfig { blocks: 2, width: 8, dense: 16, ..Default::default() })],
+        batch_size: 32,
+        max_epochs: 5,
+        child_epochs: 2,
+        max_models: Some(max_models),
+        verbose: false,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_small_search_trains_children_within_its_limit() {
+    let dir = temp_dir("small");
+    let device = netmorph::testing::device();
+    let data = small_mnist(1000);
+    let limit = Duration::from_secs(240);
+    let mut classifier = ImageClassifier::new(&device, narrow_config(&dir, 4));
+    let start = Instant::now();
+    let result = classifier.fit(&data, limit).expect("search").clone();
+    let elapsed = start.elapsed();
+    assert!(elapsed < limit, "the search took {elapsed:?}, over its limit of {limit:?}");
+    assert!(result.records.len() >= 3, "only {} models trained", result.records.len());
+    assert!(result.records[0].father.is_none());
+    for r in &result.records[1..] {
+        assert!(r.father.is_some_and(|f| f < r.id), "model {} has no earlier father", r.id);
+        assert!(!r.operations.is_empty(), "model {} records no operation", r.id);
+        assert!(r.operations.iter().all(|op| op.starts_with("to_")), "{:?}", r.operations);
+    }
+    let best = result.best_record();
+    assert!(best.val_accuracy.unwrap() > 0.4, "best validation accuracy {:?}", best.val_accuracy);
+
+    // The stored history is the same, and the best model loads on its own.
+    let store = SearchStore::open(&dir, true).unwrap();
+    let history: Vec<ModelRecord<Value>> = store.load_history().unwrap();
+    assert_eq!(history.len(), result.records.len());
+    assert_eq!(store.read_best().unwrap().unwrap().id, best.id);
+    let graph = Graph::load(&store.model_path(best.id, "json"), &store.model_path(best.id, "safetensors")).unwrap();
+    graph.validate().unwrap();
+
+    // Predict, evaluate and export.
+    let eval = classifier.evaluate(&data.take(200)).unwrap();
+    assert!(eval.accuracy > 0.3, "{eval:?}");
+    let predictions = classifier.predict(&data.take(50)).unwrap();
+    assert_eq!(predictions.len(), 50);
+    assert!(predictions.iter().all(|&p| p < 10));
+    let (json, weights) = (dir.join("export.json"), dir.join("export.safetensors"));
+    classifier.export(&json, &weights).unwrap();
+    let loaded = ImageClassifier::load(&device, &json, &weights).unwrap();
+    assert_eq!(loaded.predict(&data.take(50)).unwrap(), predictions, "the exported model predicts the same");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_search_fails_clearly_when_the_limit_is_already_spent() {
+    let dir = temp_dir("nolimit");
+    let device = netmorph::testing::device();
+    let mut classifier = ImageClassifier::new(&device, narrow_config(&dir, 3));
+    let err = classifier.fit(&small_mnist(100), Duration::ZERO).expect_err("no model can train in no time");
+    assert!(err.to_string().contains("no model could be trained"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The example binary, built by `cargo test` beside the test binaries (built here if missing).
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let binary = profile_dir.join("examples").join(format!("autokeras_search{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", "autokeras_search"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("run cargo").success(), "building the example failed");
+    }
+    binary
+}
+
+fn search_command(dir: &Path, max_models: usize) -> Command {
+    let mut cmd = Command::new(example_binary());
+    cmd.args(["--search-dir", dir.to_str().unwrap(), "--time-limit", "10m", "--train-limit", "600", "--test-limit", "200"])
+        .args(["--downsample", "2", "--width", "8", "--blocks", "2", "--max-epochs", "2", "--child-epochs", "1"])
+        .args(["--batch-size", "32", "--seed", "7", "--final-epochs", "0", "--max-models", &max_models.to_string()]);
+    cmd
+}
+
+fn history_lines(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("history.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn a_killed_search_resumes_without_training_a_finished_model_again() {
+    let dir = temp_dir("kill");
+    let mut child = search_command(&dir, 6).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the search");
+    let start = Instant::now();
+    while history_lines(&dir).len() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the search ended before its second model finished");
+        assert!(start.elapsed() < Duration::from_secs(300), "no second model after 5 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = history_lines(&dir);
+    assert!(before.len() >= 2);
+
+    let output = search_command(&dir, 4).arg("--resume").output().expect("resume the search");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "resume failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let after = history_lines(&dir);
+    let ids: Vec<u64> = after.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..after.len() as u64).collect::<Vec<_>>(), "the history is whole, each model once");
+    assert!(after.len() >= 4, "{} models after resuming", after.len());
+    assert_eq!(&after[..before.len()], &before[..], "finished models are kept as they were");
+    for r in &before {
+        let id = r["id"].as_u64().unwrap();
+        assert!(!stdout.contains(&format!("Training model {id} ")), "model {id} was trained again:\n{stdout}");
+        assert!(dir.join(format!("models/model_{id}.safetensors")).exists());
+    }
+    assert!(stdout.contains("Test accuracy"), "{stdout}");
+    for r in &after {
+        let status: Status = serde_json::from_value(r["status"].clone()).unwrap();
+        assert_eq!(status, Status::Finished, "{r}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
