@@ -89,6 +89,20 @@ fn a_small_search_trains_children_within_its_limit() {
 }
 
 #[test]
+fn the_same_seed_repeats_the_sequence_of_architectures() {
+    let device = netmorph::testing::device();
+    let data = small_mnist(400);
+    let run = |name: &str| {
+        let dir = temp_dir(name);
+        let mut classifier = ImageClassifier::new(&device, ClassifierConfig { max_epochs: 2, child_epochs: 1, ..narrow_config(&dir, 4) });
+        let result = classifier.fit(&data, Duration::from_secs(300)).expect("search").clone();
+        std::fs::remove_dir_all(&dir).unwrap();
+        result.records.iter().map(|r| (r.father, r.operations.clone(), r.val_loss)).collect::<Vec<_>>()
+    };
+    assert_eq!(run("seed-a"), run("seed-b"));
+}
+
+#[test]
 fn a_search_fails_clearly_when_the_limit_is_already_spent() {
     let dir = temp_dir("nolimit");
     let device = netmorph::testing::device();

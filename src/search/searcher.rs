@@ -71,9 +71,11 @@ pub trait Trainer<S: SearchSpace> {
     fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &SearchStore, deadline: Instant) -> Result<Trained>;
 }
 
-/// A model that runs out of device memory or diverges is recorded as failed and the search goes on.
+/// A model that runs out of device memory, diverges, or cannot be built or trained for another
+/// reason of its own is recorded as failed and the search goes on; failures of the disk or of the
+/// adapter as a whole end it.
 pub fn continues_search(e: &Error) -> bool {
-    e.is_resource_failure() || matches!(e, Error::Diverged(_))
+    !matches!(e, Error::Io { .. } | Error::Format { .. } | Error::NoAdapter(_) | Error::DeviceRequest { .. })
 }
 
 /// Every model of the search directory (resumed ones included) and the best.
@@ -133,7 +135,13 @@ where
         let job = if let Some(arch) = queue.pop_front() {
             Job { id: next_id, father: None, ops: Vec::new(), arch }
         } else {
-            match next_proposal(&mut planner, next_id, records.iter().any(|r| r.finished())) {
+            let asked = Instant::now();
+            let proposal = next_proposal(&mut planner, next_id, records.iter().any(|r| r.finished()));
+            let waited = asked.elapsed();
+            if config.verbose && waited > Duration::from_millis(100) {
+                println!("(waited {} for the Bayesian optimiser)", format_duration(waited));
+            }
+            match proposal {
                 Some(p) => Job { id: next_id, father: Some(p.father), ops: p.ops, arch: p.arch },
                 None => {
                     ended_by = if records.iter().any(|r| r.finished()) { "no new architecture" } else { "every model failed" }.to_string();
