@@ -9,9 +9,9 @@
 // Each invocation keeps a TM x TN block of C in registers. On lavapipe (invocations are SIMD
 // lanes) every per-invocation load is a bounds-checked scalar load per lane, so the cost is in the
 // loads: a large tile and vec4 loads (one index and one check per four values) are what pay.
-// Loops over the tile are small enough for the shader compiler to unroll, which keeps the tile in
-// registers. Rows and columns past the edge are clamped when loading and masked when storing, so
-// the inner loops have no branches.
+// Loops over the tile must stay small enough for the shader compiler to unroll them, which keeps
+// the tile in registers (too large a tile falls off a cliff). Rows and columns past the edge are
+// clamped when loading and masked when storing, so the inner loops have no branches.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -150,6 +150,7 @@ fn ak_bn(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// Step `kk` of four: acc[i][jv] += A(i, kk) * B(kk, 4 jv .. 4 jv + 3).
 fn ak_bn_update(
     acc: ptr<function, array<vec4<f32>, TM * TN4>>,
     av: ptr<function, array<vec4<f32>, TM>>,
@@ -210,6 +211,7 @@ fn am_bn(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// One step of k: acc[i][jv] += A(i, k) * B(k, 4 jv .. 4 jv + 3), with A(i, k) = av[i / 4][i % 4].
 fn am_bn_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM4>>, bv: ptr<function, array<vec4<f32>, TN4>>) {
     for (var iv = 0u; iv < TM4; iv++) {
         for (var q = 0u; q < 4u; q++) {
@@ -221,8 +223,10 @@ fn am_bn_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function
     }
 }
 
-// A row-major [m, k], B stored [n, k] (contiguous along k): dot products of vec4s along k,
-// four columns of C at a time.
+// A row-major [m, k], B stored [n, k] (contiguous along k): per four steps of k, TM vec4s of A and
+// TN vec4s of B along k; each step is an outer product of one component of each (picking a
+// component and regrouping four columns into a vec4 along n costs nothing: lavapipe keeps every
+// component in its own register).
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn ak_bk(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = tile_of(gid);
@@ -244,31 +248,22 @@ fn ak_bk(@builtin(global_invocation_id) gid: vec3<u32>) {
             bj[j] = b_col(bi, t.n0 + j);
         }
         var av: array<vec4<f32>, TM>;
-        for (var kq = 0u; kq < k4; kq++) {
+        var bv: array<vec4<f32>, TN>;
+        // One more pass than k / 4 when k % 4 != 0: the leftover, with lanes past k set to zero
+        // (they hold the next row's values or padding, maybe NaN).
+        let passes = k4 + select(0u, 1u, p.k % 4u != 0u);
+        for (var kq = 0u; kq < passes; kq++) {
+            let keep = vec4<u32>(0u, 1u, 2u, 3u) + 4u * kq < vec4<u32>(p.k);
             for (var i = 0u; i < TM; i++) {
-                av[i] = a[ai[i] + kq];
+                av[i] = select(vec4<f32>(0.0), a[ai[i] + kq], keep);
             }
-            for (var jv = 0u; jv < TN4; jv++) {
-                var bv: array<vec4<f32>, 4>;
-                for (var q = 0u; q < 4u; q++) {
-                    bv[q] = b[bj[4u * jv + q] + kq];
-                }
-                ak_bk_update(&acc, &av, &bv, jv);
+            for (var j = 0u; j < TN; j++) {
+                bv[j] = select(vec4<f32>(0.0), b[bj[j] + kq], keep);
             }
-        }
-        // The k % 4 leftover: lanes past k (garbage, maybe NaN) are replaced by zeros.
-        if (p.k % 4u != 0u) {
-            let keep = vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.k % 4u);
-            for (var i = 0u; i < TM; i++) {
-                av[i] = select(vec4<f32>(0.0), a[ai[i] + k4], keep);
-            }
-            for (var jv = 0u; jv < TN4; jv++) {
-                var bv: array<vec4<f32>, 4>;
-                for (var q = 0u; q < 4u; q++) {
-                    bv[q] = select(vec4<f32>(0.0), b[bj[4u * jv + q] + k4], keep);
-                }
-                ak_bk_update(&acc, &av, &bv, jv);
-            }
+            ak_bk_step(&acc, &av, &bv, 0u);
+            ak_bk_step(&acc, &av, &bv, 1u);
+            ak_bk_step(&acc, &av, &bv, 2u);
+            ak_bk_step(&acc, &av, &bv, 3u);
         }
     }
     for (var i = 0u; i < TM; i++) {
@@ -281,19 +276,16 @@ fn ak_bk(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// acc[i][jv] += (A row i) . (B columns 4 jv .. 4 jv + 3), over four steps of k.
-fn ak_bk_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM>>, bv: ptr<function, array<vec4<f32>, 4>>, jv: u32) {
-    // The four columns as vec4s along n, one per step of k (free: lavapipe keeps components apart).
-    let b0 = vec4<f32>((*bv)[0].x, (*bv)[1].x, (*bv)[2].x, (*bv)[3].x);
-    let b1 = vec4<f32>((*bv)[0].y, (*bv)[1].y, (*bv)[2].y, (*bv)[3].y);
-    let b2 = vec4<f32>((*bv)[0].z, (*bv)[1].z, (*bv)[2].z, (*bv)[3].z);
-    let b3 = vec4<f32>((*bv)[0].w, (*bv)[1].w, (*bv)[2].w, (*bv)[3].w);
+// Step `q` (a constant at every call) of four: acc[i][jv] += A(i, q) * B(q, 4 jv .. 4 jv + 3).
+fn ak_bk_step(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM>>, bv: ptr<function, array<vec4<f32>, TN>>, q: u32) {
+    var bq: array<vec4<f32>, TN4>;
+    for (var jv = 0u; jv < TN4; jv++) {
+        bq[jv] = vec4<f32>((*bv)[4u * jv][q], (*bv)[4u * jv + 1u][q], (*bv)[4u * jv + 2u][q], (*bv)[4u * jv + 3u][q]);
+    }
     for (var i = 0u; i < TM; i++) {
-        let x = (*av)[i];
-        var s = (*acc)[i * TN4 + jv];
-        s = fma(vec4<f32>(x.x), b0, s);
-        s = fma(vec4<f32>(x.y), b1, s);
-        s = fma(vec4<f32>(x.z), b2, s);
-        (*acc)[i * TN4 + jv] = fma(vec4<f32>(x.w), b3, s);
+        let s = vec4<f32>((*av)[i][q]);
+        for (var jv = 0u; jv < TN4; jv++) {
+            (*acc)[i * TN4 + jv] = fma(s, bq[jv], (*acc)[i * TN4 + jv]);
+        }
     }
 }

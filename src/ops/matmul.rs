@@ -110,23 +110,31 @@ impl Tiling {
         Tiling::default_for_variant(device, Variant::AkBn)
     }
 
-    /// The tiling [`gemm`] uses for variant `v` on `device`: NETMORPH_GEMM_TILING if set; on CPU
-    /// adapters (lavapipe) the fastest measured (`benches/matmul.rs`); on GPUs a conventional
-    /// 4x4 register tile in 16x16 workgroups (not tuned: no GPU was at hand).
+    /// The tiling [`gemm`] uses for variant `v` on `device`: NETMORPH_GEMM_TILING if set, else
+    /// [`Tiling::lavapipe`] on CPU adapters and [`Tiling::GPU`] on GPUs.
     pub fn default_for_variant(device: &Device, v: Variant) -> Tiling {
         if let Some(t) = Tiling::from_env() {
             return t;
         }
-        if !device.is_cpu() {
-            return Tiling::new(4, 4, 16, 16);
+        if device.is_cpu() {
+            Tiling::lavapipe(v)
+        } else {
+            Tiling::GPU
         }
-        // lavapipe: loads are per-lane and bounds-checked, so large tiles pay until the tile no
-        // longer fits the registers (8x24 and 16x8 fall off a cliff for AkBn).
+    }
+
+    /// For GPUs: a conventional 4x4 register tile in 16x16 workgroups (not tuned: no GPU was at hand).
+    pub const GPU: Tiling = Tiling::new(4, 4, 16, 16);
+
+    /// The fastest tiling measured on lavapipe (`benches/matmul.rs`, 2-core AMD EPYC, Mesa 25).
+    /// Loads are per-lane and bounds-checked there, so they dominate: large tiles pay until the
+    /// tile no longer fits the registers (AkBn falls off a cliff at 8x24 and 16x8).
+    pub fn lavapipe(v: Variant) -> Tiling {
         match v {
             Variant::Scalar => Tiling::new(4, 8, 16, 4),
             Variant::AkBn | Variant::AmBk => Tiling::new(8, 16, 8, 8),
             Variant::AmBn => Tiling::new(16, 8, 8, 8),
-            Variant::AkBk => Tiling::new(8, 4, 8, 8),
+            Variant::AkBk => Tiling::new(8, 16, 2, 4),
         }
     }
 
@@ -134,9 +142,9 @@ impl Tiling {
     pub const CANDIDATES: [Tiling; 6] = [
         Tiling::new(8, 16, 8, 8),
         Tiling::new(16, 8, 8, 8),
-        Tiling::new(8, 4, 8, 8),
+        Tiling::new(8, 16, 2, 4),
         Tiling::new(4, 8, 16, 4),
-        Tiling::new(4, 4, 16, 16),
+        Tiling::GPU,
         Tiling::new(1, 1, 16, 16),
     ];
     pub fn parse(s: &str) -> Option<Tiling> {
@@ -557,6 +565,16 @@ mod tests {
         let buf = dev.alloc(9 * 9 * 2, crate::device::DType::F32, "operand").unwrap();
         let e = gemm_variant(&dev, &square(9), &buf, &buf, None, &buf, t, Variant::AkBn).unwrap_err().to_string();
         assert!(e.contains("AkBn"), "{e}");
+    }
+
+    #[test]
+    fn default_tilings_are_candidates() {
+        for v in Variant::ALL {
+            assert!(Tiling::CANDIDATES.contains(&Tiling::lavapipe(v)), "{v:?}");
+        }
+        assert!(Tiling::CANDIDATES.contains(&Tiling::GPU));
+        assert_eq!(Tiling::parse("8x16/2x4"), Some(Tiling::new(8, 16, 2, 4)));
+        assert_eq!(Tiling::parse("8x16"), None);
     }
 
     #[test]
