@@ -112,20 +112,18 @@ fn a_search_fails_clearly_when_the_limit_is_already_spent() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The example binary, built by `cargo test` beside the test binaries (built here if missing).
+/// The example binary, (re)built with the profile of this test: `cargo test --release` builds it
+/// too, but `cargo test --test search` would leave a stale one in place.
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let binary = profile_dir.join("examples").join(format!("autokeras_search{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--example", "autokeras_search"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("run cargo").success(), "building the example failed");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "--example", "autokeras_search"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
     }
-    binary
+    assert!(cmd.status().expect("run cargo").success(), "building the example failed");
+    profile_dir.join("examples").join(format!("autokeras_search{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn search_command(dir: &Path, max_models: usize) -> Command {
