@@ -103,6 +103,38 @@ fn the_same_seed_repeats_the_sequence_of_architectures() {
 }
 
 #[test]
+fn images_of_other_sizes_channels_and_classes() {
+    // 3x9x7 images of 3 classes: the class is the channel that is brightest.
+    let (n, c, h, w) = (300, 3, 9, 7);
+    let mut rng = netmorph::testing::rng(5);
+    let mut images = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % 3;
+        for ch in 0..c {
+            for _ in 0..h * w {
+                let base = if ch == class { 120.0 } else { 0.0 };
+                images.push((base + 100.0 * rand::Rng::random::<f64>(&mut rng)) as u8);
+            }
+        }
+        labels.push(class as u8);
+    }
+    let data = ImageSet::new(images, labels, c, h, w, 3).unwrap();
+    let dir = temp_dir("shapes");
+    let device = netmorph::testing::device();
+    let mut classifier = ImageClassifier::new(&device, narrow_config(&dir, 3));
+    let result = classifier.fit(&data, Duration::from_secs(120)).expect("search").clone();
+    assert_eq!(result.records.len(), 3);
+    assert!(result.best_record().val_accuracy.unwrap() > 0.6, "{:?}", result.best_record());
+    assert_eq!(classifier.best_graph().unwrap().input_shape(), &[3, 9, 7]);
+    assert!(classifier.predict(&data.take(10)).unwrap().iter().all(|&p| p < 3));
+    let wrong = ImageSet::new(vec![0; 2 * 9 * 7], vec![0], 2, 9, 7, 3).unwrap();
+    let err = classifier.evaluate(&wrong).unwrap_err();
+    assert!(err.to_string().contains("[2, 9, 7]"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_search_fails_clearly_when_the_limit_is_already_spent() {
     let dir = temp_dir("nolimit");
     let device = netmorph::testing::device();

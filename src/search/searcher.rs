@@ -261,9 +261,10 @@ fn no_model_error<A>(records: &[ModelRecord<A>], limit: Duration, elapsed: Durat
     if records.is_empty() {
         return Error::Other(format!(
             "no model could be trained: the time limit of {} ran out before the first model started (preparing the data took {}); \
-             give a limit longer than that plus one epoch of the first model",
+             give a limit longer than that plus the first model's training, such as {}",
             format_duration(limit),
-            format_duration(elapsed)
+            format_duration(elapsed),
+            format_duration(elapsed * 2 + Duration::from_secs(600))
         ));
     }
     let reasons: Vec<String> = records
