@@ -120,7 +120,7 @@ mod tests {
     fn size_classes_cover_and_waste_little() {
         for b in [1u64, 255, 256, 257, 4095, 4097, 100_000, 188_160_000] {
             let c = size_class(b);
-            assert!(c >= b && c % 4 == 0, "{b} -> {c}");
+            assert!(c >= b && c.is_multiple_of(4), "{b} -> {c}");
             assert!(c <= 256 || (c as f64) <= (b as f64) * 1.125 + 256.0, "{b} -> {c}");
         }
     }

@@ -141,7 +141,7 @@ impl Device {
 
     /// The largest buffer one storage binding may cover, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size)
+        self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size)
     }
 
     /// A buffer of at least `len` elements of `dtype`, from the pool. Its contents are undefined:

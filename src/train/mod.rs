@@ -106,7 +106,7 @@ pub fn fit(
     val: Option<&DeviceDataset>,
     cfg: &FitConfig,
 ) -> Result<History> {
-    if train.len() == 0 {
+    if train.is_empty() {
         return Err(Error::Invalid("fit: the training set is empty".into()));
     }
     if cfg.batch_size == 0 || cfg.log_every == 0 {
@@ -193,7 +193,7 @@ fn epoch_line(s: &EpochStats, steps: usize) -> String {
 
 /// Mean cross-entropy and accuracy in evaluation mode.
 pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> Result<Evaluation> {
-    if data.len() == 0 {
+    if data.is_empty() {
         return Err(Error::Invalid("evaluate: the dataset is empty".into()));
     }
     let device = data.device().clone();
