@@ -21,6 +21,17 @@ pub fn rand_dim(rng: &mut TestRng, lo: usize, hi: usize) -> usize {
     rng.random_range(lo..=hi)
 }
 
+/// `fixed` shapes first (batch 1, sizes that are not multiples of the workgroup), then random
+/// shapes of 1 to 4 dimensions up to 19, 22 in all: the shape set of the element-wise op tests.
+pub fn elementwise_shapes(rng: &mut TestRng, fixed: &[&[usize]]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = fixed.iter().map(|s| s.to_vec()).collect();
+    while out.len() < 22 {
+        let dims = rand_dim(rng, 1, 4);
+        out.push((0..dims).map(|_| rand_dim(rng, 1, 19)).collect());
+    }
+    out
+}
+
 /// Uniform values in [-1, 1).
 pub fn rand_vec(rng: &mut TestRng, n: usize) -> Vec<f64> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()

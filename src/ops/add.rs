@@ -101,12 +101,7 @@ mod tests {
 
     /// Random shapes of 1 to 4 dimensions, batch 1 first, sizes that are not multiples of 256.
     fn shapes(rng: &mut TestRng) -> Vec<Vec<usize>> {
-        let mut out = vec![vec![1, 1], vec![1, 7, 3, 3], vec![3, 300], vec![2, 5, 13, 11]];
-        while out.len() < 22 {
-            let dims = rand_dim(rng, 1, 4);
-            out.push((0..dims).map(|_| rand_dim(rng, 1, 19)).collect());
-        }
-        out
+        elementwise_shapes(rng, &[&[1, 1], &[1, 7, 3, 3], &[3, 300], &[2, 5, 13, 11]])
     }
 
     #[test]

@@ -130,12 +130,7 @@ mod tests {
     use crate::testing::*;
 
     fn shapes(rng: &mut TestRng) -> Vec<Vec<usize>> {
-        let mut out = vec![vec![1, 1], vec![1, 32, 12, 12], vec![3, 257], vec![2, 5, 13, 11]];
-        while out.len() < 22 {
-            let dims = rand_dim(rng, 1, 4);
-            out.push((0..dims).map(|_| rand_dim(rng, 1, 19)).collect());
-        }
-        out
+        elementwise_shapes(rng, &[&[1, 1], &[1, 32, 12, 12], &[3, 257], &[2, 5, 13, 11]])
     }
 
     /// Positions the GPU kept (inputs are all non-zero).

@@ -71,12 +71,7 @@ mod tests {
     use crate::testing::*;
 
     fn shapes(rng: &mut TestRng) -> Vec<Vec<usize>> {
-        let mut out = vec![vec![1, 1], vec![1, 5, 7, 7], vec![3, 257], vec![2, 3, 29, 31]];
-        while out.len() < 22 {
-            let dims = rand_dim(rng, 1, 4);
-            out.push((0..dims).map(|_| rand_dim(rng, 1, 19)).collect());
-        }
-        out
+        elementwise_shapes(rng, &[&[1, 1], &[1, 5, 7, 7], &[3, 257], &[2, 3, 29, 31]])
     }
 
     #[test]
