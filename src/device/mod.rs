@@ -221,7 +221,7 @@ impl Device {
         let pipeline = self.inner.pipelines.get(&self.inner.device, kernel, constants)?;
         let mut rec = self.inner.recorder.lock().unwrap();
         if rec.params_full(std::mem::size_of::<P>()) {
-            rec.submit(&self.inner.device, &self.inner.queue);
+            rec.submit(&self.inner.queue);
         }
         rec.dispatch(&self.inner.device, &pipeline, bytemuck::bytes_of(params), buffers, workgroups);
         drop(rec);
@@ -263,7 +263,7 @@ impl Device {
 
     /// Submits everything recorded so far, without waiting.
     pub fn flush(&self) -> Result<()> {
-        self.inner.recorder.lock().unwrap().submit(&self.inner.device, &self.inner.queue);
+        self.inner.recorder.lock().unwrap().submit(&self.inner.queue);
         self.check()
     }
 

@@ -83,7 +83,7 @@ impl Recorder {
         self.encoder(device).clear_buffer(buf, 0, Some(bytes));
     }
 
-    pub fn submit(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) {
+    pub fn submit(&mut self, queue: &wgpu::Queue) {
         self.pass = None;
         let Some(enc) = self.encoder.take() else { return };
         if !self.staged.is_empty() {
@@ -92,7 +92,6 @@ impl Recorder {
             self.staged.clear();
         }
         queue.submit([enc.finish()]);
-        let _ = device;
         self.submits += 1;
     }
 }
