@@ -21,9 +21,12 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(about = "Architecture search by network morphism on MNIST (AutoKeras 0.3's ImageClassifier)")]
 struct Args {
-    /// How long the search may run, such as 30m or 2h (the final fit comes after it).
+    /// The time for everything, search and final fit, such as 30m or 2h.
     #[arg(long, default_value = "2h")]
     time_limit: String,
+    /// The share of --time-limit kept for the final fit (the search gets the rest).
+    #[arg(long, default_value_t = 0.25)]
+    final_share: f64,
     /// Where the history, every model and the best are kept.
     #[arg(long, default_value = "autokeras-search")]
     search_dir: PathBuf,
@@ -71,7 +74,8 @@ struct Args {
     /// Stop the search after this many models in the search directory.
     #[arg(long)]
     max_models: Option<usize>,
-    /// Epochs of the final fit on the whole training set (0: none).
+    /// Most epochs of the final fit on the whole training set (0: none); fewer when the time
+    /// limit would not hold them.
     #[arg(long, default_value_t = 5)]
     final_epochs: usize,
     /// Final fit from fresh weights instead of the searched ones.
@@ -147,11 +151,19 @@ fn main() -> Result<()> {
         ..Default::default()
     };
 
+    if !(0.0..1.0).contains(&args.final_share) {
+        return Err(netmorph::Error::Invalid(format!("--final-share {} must be in [0, 1)", args.final_share)));
+    }
+    let final_share = if args.final_epochs == 0 { 0.0 } else { args.final_share };
+    let search_limit = time_limit.mul_f64(1.0 - final_share);
+
     let device = Device::new()?;
     println!("Device: {}", device.name());
     let mut classifier = ImageClassifier::new(&device, config);
     let start = Instant::now();
-    classifier.fit(&train, time_limit)?;
+    let deadline = start + time_limit;
+    println!("Time limit {:.0}s: {:.0}s for the search, the rest for the final fit", time_limit.as_secs_f64(), search_limit.as_secs_f64());
+    classifier.fit(&train, search_limit)?;
     println!("Search took {:.1}s", start.elapsed().as_secs_f64());
     if let Some(graph) = classifier.best_graph() {
         println!("{}", graph.summary()?);
@@ -159,7 +171,8 @@ fn main() -> Result<()> {
 
     if args.final_epochs > 0 {
         println!("Final fit of the best model on all {} training images ({} epochs)", train.n, args.final_epochs);
-        classifier.final_fit(&train, args.final_epochs, args.retrain)?;
+        classifier.final_fit(&train, args.final_epochs, args.retrain, Some(deadline))?;
+        println!("Search and final fit took {:.1}s (limit {:.0}s)", start.elapsed().as_secs_f64(), time_limit.as_secs_f64());
     }
     let export = args.export.clone().unwrap_or_else(|| args.search_dir.join("final"));
     let (json, weights) = (export.with_extension("json"), export.with_extension("safetensors"));

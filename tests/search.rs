@@ -128,6 +128,15 @@ fn images_of_other_sizes_channels_and_classes() {
     assert!(result.best_record().val_accuracy.unwrap() > 0.6, "{:?}", result.best_record());
     assert_eq!(classifier.best_graph().unwrap().input_shape(), &[3, 9, 7]);
     assert!(classifier.predict(&data.take(10)).unwrap().iter().all(|&p| p < 3));
+    // The final fit trains on all the images, and stays out of a deadline it cannot meet.
+    let before = classifier.evaluate(&data).unwrap();
+    let h = classifier.final_fit(&data, 2, false, None).unwrap();
+    assert_eq!(h.epochs.len(), 2);
+    let after = classifier.evaluate(&data).unwrap();
+    assert!(after.loss < before.loss, "final fit on all images: loss {} -> {}", before.loss, after.loss);
+    let h = classifier.final_fit(&data, 2, false, Some(std::time::Instant::now())).unwrap();
+    assert!(h.epochs.is_empty() && h.stopped_early.as_deref().unwrap_or("").contains("time limit"), "{h:?}");
+    assert_eq!(classifier.evaluate(&data).unwrap(), after, "a skipped final fit keeps the weights");
     let wrong = ImageSet::new(vec![0; 2 * 9 * 7], vec![0], 2, 9, 7, 3).unwrap();
     let err = classifier.evaluate(&wrong).unwrap_err();
     assert!(err.to_string().contains("[2, 9, 7]"), "{err}");

@@ -110,3 +110,33 @@ fn early_stopping_and_deadline_end_training() {
     let h = fit(&net, &mut opt, &train, None, &cfg).unwrap();
     assert_eq!(h.epochs.len(), 1, "a passed deadline still finishes the current epoch, then stops");
 }
+
+#[test]
+fn restore_best_puts_back_the_weights_and_batch_norm_statistics_of_the_best_epoch() {
+    use netmorph::graph::{CnnConfig, Graph, Model};
+    let dev = device();
+    let data = mnist();
+    let train = DeviceDataset::new(&dev, &data.train.take(64)).unwrap();
+    let val = DeviceDataset::new(&dev, &data.test.take(64)).unwrap();
+    let cfg_net = CnnConfig { blocks: 2, width: 4, dense: 8, ..CnnConfig::default() };
+    let graph = Graph::cnn(&[1, 28, 28], 10, &cfg_net, 3).unwrap();
+    let model = Model::new(&graph, &dev).unwrap();
+    // Gradient ascent: every epoch's validation loss is worse than the one before, so the best is
+    // epoch 1, and restoring it must reproduce epoch 1's validation figures exactly.
+    let mut opt = Sgd::new(-0.05);
+    let cfg = FitConfig { epochs: 3, batch_size: 32, verbose: false, restore_best: true, ..FitConfig::default() };
+    let h = fit(&model, &mut opt, &train, Some(&val), &cfg).unwrap();
+    let losses: Vec<f64> = h.epochs.iter().map(|e| e.val_loss.unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[1] > w[0]), "ascent should worsen every epoch: {losses:?}");
+    assert_eq!(h.restored_epoch, Some(1));
+    assert_eq!(h.final_epoch().unwrap().epoch, 1);
+    let after = evaluate(&model, &val, 32).unwrap();
+    assert_eq!(after.loss, losses[0], "the restored model's validation loss");
+    assert_eq!(Some(after.accuracy), h.epochs[0].val_accuracy);
+
+    let cfg = FitConfig { restore_best: true, ..FitConfig::default() };
+    match fit(&model, &mut opt, &train, None, &cfg) {
+        Err(Error::Invalid(msg)) => assert!(msg.contains("validation"), "{msg}"),
+        other => panic!("restore_best without validation data must be refused, got {other:?}"),
+    }
+}

@@ -161,6 +161,11 @@ impl Network for Model {
         }
         out
     }
+
+    /// Every weight, batch norm's running statistics included.
+    fn state(&self) -> Vec<Tensor> {
+        self.graph.layers().iter().flat_map(|l| self.weights[&l.id].values().cloned()).collect()
+    }
 }
 
 /// A dropout layer's mask seed: differs per layer and per step.

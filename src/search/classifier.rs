@@ -271,6 +271,8 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 log_every: 50,
                 early_stopping: Some(EarlyStopping { patience: self.config.patience, min_delta: self.config.min_delta }),
                 deadline: Some(deadline),
+                // The search compares models at their best epoch, and children inherit it.
+                restore_best: true,
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
@@ -279,7 +281,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
         // The next model has other shapes: free this one's pooled buffers.
         self.device.trim_pool();
         save_model(store, job.id, &graph)?;
-        let last = history.epochs.last().ok_or_else(|| Error::Other("training ran no epoch".into()))?;
+        let last = history.final_epoch().ok_or_else(|| Error::Other("training ran no epoch".into()))?;
         Ok(Trained {
             epochs: history.epochs.len(),
             seconds: start.elapsed().as_secs_f64(),
@@ -437,8 +439,19 @@ impl ImageClassifier {
     /// Trains the best model on all of `train` (no validation data: nothing of a test set is used)
     /// for `epochs`: from its searched weights with the learning rate scaled by `final_lr_scale`,
     /// or, with `retrain`, from fresh weights at the full learning rate.
-    pub fn final_fit(&mut self, train: &ImageSet, epochs: usize, retrain: bool) -> Result<History> {
+    /// With a `deadline`, no epoch starts that would end after it.
+    pub fn final_fit(&mut self, train: &ImageSet, epochs: usize, retrain: bool, deadline: Option<Instant>) -> Result<History> {
         self.check_images(train, "final_fit")?;
+        if let (Some(deadline), Some(per_epoch)) = (deadline, self.final_epoch_estimate(train.n)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if per_epoch > left {
+                let why = format!("one epoch takes about {:.0}s, {:.0}s are left", per_epoch.as_secs_f64(), left.as_secs_f64());
+                if self.config.verbose {
+                    println!("No final fit: {why}; the searched weights stay");
+                }
+                return Ok(History { stopped_early: Some(format!("time limit: {why}")), ..History::default() });
+            }
+        }
         let mut graph = self.best()?.clone();
         let mut optimizer = self.config.optimizer.scaled(self.config.final_lr_scale);
         if retrain {
@@ -455,12 +468,22 @@ impl ImageClassifier {
             verbose: self.config.verbose,
             log_every: 50,
             early_stopping: None,
-            deadline: None,
+            deadline,
+            restore_best: false,
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;
         self.best = Some(graph);
         Ok(history)
+    }
+
+    /// How long one epoch of the best model on `n` images should take, from its search record
+    /// (which trained on fewer images and validated after each epoch).
+    fn final_epoch_estimate(&self, n: usize) -> Option<Duration> {
+        let search = self.search.as_ref()?;
+        let best = search.best_record();
+        let settings_n = n.saturating_sub(validation_size(n)).max(1);
+        (best.epochs > 0).then(|| Duration::from_secs_f64(best.seconds / best.epochs as f64 * n as f64 / settings_n as f64))
     }
 
     /// Loss and accuracy of the best model on `test`.

@@ -20,6 +20,12 @@ pub trait Network {
     fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var>;
     /// The trainable parameters, in a fixed order.
     fn parameters(&self) -> Vec<Tensor>;
+    /// Every tensor the network's function depends on: the parameters and any statistics that
+    /// training updates outside the optimizer (batch norm's running mean and variance). Restoring
+    /// these restores the network.
+    fn state(&self) -> Vec<Tensor> {
+        self.parameters()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -39,13 +45,17 @@ pub struct FitConfig {
     /// Steps between readbacks of the loss (progress bar updates, divergence checks).
     pub log_every: usize,
     pub early_stopping: Option<EarlyStopping>,
-    /// Stop after the epoch during which this instant passes.
+    /// Do not start an epoch that would end after this instant, judged by the last epoch's
+    /// duration (the first epoch always runs).
     pub deadline: Option<Instant>,
+    /// At the end, put back the network's state from the epoch with the lowest validation loss
+    /// (Keras's `restore_best_weights`); needs validation data.
+    pub restore_best: bool,
 }
 
 impl Default for FitConfig {
     fn default() -> Self {
-        FitConfig { epochs: 1, batch_size: 128, seed: 0, verbose: true, log_every: 50, early_stopping: None, deadline: None }
+        FitConfig { epochs: 1, batch_size: 128, seed: 0, verbose: true, log_every: 50, early_stopping: None, deadline: None, restore_best: false }
     }
 }
 
@@ -64,6 +74,9 @@ pub struct History {
     pub epochs: Vec<EpochStats>,
     /// Why training ended before `epochs` ("early stopping", "deadline").
     pub stopped_early: Option<String>,
+    /// The epoch whose state the network holds after `fit` when it restored the best one.
+    #[serde(default)]
+    pub restored_epoch: Option<usize>,
 }
 
 impl History {
@@ -74,6 +87,49 @@ impl History {
             .filter_map(|e| Some((e.val_loss?, e.val_accuracy?)))
             .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
     }
+
+    /// The epoch whose weights the network ends with: the restored one, else the last.
+    pub fn final_epoch(&self) -> Option<&EpochStats> {
+        match self.restored_epoch {
+            Some(e) => self.epochs.iter().find(|s| s.epoch == e),
+            None => self.epochs.last(),
+        }
+    }
+}
+
+/// A device-side copy of a network's state, taken at the best epoch so far.
+struct Snapshot {
+    epoch: usize,
+    tensors: Vec<Tensor>,
+}
+
+impl Snapshot {
+    /// Copies `state` into this snapshot's tensors (allocated on first use).
+    fn take(slot: &mut Option<Snapshot>, state: &[Tensor], epoch: usize) -> Result<()> {
+        match slot {
+            Some(s) => {
+                for (src, dst) in state.iter().zip(&s.tensors) {
+                    copy_tensor(src, dst);
+                }
+                s.epoch = epoch;
+            }
+            None => {
+                let tensors = state.iter().map(Tensor::deep_clone).collect::<Result<_>>()?;
+                *slot = Some(Snapshot { epoch, tensors });
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&self, state: &[Tensor]) {
+        for (dst, src) in state.iter().zip(&self.tensors) {
+            copy_tensor(src, dst);
+        }
+    }
+}
+
+fn copy_tensor(src: &Tensor, dst: &Tensor) {
+    src.device().copy(src.buffer(), dst.buffer(), src.dtype().bytes_for(src.len()));
 }
 
 /// Mean loss and accuracy over a dataset.
@@ -112,12 +168,17 @@ pub fn fit(
     if cfg.batch_size == 0 || cfg.log_every == 0 {
         return Err(Error::Invalid("fit: batch size and log interval must be positive".into()));
     }
+    if cfg.restore_best && val.is_none() {
+        return Err(Error::Invalid("fit: restore_best needs validation data to tell the best epoch".into()));
+    }
     let device = train.device().clone();
     let order = BatchOrder::new(train.len(), cfg.batch_size, cfg.seed)?;
     let steps = order.batches_per_epoch();
     let mut history = History::default();
     let mut best_val = f64::INFINITY;
     let mut since_best = 0;
+    let mut lowest_val = f64::INFINITY;
+    let mut best: Option<Snapshot> = None;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let correct = Tensor::zeros(&device, &[1])?;
@@ -160,6 +221,12 @@ pub fn fit(
         let stats = EpochStats { epoch, seconds: start.elapsed().as_secs_f64(), loss, accuracy, val_loss, val_accuracy };
         progress.finish_line(&epoch_line(&stats, steps));
         history.epochs.push(stats);
+        if let (true, Some(vl)) = (cfg.restore_best, val_loss) {
+            if vl < lowest_val {
+                lowest_val = vl;
+                Snapshot::take(&mut best, &net.state(), epoch)?;
+            }
+        }
 
         if let (Some(es), Some(vl)) = (&cfg.early_stopping, val_loss) {
             if vl < best_val - es.min_delta {
@@ -173,10 +240,21 @@ pub fn fit(
                 }
             }
         }
-        if cfg.deadline.is_some_and(|d| Instant::now() >= d) && epoch < cfg.epochs {
+        let epoch_time = start.elapsed();
+        if cfg.deadline.is_some_and(|d| Instant::now() + epoch_time > d) && epoch < cfg.epochs {
             history.stopped_early = Some("time limit reached".into());
             break;
         }
+    }
+    if let Some(b) = best {
+        if b.epoch != history.epochs.len() {
+            b.restore(&net.state());
+            device.flush()?;
+            if cfg.verbose {
+                println!("Restored the weights of epoch {} (lowest val_loss {lowest_val:.4})", b.epoch);
+            }
+        }
+        history.restored_epoch = Some(b.epoch);
     }
     Ok(history)
 }
