@@ -71,6 +71,9 @@ struct Args {
     /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
     #[arg(long)]
     lr: Option<f32>,
+    /// The most of the search time left that one model may train for (1: no cap, as AutoKeras).
+    #[arg(long, default_value_t = 0.4)]
+    model_share: f64,
     /// Stop the search after this many models in the search directory.
     #[arg(long)]
     max_models: Option<usize>,
@@ -148,6 +151,7 @@ fn main() -> Result<()> {
         child_epochs: args.child_epochs,
         optimizer,
         max_models: args.max_models,
+        model_share: args.model_share,
         ..Default::default()
     };
 

@@ -110,6 +110,9 @@ pub struct ClassifierConfig {
     pub morph_noise: f32,
     /// Stop after this many models (tests), if set.
     pub max_models: Option<usize>,
+    /// The most of the search time left that one model may train for (see
+    /// [`SearchConfig::model_share`]).
+    pub model_share: f64,
     /// Candidates with more weights are not proposed.
     pub max_parameters: u64,
     pub bayesian: BayesianConfig,
@@ -133,6 +136,7 @@ impl Default for ClassifierConfig {
             bn_momentum: 0.9,
             morph_noise: crate::morph::DEFAULT_NOISE,
             max_models: None,
+            model_share: 0.4,
             max_parameters: DEFAULT_MAX_PARAMETERS,
             bayesian: BayesianConfig::default(),
             verbose: true,
@@ -400,6 +404,7 @@ impl ImageClassifier {
             time_limit: time_limit.saturating_sub(start.elapsed()),
             seed: cfg.seed,
             max_models: cfg.max_models,
+            model_share: cfg.model_share,
             bayesian: cfg.bayesian.clone(),
             verbose: cfg.verbose,
         };

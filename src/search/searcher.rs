@@ -24,6 +24,10 @@ pub struct SearchConfig {
     pub seed: u64,
     /// Stop after this many models in the search directory (finished or failed), if set.
     pub max_models: Option<usize>,
+    /// A model may train for at most this share of the search time left when it starts (1.0:
+    /// until the search's limit, as AutoKeras). Below 1, a long first model cannot take the whole
+    /// budget: the search tries at least a few architectures whatever the limit.
+    pub model_share: f64,
     pub bayesian: BayesianConfig,
     /// Print the tables.
     pub verbose: bool,
@@ -35,6 +39,7 @@ impl Default for SearchConfig {
             time_limit: Duration::from_secs(3600),
             seed: 0,
             max_models: None,
+            model_share: 1.0,
             bayesian: BayesianConfig::default(),
             verbose: true,
         }
@@ -161,7 +166,8 @@ where
         }
         let began = Instant::now();
         let parameters = space.parameters(&job.arch);
-        let outcome = trainer.train(&job, store, deadline);
+        let model_deadline = began + deadline.saturating_duration_since(began).mul_f64(config.model_share.clamp(0.0, 1.0));
+        let outcome = trainer.train(&job, store, model_deadline);
         let mut record = ModelRecord {
             id: job.id,
             father: job.father,
@@ -292,6 +298,8 @@ mod tests {
     /// at least `oom_size` large run out of memory; `diverges` has a NaN loss.
     struct FakeTrainer {
         trained: Vec<Job<(i64, i64), (i64, i64)>>,
+        /// The time each model was given.
+        budgets: Vec<Duration>,
         epoch: Duration,
         epochs: usize,
         oom_size: i64,
@@ -300,13 +308,14 @@ mod tests {
 
     impl FakeTrainer {
         fn new() -> Self {
-            FakeTrainer { trained: Vec::new(), epoch: Duration::from_millis(1), epochs: 2, oom_size: i64::MAX, diverges: None }
+            FakeTrainer { trained: Vec::new(), budgets: Vec::new(), epoch: Duration::from_millis(1), epochs: 2, oom_size: i64::MAX, diverges: None }
         }
     }
 
     impl Trainer<Grid> for FakeTrainer {
         fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, store: &SearchStore, deadline: Instant) -> Result<Trained> {
             self.trained.push(job.clone());
+            self.budgets.push(deadline.saturating_duration_since(Instant::now()));
             if job.arch.0 * job.arch.1 >= self.oom_size {
                 return Err(Error::OutOfMemory(format!("{:?} does not fit", job.arch)));
             }
@@ -442,5 +451,23 @@ mod tests {
             result.records.iter().map(|r| (r.father, r.architecture)).collect::<Vec<_>>()
         };
         assert_eq!(run("seed-a"), run("seed-b"));
+    }
+
+    #[test]
+    fn each_model_gets_its_share_of_the_time_left() {
+        let dir = temp_dir("share");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let mut trainer = FakeTrainer::new();
+        let cfg = SearchConfig { time_limit: Duration::from_secs(100), model_share: 0.4, ..config(3) };
+        search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap();
+        let secs: Vec<f64> = trainer.budgets.iter().map(Duration::as_secs_f64).collect();
+        // 40% of the 100 s left, then 40% of what the (millisecond) models left: about 40 s each.
+        assert!(secs.iter().all(|&s| (39.0..=40.0).contains(&s)), "{secs:?}");
+        let cfg = SearchConfig { model_share: 1.0, ..cfg };
+        let (mut trainer, dir_all) = (FakeTrainer::new(), temp_dir("share-all"));
+        search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &SearchStore::open(&dir_all, false).unwrap(), &cfg).unwrap();
+        assert!(trainer.budgets[0].as_secs_f64() > 99.0, "share 1 gives the whole limit: {:?}", trainer.budgets);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir_all).unwrap();
     }
 }
