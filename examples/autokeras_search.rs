@@ -14,6 +14,7 @@ use netmorph::data::{default_data_dir, ImageSet, Mnist};
 use netmorph::graph::{CnnConfig, ResNetConfig};
 use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier, OptimizerConfig};
 use netmorph::search::parse_duration;
+use netmorph::search::store::{write_atomic, SearchStore};
 use netmorph::{Device, Result};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,9 +49,11 @@ struct Args {
     /// Shrink the images by averaging FxF blocks (quick runs: 2 gives 14x14 MNIST).
     #[arg(long, default_value_t = 1)]
     downsample: usize,
-    /// Width (filters) of the generator's convolutions.
-    #[arg(long, default_value_t = 64)]
-    width: usize,
+    /// Width (filters) of the generator's convolutions, or `auto`: the widest of 64 (AutoKeras's),
+    /// 32 and 16 whose first model can train 10 epochs within its share of the search time,
+    /// judged by timing a few training steps on this adapter.
+    #[arg(long, default_value = "auto")]
+    width: String,
     /// Number of the generator's conv blocks.
     #[arg(long, default_value_t = 3)]
     blocks: usize,
@@ -88,6 +91,9 @@ struct Args {
     #[arg(long)]
     export: Option<PathBuf>,
 }
+
+/// Epochs the first model should have time for when `--width auto` picks the generator's width.
+const AUTO_WIDTH_EPOCHS: usize = 10;
 
 /// Averages `f`x`f` blocks (the image's edge rows and columns that do not fill a block are dropped).
 fn downsample(set: &ImageSet, f: usize) -> ImageSet {
@@ -137,15 +143,10 @@ fn main() -> Result<()> {
         "sgd" => OptimizerConfig::Sgd { lr: args.lr.unwrap_or(0.01) },
         other => return Err(netmorph::Error::Invalid(format!("unknown optimizer `{other}`: use adam, adadelta or sgd"))),
     };
-    let mut generators = vec![Generator::Cnn(CnnConfig { blocks: args.blocks, width: args.width, ..Default::default() })];
-    if args.resnet {
-        generators.push(Generator::ResNet(ResNetConfig { width: (args.width / 4).max(4), ..Default::default() }));
-    }
-    let config = ClassifierConfig {
+    let mut config = ClassifierConfig {
         search_dir: args.search_dir.clone(),
         resume: args.resume,
         seed: args.seed,
-        generators,
         batch_size: args.batch_size,
         max_epochs: args.max_epochs,
         child_epochs: args.child_epochs,
@@ -163,10 +164,29 @@ fn main() -> Result<()> {
 
     let device = Device::new()?;
     println!("Device: {}", device.name());
-    let mut classifier = ImageClassifier::new(&device, config);
     let start = Instant::now();
     let deadline = start + time_limit;
     println!("Time limit {:.0}s: {:.0}s for the search, the rest for the final fit", time_limit.as_secs_f64(), search_limit.as_secs_f64());
+    let cnn = CnnConfig { blocks: args.blocks, ..Default::default() };
+    // Refuses an existing search without --resume before anything is written there.
+    SearchStore::open(&args.search_dir, args.resume)?;
+    // A resumed search keeps the width it started with, whatever a new probe would say.
+    let width_file = args.search_dir.join("generator_width");
+    let stored_width = if args.resume { std::fs::read_to_string(&width_file).ok() } else { None };
+    let width = match stored_width.as_deref().map(str::trim).unwrap_or(args.width.as_str()) {
+        "auto" => {
+            let probe = ImageClassifier::new(&device, config.clone());
+            let budget = search_limit.mul_f64(args.model_share.clamp(0.0, 1.0));
+            probe.affordable_cnn_width(&train, &cnn, &[64, 32, 16], AUTO_WIDTH_EPOCHS, budget)?
+        }
+        w => w.parse().map_err(|_| netmorph::Error::Invalid(format!("--width {w}: expected a number or `auto`")))?,
+    };
+    write_atomic(&width_file, width.to_string().as_bytes())?;
+    config.generators = vec![Generator::Cnn(CnnConfig { width, ..cnn })];
+    if args.resnet {
+        config.generators.push(Generator::ResNet(ResNetConfig { width: (width / 4).max(4), ..Default::default() }));
+    }
+    let mut classifier = ImageClassifier::new(&device, config);
     classifier.fit(&train, search_limit)?;
     println!("Search took {:.1}s", start.elapsed().as_secs_f64());
     if let Some(graph) = classifier.best_graph() {

@@ -482,6 +482,66 @@ impl ImageClassifier {
         Ok(history)
     }
 
+    /// The widest of `widths` (AutoKeras's CNN generator otherwise as configured) whose model can
+    /// train `epochs` epochs on `train` within `budget`, judged by timing a few training steps of
+    /// each; the narrowest when none can. On a fast GPU this is the widest; on a CPU adapter it
+    /// keeps a short search from spending its whole time on one wide model.
+    pub fn affordable_cnn_width(&self, train: &ImageSet, base: &CnnConfig, widths: &[usize], epochs: usize, budget: Duration) -> Result<usize> {
+        let narrowest = *widths.iter().min().ok_or_else(|| Error::Invalid("affordable_cnn_width: no widths to choose from".into()))?;
+        let mut sorted = widths.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        for width in sorted {
+            let generator = Generator::Cnn(CnnConfig { width, ..base.clone() });
+            let per_epoch = self.epoch_estimate(&generator, train)?;
+            let fits = per_epoch * epochs as u32 <= budget;
+            if self.config.verbose {
+                println!(
+                    "Generator width {width}: about {:.0}s per epoch, {} epochs {} in {:.0}s",
+                    per_epoch.as_secs_f64(),
+                    epochs,
+                    if fits { "fit" } else { "do not fit" },
+                    budget.as_secs_f64()
+                );
+            }
+            if fits {
+                return Ok(width);
+            }
+        }
+        Ok(narrowest)
+    }
+
+    /// One search epoch of `generator`'s model on `train` (less the validation split, which is
+    /// evaluated once per epoch), from the time of a few training steps after two untimed ones
+    /// that compile the kernels. An evaluation step is counted as a third of a training step.
+    fn epoch_estimate(&self, generator: &Generator, train: &ImageSet) -> Result<Duration> {
+        const TIMED_STEPS: u32 = 3;
+        let cfg = &self.config;
+        let graph = generator.build(&train.image_shape(), train.classes, cfg.seed, cfg.bn_momentum)?;
+        let model = Model::new(&graph, &self.device)?;
+        let mut optimizer = cfg.optimizer.build();
+        let batch = cfg.batch_size.min(train.n);
+        let data = DeviceDataset::new(&self.device, &train.take(batch))?;
+        let indices: Vec<u32> = (0..batch as u32).collect();
+        let correct = crate::tensor::Tensor::zeros(&self.device, &[1])?;
+        let mut step = |seed| -> Result<()> {
+            let (x, y) = data.batch(&indices)?;
+            train::train_step(&model, optimizer.as_mut(), x, y, seed, &correct)?;
+            self.device.sync()
+        };
+        step(0)?;
+        step(1)?;
+        let start = Instant::now();
+        for seed in 0..TIMED_STEPS {
+            step(2 + seed as u64)?;
+        }
+        let per_step = start.elapsed() / TIMED_STEPS;
+        drop(model);
+        self.device.trim_pool();
+        let n_val = validation_size(train.n);
+        let steps = (train.n - n_val).div_ceil(batch) as f64 + n_val.div_ceil(batch) as f64 / 3.0;
+        Ok(per_step.mul_f64(steps))
+    }
+
     /// How long one epoch of the best model on `n` images should take, from its search record
     /// (which trained on fewer images and validated after each epoch).
     fn final_epoch_estimate(&self, n: usize) -> Option<Duration> {
