@@ -215,3 +215,16 @@ fn a_killed_search_resumes_without_training_a_finished_model_again() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_affordable_width_is_the_widest_that_fits_the_budget() {
+    let dir = temp_dir("width");
+    let device = netmorph::testing::device();
+    let classifier = ImageClassifier::new(&device, narrow_config(&dir, 1));
+    let data = small_mnist(600);
+    let base = CnnConfig { blocks: 2, dense: 16, ..Default::default() };
+    let hour = Duration::from_secs(3600);
+    assert_eq!(classifier.affordable_cnn_width(&data, &base, &[4, 8], 3, hour).unwrap(), 8);
+    assert_eq!(classifier.affordable_cnn_width(&data, &base, &[8, 4], 3, Duration::ZERO).unwrap(), 4, "none fits: the narrowest");
+    assert!(classifier.affordable_cnn_width(&data, &base, &[], 3, hour).is_err());
+}
