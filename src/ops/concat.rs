@@ -45,8 +45,8 @@ pub fn concat_shape(shapes: &[&[usize]]) -> Result<Vec<usize>> {
 }
 
 /// Records one part copy: scatter `src` (the part) into `dst` (the whole), or gather the part
-/// from the whole when `gather`.
-fn copy_part(src: &Tensor, dst: &Tensor, part_shape: &[usize], c_total: usize, c_off: usize, gather: bool) -> Result<()> {
+/// from the whole when `gather`. Conv also uses it to pad a weight's rows.
+pub(crate) fn copy_part(src: &Tensor, dst: &Tensor, part_shape: &[usize], c_total: usize, c_off: usize, gather: bool) -> Result<()> {
     let (outer, c_part, inner) = (part_shape[0], part_shape[1], part_shape[2..].iter().product::<usize>());
     let params = ConcatParams {
         outer: outer as u32,

@@ -295,6 +295,21 @@ fn col_for(x: &Tensor, g: &ConvGeometry, chunk: &Chunk) -> Result<(Tensor, u32)>
     Ok((col, 0))
 }
 
+/// The weight as a `[c_out, K]` matrix, with its row stride: `w` itself when K is a multiple of 4,
+/// else a copy whose rows are padded (with zeros) to a multiple of 4. The vec4 GEMMs need every
+/// stride but the contiguous one to be a multiple of 4; without the pad, conv1's K = 9 falls to
+/// the scalar kernel in forward and backward-data.
+fn weight_matrix(w: &Tensor, g: &ConvGeometry) -> Result<(Tensor, usize)> {
+    let k = g.k();
+    if k.is_multiple_of(4) {
+        return Ok((w.clone(), k));
+    }
+    let padded = k.next_multiple_of(4);
+    let wp = Tensor::zeros(w.device(), &[g.c_out, padded])?;
+    super::concat::copy_part(w, &wp, &[g.c_out, k], padded, 0, false)?;
+    Ok((wp, padded))
+}
+
 fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
     match b {
         Some(b) if b.shape() != [g.c_out] => {
@@ -326,6 +341,7 @@ fn conv2d_tuned(
     let chunks = chunks(&g, max_bytes)?;
     let out = Tensor::uninit(x.device(), &g.out_shape(), "conv2d output")?;
     let (k, p) = (g.k(), g.p());
+    let (w_matrix, w_row) = weight_matrix(w, &g)?;
     let mut saved_col = None;
     for chunk in &chunks {
         let (col, col_offset) = col_for(x, &g, chunk)?;
@@ -334,24 +350,26 @@ fn conv2d_tuned(
             n: p,
             k,
             batch: chunk.images,
-            a: Strides { row: k as u32, col: 1, batch: 0, offset: 0 },
+            a: Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 },
             b: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: col_offset },
             c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
             flags: if b.is_some() { BIAS_M } else { 0 },
         };
-        gemm_oriented(x.device(), &gm, w, &col, b, &out, orient)?;
+        gemm_oriented(x.device(), &gm, &w_matrix, &col, b, &out, orient)?;
         // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
         if chunks.len() == 1 && !g.is_pointwise() {
             saved_col = Some(col);
         }
     }
-    let backward = Conv2dBackward { x: x.clone(), w: w.clone(), has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
+    let backward = Conv2dBackward { x: x.clone(), w: w_matrix, w_row, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
     Ok((out, backward))
 }
 
 pub struct Conv2dBackward {
     x: Tensor,
+    /// The weight as a matrix of `c_out` rows `w_row` apart (see [`weight_matrix`]).
     w: Tensor,
+    w_row: usize,
     has_bias: bool,
     geometry: ConvGeometry,
     /// im2col of the whole batch, kept from forward when it fitted in one chunk.
@@ -390,7 +408,7 @@ impl Conv2dBackward {
                 n: p,
                 k: g.c_out,
                 batch: chunk.images,
-                a: Strides { row: 1, col: k as u32, batch: 0, offset: 0 },
+                a: Strides { row: 1, col: self.w_row as u32, batch: 0, offset: 0 },
                 b: dout_strides,
                 c: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: 0 },
                 flags: 0,
@@ -643,6 +661,8 @@ mod tests {
         let mut rng = rng(25);
         for (xs, ws, cfg) in [
             ([2, 1, 9, 8], [33, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+            // K = 9 with P = 64: the vec4 GEMMs through the padded weight matrix.
+            ([2, 1, 10, 10], [33, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
             ([3, 4, 7, 6], [5, 4, 3, 2], Conv2dConfig::new(2, Padding::Same)),
             ([2, 3, 5, 5], [7, 3, 1, 1], Conv2dConfig::new(1, Padding::Valid)),
         ] {
@@ -650,6 +670,21 @@ mod tests {
                 check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), orient);
             }
         }
+    }
+
+    #[test]
+    fn a_weight_with_k_not_a_multiple_of_4_still_gets_the_vec4_gemm() {
+        let dev = device();
+        let (xs, ws) = ([2, 1, 10, 10], [8, 1, 3, 3]);
+        let x = Tensor::zeros(&dev, &xs).unwrap();
+        let w = Tensor::zeros(&dev, &ws).unwrap();
+        dev.start_profile().unwrap();
+        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto).unwrap();
+        bw.grad_input(&out).unwrap();
+        bw.grad_weight(&out).unwrap();
+        dev.sync().unwrap();
+        let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+        assert!(kernels.contains(&"matmul_vec4") && !kernels.contains(&"matmul"), "K = 9 ran {kernels:?}");
     }
 
     #[test]
