@@ -113,6 +113,8 @@ pub struct ClassifierConfig {
     /// The most of the search time left that one model may train for (see
     /// [`SearchConfig::model_share`]).
     pub model_share: f64,
+    /// A child starts only with time for this many epochs (see [`SearchConfig::min_epochs`]).
+    pub min_epochs: usize,
     /// Candidates with more weights are not proposed.
     pub max_parameters: u64,
     pub bayesian: BayesianConfig,
@@ -137,6 +139,7 @@ impl Default for ClassifierConfig {
             morph_noise: crate::morph::DEFAULT_NOISE,
             max_models: None,
             model_share: 0.4,
+            min_epochs: 3,
             max_parameters: DEFAULT_MAX_PARAMETERS,
             bayesian: BayesianConfig::default(),
             verbose: true,
@@ -405,6 +408,7 @@ impl ImageClassifier {
             seed: cfg.seed,
             max_models: cfg.max_models,
             model_share: cfg.model_share,
+            min_epochs: cfg.min_epochs,
             bayesian: cfg.bayesian.clone(),
             verbose: cfg.verbose,
         };

@@ -28,6 +28,9 @@ pub struct SearchConfig {
     /// until the search's limit, as AutoKeras). Below 1, a long first model cannot take the whole
     /// budget: the search tries at least a few architectures whatever the limit.
     pub model_share: f64,
+    /// A child starts only when the time left holds this many epochs of its father (else the
+    /// search ends, leaving the time to what follows it), and its share is stretched to hold them.
+    pub min_epochs: usize,
     pub bayesian: BayesianConfig,
     /// Print the tables.
     pub verbose: bool,
@@ -40,6 +43,7 @@ impl Default for SearchConfig {
             seed: 0,
             max_models: None,
             model_share: 1.0,
+            min_epochs: 0,
             bayesian: BayesianConfig::default(),
             verbose: true,
         }
@@ -165,8 +169,17 @@ where
             print!("{}", report::training(job.id, job.father, &operations));
         }
         let began = Instant::now();
+        let left = deadline.saturating_duration_since(began);
+        let least = father_epoch(&records, job.father).mul_f64(config.min_epochs as f64);
+        if least > left {
+            if config.verbose {
+                println!("{} left: too little for {} epochs of another model", format_duration(left), config.min_epochs);
+            }
+            ended_by = "time limit".to_string();
+            break;
+        }
         let parameters = space.parameters(&job.arch);
-        let model_deadline = began + deadline.saturating_duration_since(began).mul_f64(config.model_share.clamp(0.0, 1.0));
+        let model_deadline = began + left.mul_f64(config.model_share.clamp(0.0, 1.0)).max(least);
         let outcome = trainer.train(&job, store, model_deadline);
         let mut record = ModelRecord {
             id: job.id,
@@ -250,6 +263,14 @@ fn best_of<A>(records: &[ModelRecord<A>]) -> Option<usize> {
         }
     }
     best.map(|b| b.id)
+}
+
+/// The mean epoch time of a model's father (zero for a generator's model or an unknown father).
+fn father_epoch<A>(records: &[ModelRecord<A>], father: Option<usize>) -> Duration {
+    father
+        .and_then(|f| records.iter().find(|r| r.id == f))
+        .filter(|r| r.epochs > 0)
+        .map_or(Duration::ZERO, |r| Duration::from_secs_f64(r.seconds / r.epochs as f64))
 }
 
 fn feed_planner<S: SearchSpace>(planner: &Planner<S>, space: &S, r: &ModelRecord<S::Arch>) {
@@ -469,5 +490,23 @@ mod tests {
         assert!(trainer.budgets[0].as_secs_f64() > 99.0, "share 1 gives the whole limit: {:?}", trainer.budgets);
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&dir_all).unwrap();
+    }
+
+    #[test]
+    fn a_child_starts_only_with_time_for_its_minimum_epochs() {
+        let dir = temp_dir("min-epochs");
+        let store = SearchStore::open(&dir, false).unwrap();
+        let epoch = Duration::from_millis(50);
+        let mut trainer = FakeTrainer { epoch, epochs: 4, ..FakeTrainer::new() };
+        let cfg = SearchConfig { time_limit: Duration::from_millis(1000), model_share: 0.3, min_epochs: 3, max_models: None, ..config(0) };
+        let start = Instant::now();
+        let result = search(Grid { max: 30 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap();
+        // Every child was given at least three of its father's epochs (about 150 ms), even when
+        // 30% of the time left was less, and none started without them.
+        assert!(trainer.budgets[1..].iter().all(|b| *b >= Duration::from_millis(145)), "{:?}", trainer.budgets);
+        assert!(result.records.len() >= 3, "{:?}", result.records.len());
+        assert!(start.elapsed() < cfg.time_limit + epoch, "{:?}", start.elapsed());
+        assert_eq!(result.ended_by, "time limit");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
