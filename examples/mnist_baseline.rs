@@ -89,5 +89,11 @@ fn run(args: Args) -> Result<()> {
         secs / history.epochs.len().max(1) as f64,
         device.name()
     );
+    if let Some(dir) = &args.save {
+        std::fs::create_dir_all(dir).map_err(|e| netmorph::Error::io(dir, e))?;
+        let (json, weights) = (dir.join("model.json"), dir.join("model.safetensors"));
+        model.to_graph()?.save(&json, &weights)?;
+        println!("Saved the model to {} and {}", json.display(), weights.display());
+    }
     Ok(())
 }
