@@ -267,7 +267,7 @@ fn vec4_operand(unit_stride: u32, other: (u32, usize), batch: (u32, usize), offs
 }
 
 /// Records one GEMM. `bias` is required when `flags` has BIAS_N or BIAS_M. The kernel variant is
-/// picked from the strides, with its default tiling for this adapter ([`plan`]).
+/// picked from the strides, with its default tiling for this adapter fitted to the shape ([`plan`]).
 pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Option<&GpuBuffer>, c: &GpuBuffer) -> Result<()> {
     let (v, t) = if vec4_buffers(a, b) { plan(device, g) } else { plan_variant(device, g, Variant::Scalar) };
     gemm_variant(device, g, a, b, bias, c, t, v)
