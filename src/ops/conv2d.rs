@@ -361,7 +361,8 @@ fn conv2d_tuned(
             saved_col = Some(col);
         }
     }
-    let backward = Conv2dBackward { x: x.clone(), w: w_matrix, w_row, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
+    let backward =
+        Conv2dBackward { x: x.clone(), w: w_matrix, w_row, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
     Ok((out, backward))
 }
 

@@ -490,7 +490,14 @@ impl ImageClassifier {
     /// train `epochs` epochs on `train` within `budget`, judged by timing a few training steps of
     /// each; the narrowest when none can. On a fast GPU this is the widest; on a CPU adapter it
     /// keeps a short search from spending its whole time on one wide model.
-    pub fn affordable_cnn_width(&self, train: &ImageSet, base: &CnnConfig, widths: &[usize], epochs: usize, budget: Duration) -> Result<usize> {
+    pub fn affordable_cnn_width(
+        &self,
+        train: &ImageSet,
+        base: &CnnConfig,
+        widths: &[usize],
+        epochs: usize,
+        budget: Duration,
+    ) -> Result<usize> {
         let narrowest = *widths.iter().min().ok_or_else(|| Error::Invalid("affordable_cnn_width: no widths to choose from".into()))?;
         let mut sorted = widths.to_vec();
         sorted.sort_unstable_by(|a, b| b.cmp(a));

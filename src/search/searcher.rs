@@ -329,7 +329,14 @@ mod tests {
 
     impl FakeTrainer {
         fn new() -> Self {
-            FakeTrainer { trained: Vec::new(), budgets: Vec::new(), epoch: Duration::from_millis(1), epochs: 2, oom_size: i64::MAX, diverges: None }
+            FakeTrainer {
+                trained: Vec::new(),
+                budgets: Vec::new(),
+                epoch: Duration::from_millis(1),
+                epochs: 2,
+                oom_size: i64::MAX,
+                diverges: None,
+            }
         }
     }
 

@@ -55,7 +55,16 @@ pub struct FitConfig {
 
 impl Default for FitConfig {
     fn default() -> Self {
-        FitConfig { epochs: 1, batch_size: 128, seed: 0, verbose: true, log_every: 50, early_stopping: None, deadline: None, restore_best: false }
+        FitConfig {
+            epochs: 1,
+            batch_size: 128,
+            seed: 0,
+            verbose: true,
+            log_every: 50,
+            early_stopping: None,
+            deadline: None,
+            restore_best: false,
+        }
     }
 }
 
