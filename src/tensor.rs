@@ -118,8 +118,24 @@ impl Tensor {
     /// A copy in a new buffer (recorded in order).
     pub fn deep_clone(&self) -> Result<Tensor> {
         let t = Self::uninit_typed(&self.device, &self.shape, self.dtype(), "copy")?;
-        self.device.copy(&self.buf, &t.buf, self.dtype().bytes_for(self.len()));
+        t.copy_from(self)?;
         Ok(t)
+    }
+
+    /// Overwrites this tensor with `src`'s contents (same shape and type), in order with
+    /// recorded work; nothing is read back.
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        if src.shape != self.shape || src.dtype() != self.dtype() {
+            return Err(Error::Invalid(format!(
+                "copy_from: source {:?} {:?} does not match destination {:?} {:?}",
+                src.dtype(),
+                src.shape,
+                self.dtype(),
+                self.shape
+            )));
+        }
+        self.device.copy(&src.buf, &self.buf, self.dtype().bytes_for(self.len()));
+        Ok(())
     }
 
     /// Overwrites this tensor's contents with `data` (same length), in order with recorded work.

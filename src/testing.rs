@@ -11,6 +11,20 @@ pub fn device() -> Device {
     Device::shared().expect("a GPU adapter (lavapipe on a machine without a GPU: apt-get install mesa-vulkan-drivers)")
 }
 
+/// The path of example `name`, (re)built with the profile of the running test binary:
+/// `cargo test --release` builds examples too, but `cargo test --test X` would leave a stale one.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().expect("run cargo").success(), "building the example {name} failed");
+    profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
 pub fn rng(seed: u64) -> TestRng {
     TestRng::seed_from_u64(seed)
 }

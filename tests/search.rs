@@ -153,22 +153,8 @@ fn a_search_fails_clearly_when_the_limit_is_already_spent() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The example binary, (re)built with the profile of this test: `cargo test --release` builds it
-/// too, but `cargo test --test search` would leave a stale one in place.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--example", "autokeras_search"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().expect("run cargo").success(), "building the example failed");
-    profile_dir.join("examples").join(format!("autokeras_search{}", std::env::consts::EXE_SUFFIX))
-}
-
 fn search_command(dir: &Path, max_models: usize) -> Command {
-    let mut cmd = Command::new(example_binary());
+    let mut cmd = Command::new(netmorph::testing::example_binary("autokeras_search"));
     cmd.args(["--search-dir", dir.to_str().unwrap(), "--time-limit", "10m", "--train-limit", "600", "--test-limit", "200"])
         .args(["--downsample", "2", "--width", "8", "--blocks", "2", "--max-epochs", "2", "--child-epochs", "1"])
         .args(["--batch-size", "32", "--seed", "7", "--final-epochs", "0", "--max-models", &max_models.to_string()]);

@@ -141,25 +141,12 @@ fn restore_best_puts_back_the_weights_and_batch_norm_statistics_of_the_best_epoc
     }
 }
 
-/// The mnist_baseline example, (re)built with this test's profile.
-fn baseline_example() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--example", "mnist_baseline"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().expect("run cargo").success(), "building the example failed");
-    profile_dir.join("examples").join(format!("mnist_baseline{}", std::env::consts::EXE_SUFFIX))
-}
-
 #[test]
 fn the_baseline_example_saves_a_model_that_loads_and_scores_the_same() {
     use netmorph::graph::{Graph, Model};
     let dir = std::env::temp_dir().join(format!("netmorph-baseline-save-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = std::process::Command::new(baseline_example())
+    let out = std::process::Command::new(netmorph::testing::example_binary("mnist_baseline"))
         .args(["--epochs", "1", "--train-limit", "256", "--test-limit", "200", "--save", dir.to_str().unwrap()])
         .output()
         .unwrap();

@@ -113,32 +113,19 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copies `state` into this snapshot's tensors (allocated on first use).
-    fn take(slot: &mut Option<Snapshot>, state: &[Tensor], epoch: usize) -> Result<()> {
-        match slot {
-            Some(s) => {
-                for (src, dst) in state.iter().zip(&s.tensors) {
-                    copy_tensor(src, dst);
-                }
-                s.epoch = epoch;
-            }
-            None => {
-                let tensors = state.iter().map(Tensor::deep_clone).collect::<Result<_>>()?;
-                *slot = Some(Snapshot { epoch, tensors });
-            }
-        }
-        Ok(())
+    fn take(state: &[Tensor], epoch: usize) -> Result<Snapshot> {
+        Ok(Snapshot { epoch, tensors: state.iter().map(Tensor::deep_clone).collect::<Result<_>>()? })
     }
 
-    fn restore(&self, state: &[Tensor]) {
-        for (dst, src) in state.iter().zip(&self.tensors) {
-            copy_tensor(src, dst);
-        }
+    /// Copies `state` in, reusing this snapshot's buffers.
+    fn retake(&mut self, state: &[Tensor], epoch: usize) -> Result<()> {
+        self.epoch = epoch;
+        self.tensors.iter().zip(state).try_for_each(|(dst, src)| dst.copy_from(src))
     }
-}
 
-fn copy_tensor(src: &Tensor, dst: &Tensor) {
-    src.device().copy(src.buffer(), dst.buffer(), src.dtype().bytes_for(src.len()));
+    fn restore(&self, state: &[Tensor]) -> Result<()> {
+        state.iter().zip(&self.tensors).try_for_each(|(dst, src)| dst.copy_from(src))
+    }
 }
 
 /// Mean loss and accuracy over a dataset.
@@ -233,7 +220,10 @@ pub fn fit(
         if let (true, Some(vl)) = (cfg.restore_best, val_loss) {
             if vl < lowest_val {
                 lowest_val = vl;
-                Snapshot::take(&mut best, &net.state(), epoch)?;
+                match &mut best {
+                    Some(b) => b.retake(&net.state(), epoch)?,
+                    None => best = Some(Snapshot::take(&net.state(), epoch)?),
+                }
             }
         }
 
@@ -257,7 +247,7 @@ pub fn fit(
     }
     if let Some(b) = best {
         if b.epoch != history.epochs.len() {
-            b.restore(&net.state());
+            b.restore(&net.state())?;
             device.flush()?;
             if cfg.verbose {
                 println!("Restored the weights of epoch {} (lowest val_loss {lowest_val:.4})", b.epoch);
