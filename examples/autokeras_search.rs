@@ -81,8 +81,8 @@ struct Args {
     #[arg(long)]
     max_models: Option<usize>,
     /// Most epochs of the final fit on the whole training set (0: none); fewer when the time
-    /// limit would not hold them.
-    #[arg(long, default_value_t = 5)]
+    /// limit would not hold them. Its learning rate falls along a cosine over the epochs it gets.
+    #[arg(long, default_value_t = 30)]
     final_epochs: usize,
     /// Final fit from fresh weights instead of the searched ones.
     #[arg(long)]
@@ -194,7 +194,7 @@ fn main() -> Result<()> {
     }
 
     if args.final_epochs > 0 {
-        println!("Final fit of the best model on all {} training images ({} epochs)", train.n, args.final_epochs);
+        println!("Final fit of the best model on all {} training images (at most {} epochs)", train.n, args.final_epochs);
         classifier.final_fit(&train, args.final_epochs, args.retrain, Some(deadline))?;
         println!("Search and final fit took {:.1}s (limit {:.0}s)", start.elapsed().as_secs_f64(), time_limit.as_secs_f64());
     }

@@ -8,6 +8,7 @@ use netmorph::ops::conv2d::{Conv2dConfig, Padding};
 use netmorph::ops::pool::Pool2dConfig;
 use netmorph::optim::adam::Adam;
 use netmorph::optim::sgd::Sgd;
+use netmorph::optim::Optimizer;
 use netmorph::testing::device;
 use netmorph::train::{evaluate, fit, FitConfig, Network};
 use netmorph::{Device, Error, Result, Tensor};
@@ -160,4 +161,51 @@ fn the_baseline_example_saves_a_model_that_loads_and_scores_the_same() {
     let score = evaluate(&model, &test, 128).unwrap();
     assert!((score.accuracy - printed).abs() < 1e-4, "loaded model scores {} against the printed {printed}", score.accuracy);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Records the learning rate of every step and otherwise does nothing.
+struct RateRecorder {
+    lr: f32,
+    seen: Vec<f32>,
+}
+
+impl Optimizer for RateRecorder {
+    fn step(&mut self, _params: &[(&Tensor, &Tensor)]) -> Result<()> {
+        self.seen.push(self.lr);
+        Ok(())
+    }
+    fn name(&self) -> String {
+        "rate recorder".into()
+    }
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+}
+
+#[test]
+fn a_cosine_schedule_lowers_the_rate_step_by_step_and_fit_puts_the_rate_back() {
+    use netmorph::train::LrSchedule;
+    let dev = device();
+    let data = mnist();
+    // 70 images in batches of 32: 3 steps per epoch, the last one short; 2 epochs.
+    let train = DeviceDataset::new(&dev, &data.train.take(70)).unwrap();
+    let net = SmallConvnet::new(&dev, 3);
+    let mut opt = RateRecorder { lr: 0.5, seen: Vec::new() };
+    let schedule = LrSchedule::Cosine { floor: 0.1 };
+    let cfg = FitConfig { epochs: 2, batch_size: 32, verbose: false, lr_schedule: schedule, ..FitConfig::default() };
+    fit(&net, &mut opt, &train, None, &cfg).unwrap();
+    let expected: Vec<f32> = (0..6).map(|s| 0.5 * schedule.factor(s, 6)).collect();
+    assert_eq!(opt.seen, expected);
+    assert_eq!(opt.seen[0], 0.5, "the first step runs at the optimizer's own rate");
+    assert!(opt.seen.windows(2).all(|w| w[1] < w[0]), "{:?}", opt.seen);
+    assert!(opt.seen[5] > 0.05 && opt.seen[5] < 0.1, "the last step nears the floor: {:?}", opt.seen);
+    assert_eq!(opt.learning_rate(), 0.5, "fit puts the optimizer's rate back");
+    // Constant leaves the rate alone.
+    opt.seen.clear();
+    let cfg = FitConfig { lr_schedule: LrSchedule::Constant, ..cfg };
+    fit(&net, &mut opt, &train, None, &cfg).unwrap();
+    assert_eq!(opt.seen, vec![0.5; 6]);
 }

@@ -66,6 +66,14 @@ impl Optimizer for Adadelta {
         Ok(())
     }
 
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
     fn name(&self) -> String {
         format!("adadelta(lr={}, rho={}, eps={:e})", self.lr, self.rho, self.eps)
     }

@@ -80,6 +80,14 @@ impl Optimizer for Adam {
         Ok(())
     }
 
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
     fn name(&self) -> String {
         format!("adam(lr={}, betas=({}, {}), eps={:e}, weight_decay={})", self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
     }

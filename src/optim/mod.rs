@@ -18,6 +18,10 @@ pub trait Optimizer {
     /// Applies one update to every parameter from its gradient (recorded, not submitted).
     fn step(&mut self, params: &[(&Tensor, &Tensor)]) -> Result<()>;
     fn name(&self) -> String;
+    /// The learning rate the next step uses.
+    fn learning_rate(&self) -> f32;
+    /// Changes the learning rate of the following steps (a schedule's lever); state is kept.
+    fn set_learning_rate(&mut self, lr: f32);
 }
 
 /// Tolerance of the optimizer tests against their f64 references after a few steps: a parameter

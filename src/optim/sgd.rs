@@ -86,6 +86,14 @@ impl Optimizer for Sgd {
         Ok(())
     }
 
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
     fn name(&self) -> String {
         format!("sgd(lr={}, momentum={}, weight_decay={}, nesterov={})", self.lr, self.momentum, self.weight_decay, self.nesterov)
     }

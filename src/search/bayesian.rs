@@ -31,6 +31,11 @@ pub trait SearchSpace: Send + 'static {
     fn size(&self, a: &Self::Arch) -> u64;
     /// The number of trainable parameters (for the reports).
     fn parameters(&self, a: &Self::Arch) -> u64;
+    /// Relative cost of training it, per example: epoch times scale with it (a child's is judged
+    /// from its father's before it starts). Equal for all by default.
+    fn training_cost(&self, _a: &Self::Arch) -> f64 {
+        1.0
+    }
     /// The morphism for people ("to_deeper_model 33 Conv2d(256, 256, 5, 1)").
     fn describe(&self, op: &Self::Op) -> String;
 }

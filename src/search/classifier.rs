@@ -19,7 +19,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
 use crate::optim::{Adadelta, Adam, Optimizer, Sgd};
-use crate::train::{self, EarlyStopping, Evaluation, FitConfig, History};
+use crate::train::{self, EarlyStopping, Evaluation, FitConfig, History, LrSchedule};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -101,6 +101,9 @@ pub struct ClassifierConfig {
     /// 1e-3 of a fresh Adam first lost 1.2 points of test accuracy (0.957 to 0.945), 1e-4 kept or
     /// gained (0.959 after each of three epochs).
     pub final_lr_scale: f32,
+    /// The learning rate's course over the final fit, whose epoch count is cut to what fits the
+    /// deadline so the schedule ends where training does.
+    pub final_lr_schedule: LrSchedule,
     /// Batch norm's running-statistics momentum in the generators' models. AutoKeras 0.3 ran on
     /// PyTorch, whose default update of 0.1 is a Keras momentum of 0.9; Keras's 0.99 needs hundreds
     /// of steps before evaluation-mode statistics mean anything, which a small data set or a
@@ -135,6 +138,7 @@ impl Default for ClassifierConfig {
             min_delta: 1e-4,
             optimizer: OptimizerConfig::Adam { lr: 1e-3 },
             final_lr_scale: 0.1,
+            final_lr_schedule: LrSchedule::Cosine { floor: 0.02 },
             bn_momentum: 0.9,
             morph_noise: crate::morph::DEFAULT_NOISE,
             max_models: None,
@@ -280,6 +284,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 deadline: Some(deadline),
                 // The search compares models at their best epoch, and children inherit it.
                 restore_best: true,
+                lr_schedule: LrSchedule::Constant,
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
@@ -451,6 +456,7 @@ impl ImageClassifier {
     /// With a `deadline`, no epoch starts that would end after it.
     pub fn final_fit(&mut self, train: &ImageSet, epochs: usize, retrain: bool, deadline: Option<Instant>) -> Result<History> {
         self.check_images(train, "final_fit")?;
+        let mut epochs = epochs;
         if let (Some(deadline), Some(per_epoch)) = (deadline, self.final_epoch_estimate(train.n)) {
             let left = deadline.saturating_duration_since(Instant::now());
             if per_epoch > left {
@@ -460,6 +466,12 @@ impl ImageClassifier {
                 }
                 return Ok(History { stopped_early: Some(format!("time limit: {why}")), ..History::default() });
             }
+            // The schedule spans the epochs that fit, so its low rates are not cut off.
+            let fit = (left.as_secs_f64() / per_epoch.as_secs_f64()).floor() as usize;
+            if fit < epochs && self.config.verbose {
+                println!("Final fit: {fit} epochs fit in the {:.0}s left (about {:.0}s each)", left.as_secs_f64(), per_epoch.as_secs_f64());
+            }
+            epochs = epochs.min(fit);
         }
         let mut graph = self.best()?.clone();
         let mut optimizer = self.config.optimizer.scaled(self.config.final_lr_scale);
@@ -479,6 +491,7 @@ impl ImageClassifier {
             early_stopping: None,
             deadline,
             restore_best: false,
+            lr_schedule: self.config.final_lr_schedule,
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;

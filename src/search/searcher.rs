@@ -170,7 +170,8 @@ where
         }
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
-        let least = father_epoch(&records, job.father).mul_f64(config.min_epochs as f64);
+        let epoch = child_epoch(&records, job.father, &job.arch, |a| space.training_cost(a));
+        let least = epoch.mul_f64(config.min_epochs as f64);
         if least > left {
             if config.verbose {
                 println!("{} left: too little for {} epochs of another model", format_duration(left), config.min_epochs);
@@ -265,12 +266,16 @@ fn best_of<A>(records: &[ModelRecord<A>]) -> Option<usize> {
     best.map(|b| b.id)
 }
 
-/// The mean epoch time of a model's father (zero for a generator's model or an unknown father).
-fn father_epoch<A>(records: &[ModelRecord<A>], father: Option<usize>) -> Duration {
-    father
-        .and_then(|f| records.iter().find(|r| r.id == f))
-        .filter(|r| r.epochs > 0)
-        .map_or(Duration::ZERO, |r| Duration::from_secs_f64(r.seconds / r.epochs as f64))
+/// A child's epoch time before it trains: its father's mean epoch time scaled by their training
+/// costs (zero for a generator's model or an unknown father). A child two conv layers deeper can
+/// take 1.8 times its father's epoch; judged by the father alone, it got one epoch, not the
+/// minimum.
+fn child_epoch<A>(records: &[ModelRecord<A>], father: Option<usize>, child: &A, cost: impl Fn(&A) -> f64) -> Duration {
+    father.and_then(|f| records.iter().find(|r| r.id == f)).filter(|r| r.epochs > 0).map_or(Duration::ZERO, |r| {
+        let ratio = cost(child) / cost(&r.architecture);
+        let ratio = if ratio.is_finite() && ratio > 0.0 { ratio } else { 1.0 };
+        Duration::from_secs_f64(r.seconds / r.epochs as f64 * ratio)
+    })
 }
 
 fn feed_planner<S: SearchSpace>(planner: &Planner<S>, space: &S, r: &ModelRecord<S::Arch>) {
@@ -515,5 +520,29 @@ mod tests {
         assert!(start.elapsed() < cfg.time_limit + epoch, "{:?}", start.elapsed());
         assert_eq!(result.ended_by, "time limit");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_child_epoch_is_its_father_epoch_scaled_by_their_costs() {
+        let father = ModelRecord {
+            id: 0,
+            father: None,
+            operations: vec![],
+            architecture: (2i64, 3i64),
+            parameters: 6,
+            status: Status::Finished,
+            epochs: 4,
+            seconds: 8.0,
+            val_loss: Some(0.1),
+            val_accuracy: Some(0.9),
+            stopped: None,
+        };
+        let cost = |a: &(i64, i64)| (a.0 * a.1) as f64;
+        let records = [father];
+        assert_eq!(child_epoch(&records, Some(0), &(4, 3), cost), Duration::from_secs(4), "twice the cost, twice 2 s");
+        assert_eq!(child_epoch(&records, Some(0), &(1, 3), cost), Duration::from_secs(1));
+        assert_eq!(child_epoch(&records, Some(0), &(0, 3), cost), Duration::from_secs(2), "a meaningless cost keeps the father's");
+        assert_eq!(child_epoch(&records, None, &(4, 3), cost), Duration::ZERO);
+        assert_eq!(child_epoch(&records, Some(7), &(4, 3), cost), Duration::ZERO);
     }
 }

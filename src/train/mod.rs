@@ -28,6 +28,31 @@ pub trait Network {
     }
 }
 
+/// How the learning rate moves over a `fit`, as a factor of the optimizer's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    /// Half a cosine, step by step, from 1 down to `floor` at the end of the last epoch: the low
+    /// rates of the last epochs settle the weights into a minimum that a constant rate keeps
+    /// jumping around (Loshchilov and Hutter's SGDR, without restarts).
+    Cosine { floor: f32 },
+}
+
+impl LrSchedule {
+    /// The factor for step `step` of `total` (counted from 0).
+    pub fn factor(self, step: usize, total: usize) -> f32 {
+        match self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine { floor } => {
+                let progress = step as f64 / total.max(1) as f64;
+                let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos());
+                (floor as f64 + (1.0 - floor as f64) * cosine) as f32
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EarlyStopping {
     /// Epochs without an improvement of `min_delta` in validation loss before stopping.
@@ -51,6 +76,8 @@ pub struct FitConfig {
     /// At the end, put back the network's state from the epoch with the lowest validation loss
     /// (Keras's `restore_best_weights`); needs validation data.
     pub restore_best: bool,
+    /// Over `epochs` epochs; the optimizer's rate is put back when `fit` returns.
+    pub lr_schedule: LrSchedule,
 }
 
 impl Default for FitConfig {
@@ -64,6 +91,7 @@ impl Default for FitConfig {
             early_stopping: None,
             deadline: None,
             restore_best: false,
+            lr_schedule: LrSchedule::Constant,
         }
     }
 }
@@ -167,6 +195,20 @@ pub fn fit(
     if cfg.restore_best && val.is_none() {
         return Err(Error::Invalid("fit: restore_best needs validation data to tell the best epoch".into()));
     }
+    let base_lr = opt.learning_rate();
+    let result = fit_epochs(net, opt, train, val, cfg, base_lr);
+    opt.set_learning_rate(base_lr);
+    result
+}
+
+fn fit_epochs(
+    net: &dyn Network,
+    opt: &mut dyn Optimizer,
+    train: &DeviceDataset,
+    val: Option<&DeviceDataset>,
+    cfg: &FitConfig,
+    base_lr: f32,
+) -> Result<History> {
     let device = train.device().clone();
     let order = BatchOrder::new(train.len(), cfg.batch_size, cfg.seed)?;
     let steps = order.batches_per_epoch();
@@ -186,6 +228,9 @@ pub fn fit(
         for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
             let (x, y) = train.batch(idx)?;
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
+            if cfg.lr_schedule != LrSchedule::Constant {
+                opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, cfg.epochs * steps));
+            }
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
@@ -294,4 +339,19 @@ pub fn predict(net: &dyn Network, images: &Tensor) -> Result<Tensor> {
     let x = tape.constant(images.clone());
     let logits = net.forward(&tape, &x, false, 0)?;
     ops::softmax::softmax(logits.value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LrSchedule;
+
+    #[test]
+    fn cosine_runs_from_one_through_the_midpoint_to_the_floor() {
+        let s = LrSchedule::Cosine { floor: 0.2 };
+        assert_eq!(s.factor(0, 100), 1.0);
+        assert!((s.factor(50, 100) - 0.6).abs() < 1e-6, "{}", s.factor(50, 100));
+        assert!((s.factor(100, 100) - 0.2).abs() < 1e-6);
+        assert!((s.factor(150, 100) - 0.2).abs() < 1e-6, "past the end it stays at the floor");
+        assert_eq!(LrSchedule::Constant.factor(7, 10), 1.0);
+    }
 }
