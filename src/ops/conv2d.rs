@@ -6,6 +6,8 @@
 //! `dcol[n] = W^T * dout[n]`, then col2im. Backward-weight: per-image products
 //! `dout[n] * col[n]^T` summed over the batch (per-image partials keep every GEMM wide enough to
 //! fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
+//! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs forward in a direct
+//! kernel instead (`shaders/conv2d_direct.wgsl`): no col, vec4 stores.
 //! A 1x1 stride-1 convolution uses `x` as its col. When col for the whole batch would exceed the
 //! adapter's storage-binding limit, the batch is processed in chunks of images.
 
@@ -19,10 +21,22 @@ static IM2COL: KernelSpec =
     KernelSpec { name: "conv2d_im2col", source: include_str!("../../shaders/conv2d.wgsl"), entry: "im2col", bindings: BINDINGS };
 static COL2IM: KernelSpec =
     KernelSpec { name: "conv2d_col2im", source: include_str!("../../shaders/conv2d.wgsl"), entry: "col2im", bindings: BINDINGS };
+static DIRECT: KernelSpec = KernelSpec {
+    name: "conv2d_direct",
+    source: include_str!("../../shaders/conv2d_direct.wgsl"),
+    entry: "main",
+    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+};
 static SUM_BATCH: KernelSpec =
     KernelSpec { name: "conv2d_sum_batch", source: include_str!("../../shaders/conv2d.wgsl"), entry: "sum_batch", bindings: BINDINGS };
 const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
 const WG: usize = 64;
+/// Output channels per invocation of the direct kernel (`const CO` in its shader).
+const DIRECT_CO: usize = 8;
+/// The largest reduction (c_in*kh*kw) the direct forward kernel takes: an RGB image's 3x3 (27)
+/// or a grey one's 5x5 (25). Beyond it, the GEMM's register blocking reuses each loaded value
+/// more than the direct kernel, whose gathers grow with K.
+const DIRECT_MAX_K: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
@@ -89,6 +103,10 @@ impl ConvGeometry {
     /// Multiply-adds counted twice, as GEMM FLOPs are; the same for each of the three passes.
     pub fn flops(&self) -> u64 {
         2 * (self.n * self.c_out * self.k() * self.p()) as u64
+    }
+    /// Small enough a reduction, and whole vec4s of output per plane, for the direct kernel.
+    fn suits_direct(&self) -> bool {
+        self.k() <= DIRECT_MAX_K && self.p().is_multiple_of(4) && !self.is_pointwise()
     }
     /// A 1x1 stride-1 unpadded convolution: x already is col.
     fn is_pointwise(&self) -> bool {
@@ -191,6 +209,55 @@ impl ConvParams {
             _pad: [0; 2],
         }
     }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DirectParams {
+    c_in: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    oh: u32,
+    ow: u32,
+    images: u32,
+    c_out: u32,
+    has_bias: u32,
+    _pad: [u32; 3],
+}
+
+/// Records the direct forward (see `shaders/conv2d_direct.wgsl`) of the whole batch into `out`.
+fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor) -> Result<()> {
+    let params = DirectParams {
+        c_in: g.c_in as u32,
+        h: g.h as u32,
+        w: g.w as u32,
+        kh: g.kh as u32,
+        kw: g.kw as u32,
+        stride: g.stride as u32,
+        pad_top: g.pad_top as u32,
+        pad_left: g.pad_left as u32,
+        oh: g.oh as u32,
+        ow: g.ow as u32,
+        images: g.n as u32,
+        c_out: g.c_out as u32,
+        has_bias: b.is_some() as u32,
+        _pad: [0; 3],
+    };
+    // Without a bias, any buffer fills its binding; the kernel does not read it.
+    let bias = b.unwrap_or(w);
+    let mut grid = super::grid_1d(super::groups(g.n * g.p() / 4, WG));
+    grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
+    x.device().dispatch(&DIRECT, &[], &params, &[x.buffer(), w.buffer(), bias.buffer(), out.buffer()], grid)
+}
+
+/// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every forward (for comparisons and tuning).
+fn direct_from_env() -> bool {
+    std::env::var("NETMORPH_CONV_DIRECT").as_deref() != Ok("0")
 }
 
 /// A run of consecutive images processed together.
@@ -321,11 +388,12 @@ fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
 
 /// Forward, with the backward the tape keeps. `b`, when given, is `[c_out]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> Result<(Tensor, Conv2dBackward)> {
-    conv2d_tuned(x, w, b, cfg, x.device().max_binding_bytes(), Orient::from_env())
+    conv2d_tuned(x, w, b, cfg, x.device().max_binding_bytes(), Orient::from_env(), direct_from_env())
 }
 
-/// [`conv2d`] with an explicit per-binding byte limit for the col buffers and GEMM orientation
-/// (tests use a small limit to exercise chunking, and both orientations).
+/// [`conv2d`] with an explicit per-binding byte limit for the col buffers, GEMM orientation and
+/// whether the direct kernel may serve small reductions (tests use a small limit to exercise
+/// chunking, and every path).
 fn conv2d_tuned(
     x: &Tensor,
     w: &Tensor,
@@ -333,6 +401,7 @@ fn conv2d_tuned(
     cfg: Conv2dConfig,
     max_bytes: u64,
     orient: Orient,
+    allow_direct: bool,
 ) -> Result<(Tensor, Conv2dBackward)> {
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
@@ -343,22 +412,27 @@ fn conv2d_tuned(
     let (k, p) = (g.k(), g.p());
     let (w_matrix, w_row) = weight_matrix(w, &g)?;
     let mut saved_col = None;
-    for chunk in &chunks {
-        let (col, col_offset) = col_for(x, &g, chunk)?;
-        let gm = Gemm {
-            m: g.c_out,
-            n: p,
-            k,
-            batch: chunk.images,
-            a: Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 },
-            b: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: col_offset },
-            c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
-            flags: if b.is_some() { BIAS_M } else { 0 },
-        };
-        gemm_oriented(x.device(), &gm, &w_matrix, &col, b, &out, orient)?;
-        // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
-        if chunks.len() == 1 && !g.is_pointwise() {
-            saved_col = Some(col);
+    if allow_direct && g.suits_direct() {
+        // No col: the weight gradient makes its own.
+        conv2d_direct(x, w, b, &g, &out)?;
+    } else {
+        for chunk in &chunks {
+            let (col, col_offset) = col_for(x, &g, chunk)?;
+            let gm = Gemm {
+                m: g.c_out,
+                n: p,
+                k,
+                batch: chunk.images,
+                a: Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 },
+                b: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: col_offset },
+                c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
+                flags: if b.is_some() { BIAS_M } else { 0 },
+            };
+            gemm_oriented(x.device(), &gm, &w_matrix, &col, b, &out, orient)?;
+            // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
+            if chunks.len() == 1 && !g.is_pointwise() {
+                saved_col = Some(col);
+            }
         }
     }
     let backward =
@@ -635,7 +709,7 @@ mod tests {
         let b = rand_vec(rng, ws[0]);
         let r = rand_vec(rng, g.out_shape().iter().product());
         let gb = tensor(dev, &b, &[ws[0]]);
-        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient).unwrap();
+        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient, true).unwrap();
         let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes} {orient:?}");
         assert_close(&out.to_vec().unwrap(), &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d forward {what}"));
         let grads = bw.backward(&tensor(dev, &r, &g.out_shape())).unwrap();
@@ -681,12 +755,50 @@ mod tests {
         let x = Tensor::zeros(&dev, &xs).unwrap();
         let w = Tensor::zeros(&dev, &ws).unwrap();
         dev.start_profile().unwrap();
-        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto).unwrap();
+        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto, true).unwrap();
         bw.grad_input(&out).unwrap();
         bw.grad_weight(&out).unwrap();
         dev.sync().unwrap();
         let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
         assert!(kernels.contains(&"matmul_vec4") && !kernels.contains(&"matmul"), "K = 9 ran {kernels:?}");
+    }
+
+    #[test]
+    fn the_direct_forward_matches_reference_and_the_gemm_path() {
+        let dev = Device::new().unwrap();
+        let mut rng = rng(26);
+        // oh*ow a multiple of 4 and K <= 32; channel counts around the block of 8, batch 1,
+        // strides, both paddings, rows that the 4 outputs of an invocation wrap.
+        for (xs, ws, cfg) in [
+            ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+            ([1, 1, 6, 7], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+            ([2, 3, 8, 8], [13, 3, 3, 3], Conv2dConfig::new(2, Padding::Same)),
+            ([2, 1, 12, 10], [9, 1, 5, 5], Conv2dConfig::new(1, Padding::Same)),
+            ([1, 2, 10, 8], [17, 2, 4, 4], Conv2dConfig::new(2, Padding::Valid)),
+            ([2, 2, 7, 8], [3, 2, 2, 3], Conv2dConfig::new(1, Padding::Same)),
+        ] {
+            let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+            assert!(g.suits_direct(), "{xs:?} {ws:?} {cfg:?}");
+            let x = rand_vec(&mut rng, xs.iter().product());
+            let w = rand_vec(&mut rng, ws.iter().product());
+            let b = rand_vec(&mut rng, ws[0]);
+            let (xt, wt, bt) = (tensor(&dev, &x, &xs), tensor(&dev, &w, &ws), tensor(&dev, &b, &[ws[0]]));
+            for bias in [true, false] {
+                let want = cpu::conv2d(&x, &w, bias.then_some(&b[..]), &g);
+                for direct in [true, false] {
+                    dev.start_profile().unwrap();
+                    let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, dev.max_binding_bytes(), Orient::Auto, direct).unwrap();
+                    let got = out.to_vec().unwrap();
+                    let ran_direct = dev.finish_profile().iter().any(|t| t.kernel == "conv2d_direct");
+                    assert_eq!(ran_direct, direct, "{xs:?} {ws:?}");
+                    assert_close(&got, &want, TOL, &format!("conv2d forward direct={direct} bias={bias} x{xs:?} w{ws:?} {cfg:?}"));
+                }
+            }
+        }
+        // An odd output plane (5x5) keeps im2col + GEMM.
+        assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_direct());
+        // So does a large reduction.
+        assert!(!conv2d_geometry(&[1, 32, 6, 6], &[4, 32, 3, 3], Conv2dConfig::default()).unwrap().suits_direct());
     }
 
     #[test]
