@@ -10,7 +10,7 @@ struct Params {
     c_in: u32, h: u32, w: u32, kh: u32,
     kw: u32, stride: u32, pad_top: u32, pad_left: u32,
     oh: u32, ow: u32, images: u32, first_image: u32,
-    len: u32, accumulate: u32, _p0: u32, _p1: u32,
+    len: u32, accumulate: u32, c_out: u32, has_bias: u32,
 }
 
 const WG: u32 = 64u;

@@ -8,11 +8,12 @@
 // (0 outside the input). Needs oh*ow to be a multiple of 4; the caller keeps im2col + GEMM
 // otherwise. Workgroups: x/y over images * oh*ow/4 invocations, z over blocks of CO channels.
 
+// conv2d.wgsl's Params (first_image, len and accumulate unused here).
 struct Params {
     c_in: u32, h: u32, w: u32, kh: u32,
     kw: u32, stride: u32, pad_top: u32, pad_left: u32,
-    oh: u32, ow: u32, images: u32, c_out: u32,
-    has_bias: u32, _p0: u32, _p1: u32, _p2: u32,
+    oh: u32, ow: u32, images: u32, first_image: u32,
+    len: u32, accumulate: u32, c_out: u32, has_bias: u32,
 }
 
 const WG: u32 = 64u;

@@ -186,7 +186,8 @@ struct ConvParams {
     first_image: u32,
     len: u32,
     accumulate: u32,
-    _pad: [u32; 2],
+    c_out: u32,
+    has_bias: u32,
 }
 
 impl ConvParams {
@@ -206,48 +207,16 @@ impl ConvParams {
             first_image: chunk.first as u32,
             len: 0,
             accumulate: 0,
-            _pad: [0; 2],
+            c_out: g.c_out as u32,
+            has_bias: 0,
         }
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct DirectParams {
-    c_in: u32,
-    h: u32,
-    w: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    oh: u32,
-    ow: u32,
-    images: u32,
-    c_out: u32,
-    has_bias: u32,
-    _pad: [u32; 3],
-}
-
 /// Records the direct forward (see `shaders/conv2d_direct.wgsl`) of the whole batch into `out`.
 fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor) -> Result<()> {
-    let params = DirectParams {
-        c_in: g.c_in as u32,
-        h: g.h as u32,
-        w: g.w as u32,
-        kh: g.kh as u32,
-        kw: g.kw as u32,
-        stride: g.stride as u32,
-        pad_top: g.pad_top as u32,
-        pad_left: g.pad_left as u32,
-        oh: g.oh as u32,
-        ow: g.ow as u32,
-        images: g.n as u32,
-        c_out: g.c_out as u32,
-        has_bias: b.is_some() as u32,
-        _pad: [0; 3],
-    };
+    let whole = Chunk { first: 0, images: g.n };
+    let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
     // Without a bias, any buffer fills its binding; the kernel does not read it.
     let bias = b.unwrap_or(w);
     let mut grid = super::grid_1d(super::groups(g.n * g.p() / 4, WG));
