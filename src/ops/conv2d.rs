@@ -7,7 +7,7 @@
 //! `dout[n] * col[n]^T` summed over the batch (per-image partials keep every GEMM wide enough to
 //! fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
 //! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs forward in a direct
-//! kernel instead (`shaders/conv2d_direct.wgsl`): no col, vec4 stores.
+//! kernel instead: no col, vec4 stores.
 //! A 1x1 stride-1 convolution uses `x` as its col. When col for the whole batch would exceed the
 //! adapter's storage-binding limit, the batch is processed in chunks of images.
 
@@ -23,9 +23,10 @@ static COL2IM: KernelSpec =
     KernelSpec { name: "conv2d_col2im", source: include_str!("../../shaders/conv2d.wgsl"), entry: "col2im", bindings: BINDINGS };
 static DIRECT: KernelSpec = KernelSpec {
     name: "conv2d_direct",
-    source: include_str!("../../shaders/conv2d_direct.wgsl"),
-    entry: "main",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    entry: "direct",
+    // x, out, weight, bias.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
 };
 static SUM_BATCH: KernelSpec =
     KernelSpec { name: "conv2d_sum_batch", source: include_str!("../../shaders/conv2d.wgsl"), entry: "sum_batch", bindings: BINDINGS };
@@ -213,7 +214,7 @@ impl ConvParams {
     }
 }
 
-/// Records the direct forward (see `shaders/conv2d_direct.wgsl`) of the whole batch into `out`.
+/// Records the direct forward (`direct` in `shaders/conv2d.wgsl`) of the whole batch into `out`.
 fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor) -> Result<()> {
     let whole = Chunk { first: 0, images: g.n };
     let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
@@ -221,7 +222,7 @@ fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, o
     let bias = b.unwrap_or(w);
     let mut grid = super::grid_1d(super::groups(g.n * g.p() / 4, WG));
     grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
-    x.device().dispatch(&DIRECT, &[], &params, &[x.buffer(), w.buffer(), bias.buffer(), out.buffer()], grid)
+    x.device().dispatch(&DIRECT, &[], &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
 
 /// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every forward (for comparisons and tuning).
