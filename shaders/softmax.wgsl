@@ -1,9 +1,14 @@
-// Row-wise softmax of logits [rows, cols] for inference, stable: exp(x - max) / sum.
-// `main`: one invocation per row (narrow rows: class counts), so no workgroup barriers are needed;
-// `wide`: one workgroup per row (cols >= WG).
+// Row-wise softmax of logits [rows, cols], stable: exp(x - max) / sum. `main` and `wide` give the
+// probabilities (inference); `xent` and `xent_wide` are the forward of softmax cross-entropy: they
+// save the probabilities for the backward and write each row's loss already divided by the number
+// of rows, so summing row_loss gives the batch mean: loss = log(sum exp(x - max)) + max - x[label].
+// A label >= cols is never used as an index: its row's loss is `invalid` (NaN), which the training
+// loop's divergence check reports, and its gradient has no one-hot term.
+// Narrow rows (class counts) take one row per invocation, so no workgroup barriers are needed;
+// wide rows (cols >= WG) one row per workgroup.
 
 struct Params {
-    rows: u32, cols: u32, inv_rows: f32, invalid: f32, // the last two unused here
+    rows: u32, cols: u32, inv_rows: f32, invalid: f32,
 }
 
 const WG: u32 = 64u;
@@ -11,6 +16,9 @@ const WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+// Cross-entropy only.
+@group(0) @binding(3) var<storage, read> labels: array<u32>;
+@group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -53,22 +61,9 @@ fn wide_softmax(base: u32, lid: u32) -> vec2<f32> {
     return vec2<f32>(m, s);
 }
 
-@compute @workgroup_size(WG)
-fn wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = wg.x + wg.y * nwg.x;
-    if (r >= p.rows) {
-        return; // uniform per workgroup, so the barriers stay uniform
-    }
-    wide_softmax(r * p.cols, lid);
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = (wg.x + wg.y * nwg.x) * WG + lid;
-    if (r >= p.rows) {
-        return;
-    }
-    let base = r * p.cols;
+// Narrow rows: one invocation's whole row; returns its max and sum of exp(x - max) and leaves the
+// probabilities written.
+fn narrow_softmax(base: u32) -> vec2<f32> {
     var m = logits[base];
     for (var j = 1u; j < p.cols; j++) {
         m = max(m, logits[base + j]);
@@ -82,5 +77,54 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let inv = 1.0 / s;
     for (var j = 0u; j < p.cols; j++) {
         probs[base + j] *= inv;
+    }
+    return vec2<f32>(m, s);
+}
+
+// The row's loss from its max and sum (`ms`). The label is clamped so the read stays in bounds
+// even when it is invalid.
+fn row_xent(r: u32, base: u32, ms: vec2<f32>) {
+    let label = labels[r];
+    let target_logit = logits[base + min(label, p.cols - 1u)];
+    row_loss[r] = select(p.invalid, (log(ms.y) + ms.x - target_logit) * p.inv_rows, label < p.cols);
+}
+
+fn row_of_invocation(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = row_of_invocation(wg, nwg, lid);
+    if (r < p.rows) {
+        narrow_softmax(r * p.cols);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * nwg.x;
+    if (r < p.rows) { // uniform per workgroup, so the barriers stay uniform
+        wide_softmax(r * p.cols, lid);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn xent(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = row_of_invocation(wg, nwg, lid);
+    if (r < p.rows) {
+        row_xent(r, r * p.cols, narrow_softmax(r * p.cols));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn xent_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * nwg.x;
+    if (r >= p.rows) {
+        return; // uniform per workgroup, so the barriers stay uniform
+    }
+    let ms = wide_softmax(r * p.cols, lid);
+    if (lid == 0u) {
+        row_xent(r, r * p.cols, ms);
     }
 }

@@ -39,13 +39,14 @@ static SOFTMAX: KernelSpec =
 static SOFTMAX_WIDE: KernelSpec =
     KernelSpec { name: "softmax_wide", source: include_str!("../../shaders/softmax.wgsl"), entry: "wide", bindings: SOFTMAX_BINDINGS };
 
-const XENT_BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite];
+/// logits, probs, labels, row_loss.
+const XENT_BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
 static XENT: KernelSpec =
-    KernelSpec { name: "softmax_xent", source: include_str!("../../shaders/softmax_xent.wgsl"), entry: "main", bindings: XENT_BINDINGS };
+    KernelSpec { name: "softmax_xent", source: include_str!("../../shaders/softmax.wgsl"), entry: "xent", bindings: XENT_BINDINGS };
 static XENT_WIDE: KernelSpec = KernelSpec {
     name: "softmax_xent_wide",
-    source: include_str!("../../shaders/softmax_xent.wgsl"),
-    entry: "wide",
+    source: include_str!("../../shaders/softmax.wgsl"),
+    entry: "xent_wide",
     bindings: XENT_BINDINGS,
 };
 
@@ -63,7 +64,7 @@ static COUNT: KernelSpec = KernelSpec {
     bindings: &[Access::Read, Access::Read, Access::ReadWrite],
 };
 
-/// Mirrors `Params` of softmax.wgsl, softmax_xent.wgsl and softmax_xent_backward.wgsl.
+/// Mirrors `Params` of softmax.wgsl and softmax_xent_backward.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct RowParams {
@@ -148,7 +149,7 @@ fn softmax_cross_entropy_rows(logits: &Tensor, labels: &Tensor, wide: bool) -> R
     let params = RowParams::new(n, c);
     let kernel = if wide { &XENT_WIDE } else { &XENT };
     let wg = row_grid(n, wide);
-    dev.dispatch(kernel, &[], &params, &[logits.buffer(), labels.buffer(), probs.buffer(), row_loss.buffer()], wg)?;
+    dev.dispatch(kernel, &[], &params, &[logits.buffer(), probs.buffer(), labels.buffer(), row_loss.buffer()], wg)?;
     // Rows are already divided by n, so their sum is the mean.
     let loss = super::reduce::sum_keep_axis(&row_loss, 1, 1, n)?;
     Ok((loss, SoftmaxCrossEntropyBackward { probs, labels: labels.clone() }))
@@ -412,7 +413,6 @@ mod tests {
     #[test]
     fn shaders_validate() {
         validate_wgsl("softmax", include_str!("../../shaders/softmax.wgsl"));
-        validate_wgsl("softmax_xent", include_str!("../../shaders/softmax_xent.wgsl"));
         validate_wgsl("softmax_xent_backward", include_str!("../../shaders/softmax_xent_backward.wgsl"));
         validate_wgsl("softmax_count", include_str!("../../shaders/softmax_count.wgsl"));
     }
