@@ -16,6 +16,7 @@ use super::Backward;
 use crate::device::{Access, Device, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use std::sync::OnceLock;
 
 static IM2COL: KernelSpec =
     KernelSpec { name: "conv2d_im2col", source: include_str!("../../shaders/conv2d.wgsl"), entry: "im2col", bindings: BINDINGS };
@@ -377,15 +378,17 @@ fn conv2d_tuned(
     w.expect_f32("conv2d")?;
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
     check_bias(b, &g)?;
-    let chunks = chunks(&g, max_bytes)?;
     let out = Tensor::uninit(x.device(), &g.out_shape(), "conv2d output")?;
     let (k, p) = (g.k(), g.p());
-    let (w_matrix, w_row) = weight_matrix(w, &g)?;
+    let w_matrix = OnceLock::new();
     let mut saved_col = None;
     if allow_direct && g.suits_direct() {
-        // No col: the weight gradient makes its own.
+        // No col (the weight gradient makes its own) and no weight matrix (the input gradient
+        // makes it, when it is needed at all: a first layer's is not).
         conv2d_direct(x, w, b, &g, &out)?;
     } else {
+        let chunks = chunks(&g, max_bytes)?;
+        let (wm, w_row) = weight_matrix(w, &g)?;
         for chunk in &chunks {
             let (col, col_offset) = col_for(x, &g, chunk)?;
             let gm = Gemm {
@@ -398,23 +401,26 @@ fn conv2d_tuned(
                 c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
                 flags: if b.is_some() { BIAS_M } else { 0 },
             };
-            gemm_oriented(x.device(), &gm, &w_matrix, &col, b, &out, orient)?;
+            gemm_oriented(x.device(), &gm, &wm, &col, b, &out, orient)?;
             // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
             if chunks.len() == 1 && !g.is_pointwise() {
                 saved_col = Some(col);
             }
         }
+        // Kept for the input gradient.
+        let _ = w_matrix.set((wm, w_row));
     }
     let backward =
-        Conv2dBackward { x: x.clone(), w: w_matrix, w_row, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
+        Conv2dBackward { x: x.clone(), w: w.clone(), w_matrix, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
     Ok((out, backward))
 }
 
 pub struct Conv2dBackward {
     x: Tensor,
-    /// The weight as a matrix of `c_out` rows `w_row` apart (see [`weight_matrix`]).
     w: Tensor,
-    w_row: usize,
+    /// The weight as a matrix and its row stride (see [`weight_matrix`]): made by a GEMM forward,
+    /// else by the first input gradient.
+    w_matrix: OnceLock<(Tensor, usize)>,
     has_bias: bool,
     geometry: ConvGeometry,
     /// im2col of the whole batch, kept from forward when it fitted in one chunk.
@@ -426,6 +432,15 @@ pub struct Conv2dBackward {
 impl Conv2dBackward {
     pub fn geometry(&self) -> &ConvGeometry {
         &self.geometry
+    }
+
+    /// The weight matrix and its row stride, made on first need.
+    fn weight_matrix(&self) -> Result<&(Tensor, usize)> {
+        if let Some(m) = self.w_matrix.get() {
+            return Ok(m);
+        }
+        let m = weight_matrix(&self.w, &self.geometry)?;
+        Ok(self.w_matrix.get_or_init(|| m))
     }
 
     fn check_grad(&self, dout: &Tensor) -> Result<()> {
@@ -446,6 +461,7 @@ impl Conv2dBackward {
         let dev = dout.device();
         let (k, p) = (g.k(), g.p());
         let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
+        let (wm, w_row) = self.weight_matrix()?;
         for chunk in chunks(g, self.max_bytes)? {
             let dout_strides = Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 };
             let mut gm = Gemm {
@@ -453,18 +469,18 @@ impl Conv2dBackward {
                 n: p,
                 k: g.c_out,
                 batch: chunk.images,
-                a: Strides { row: 1, col: self.w_row as u32, batch: 0, offset: 0 },
+                a: Strides { row: 1, col: *w_row as u32, batch: 0, offset: 0 },
                 b: dout_strides,
                 c: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: 0 },
                 flags: 0,
             };
             if g.is_pointwise() {
                 gm.c.offset = (chunk.first * k * p) as u32;
-                gemm_oriented(dev, &gm, &self.w, dout, None, &dx, self.orient)?;
+                gemm_oriented(dev, &gm, wm, dout, None, &dx, self.orient)?;
                 continue;
             }
             let dcol = Tensor::uninit(dev, &[chunk.images, k, p], "conv2d col gradient")?;
-            gemm_oriented(dev, &gm, &self.w, dout, None, &dcol, self.orient)?;
+            gemm_oriented(dev, &gm, wm, dout, None, &dcol, self.orient)?;
             dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
         }
         Ok(dx)

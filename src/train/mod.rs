@@ -228,9 +228,7 @@ fn fit_epochs(
         for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
             let (x, y) = train.batch(idx)?;
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
-            if cfg.lr_schedule != LrSchedule::Constant {
-                opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, cfg.epochs * steps));
-            }
+            opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, cfg.epochs * steps));
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
