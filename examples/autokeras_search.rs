@@ -10,7 +10,7 @@
 //! training any finished model again. The test set is only used for the final report.
 
 use clap::Parser;
-use netmorph::data::{default_data_dir, ImageSet, Mnist};
+use netmorph::data::{default_data_dir, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, ResNetConfig};
 use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier, OptimizerConfig};
 use netmorph::search::parse_duration;
@@ -77,6 +77,10 @@ struct Args {
     /// The most of the search time left that one model may train for (1: no cap, as AutoKeras).
     #[arg(long, default_value_t = 0.4)]
     model_share: f64,
+    /// Random-shift augmentation of the training images, at most this many pixels along each axis
+    /// (0: none), or `auto`: 2 for images of 16 pixels or more a side.
+    #[arg(long, default_value = "auto")]
+    shift: String,
     /// Stop the search after this many models in the search directory.
     #[arg(long)]
     max_models: Option<usize>,
@@ -143,6 +147,12 @@ fn main() -> Result<()> {
         "sgd" => OptimizerConfig::Sgd { lr: args.lr.unwrap_or(0.01) },
         other => return Err(netmorph::Error::Invalid(format!("unknown optimizer `{other}`: use adam, adadelta or sgd"))),
     };
+    let shift = match args.shift.as_str() {
+        "auto" => None,
+        n => Some(RandomShift {
+            max: n.parse().map_err(|_| netmorph::Error::Invalid(format!("--shift {n}: expected a number of pixels or `auto`")))?,
+        }),
+    };
     let mut config = ClassifierConfig {
         search_dir: args.search_dir.clone(),
         resume: args.resume,
@@ -153,6 +163,7 @@ fn main() -> Result<()> {
         optimizer,
         max_models: args.max_models,
         model_share: args.model_share,
+        shift,
         ..Default::default()
     };
 

@@ -1,9 +1,12 @@
-// Gathers a batch from a device-resident u8 image set: out[b, j] = byte(images, indices[b]*len + j)
-// * scale, with the bytes packed four to a little-endian u32 word; the labels come along. Each
-// invocation writes PER consecutive values of one image (fewer invocations: cheaper on lavapipe).
+// Gathers a batch from a device-resident u8 image set: out[b, c, y, x] = byte(images[indices[b]],
+// c, y - dy, x - dx) * scale, zero where that pixel falls outside the image, with the bytes packed
+// four to a little-endian u32 word; (dx, dy) = shifts[2b], shifts[2b + 1] (random-shift
+// augmentation; zero shifts copy the image). The labels come along. Each invocation writes PER
+// consecutive values of one image (fewer invocations: cheaper on lavapipe).
 
 struct Params {
     batch: u32, image_len: u32, n: u32, scale: f32,
+    height: u32, width: u32, _pad0: u32, _pad1: u32,
 }
 
 const WG: u32 = 256u;
@@ -13,8 +16,9 @@ const PER: u32 = 4u;
 @group(0) @binding(1) var<storage, read> images: array<u32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> indices: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out_images: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out_labels: array<u32>;
+@group(0) @binding(4) var<storage, read> shifts: array<i32>;
+@group(0) @binding(5) var<storage, read_write> out_images: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -26,12 +30,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let b = t / chunks_per_image;
     let j0 = (t - b * chunks_per_image) * PER;
     let image = min(indices[b], p.n - 1u); // the host checks indices; this only keeps reads in bounds
+    let dx = shifts[2u * b];
+    let dy = shifts[2u * b + 1u];
+    let plane = p.height * p.width;
     let src = image * p.image_len;
     let dst = b * p.image_len;
     for (var j = j0; j < min(j0 + PER, p.image_len); j++) {
-        let byte_index = src + j;
-        let byte = (images[byte_index >> 2u] >> ((byte_index & 3u) * 8u)) & 0xffu;
-        out_images[dst + j] = f32(byte) * p.scale;
+        let c = j / plane;
+        let r = j - c * plane;
+        let y = i32(r / p.width) - dy;
+        let x = i32(r % p.width) - dx;
+        var value = 0.0;
+        if (y >= 0 && y < i32(p.height) && x >= 0 && x < i32(p.width)) {
+            let byte_index = src + c * plane + u32(y) * p.width + u32(x);
+            value = f32((images[byte_index >> 2u] >> ((byte_index & 3u) * 8u)) & 0xffu) * p.scale;
+        }
+        out_images[dst + j] = value;
     }
     if (j0 == 0u) {
         out_labels[b] = labels[image];

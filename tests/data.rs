@@ -3,7 +3,7 @@
 
 use netmorph::data::idx::{encode_idx, gzip};
 use netmorph::data::mnist::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
-use netmorph::data::{default_data_dir, download_files, BatchOrder, DeviceDataset, ImageSet, Mnist, MNIST_SHA256};
+use netmorph::data::{default_data_dir, download_files, BatchOrder, DeviceDataset, ImageSet, Mnist, RandomShift, MNIST_SHA256};
 use netmorph::Error;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -265,6 +265,54 @@ fn gathered_batches_equal_the_cpu_conversion() {
     assert!(data.batch(&[0, 2]).unwrap_err().to_string().contains("index 2"));
     let (x, _) = data.batch(&[1]).unwrap();
     assert_eq!(x.to_vec().unwrap(), vec![1.0 / 255.0; 4]);
+}
+
+#[test]
+fn shifted_batches_equal_the_cpu_reference() {
+    let dev = netmorph::testing::device();
+    // Odd sizes, several channels, shifts up to the whole frame, and batches that are not a
+    // multiple of the kernel's 4 values per invocation or its 256-lane workgroup.
+    for (n, c, h, w, batch, max) in [(13, 3, 5, 7, 5, 3), (9, 1, 28, 28, 9, 2), (2, 2, 2, 3, 2, 1), (70, 1, 6, 6, 67, 5)] {
+        let images: Vec<u8> = (0..n * c * h * w).map(|i| (i * 53 % 251 + 1) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+        let set = ImageSet::new(images, labels, c, h, w, 4).unwrap();
+        let data = DeviceDataset::new(&dev, &set).unwrap();
+        for (k, indices) in BatchOrder::new(n, batch, 3).unwrap().epoch(1).iter().enumerate() {
+            let mut shifts = RandomShift { max }.draw(indices.len(), k as u64);
+            shifts[0] = [0, 0];
+            let (x, y) = data.batch_shifted(indices, &shifts).unwrap();
+            let want = set.gather_f32_shifted(indices, &shifts);
+            assert_eq!(x.to_vec().unwrap(), want, "{c}x{h}x{w}, shifts {shifts:?}");
+            assert_eq!(&want[..c * h * w], set.gather_f32(&indices[..1]), "a zero shift is the image");
+            let labels: Vec<u32> = indices.iter().map(|&i| set.labels[i as usize] as u32).collect();
+            assert_eq!(y.to_u32_vec().unwrap(), labels);
+        }
+    }
+    // By hand: a 2x3 image moved one right and one up.
+    let set = ImageSet::new(vec![1, 2, 3, 4, 5, 6], vec![0], 1, 2, 3, 1).unwrap();
+    let s = 1.0 / 255.0;
+    assert_eq!(set.gather_f32_shifted(&[0], &[[1, -1]]), vec![0.0, 4.0 * s, 5.0 * s, 0.0, 0.0, 0.0]);
+    let data = DeviceDataset::new(&dev, &set).unwrap();
+    assert_eq!(data.batch_shifted(&[0], &[[1, -1]]).unwrap().0.to_vec().unwrap(), vec![0.0, 4.0 * s, 5.0 * s, 0.0, 0.0, 0.0]);
+    let e = data.batch_shifted(&[0], &[[3, 0]]).unwrap_err().to_string();
+    assert!(e.contains("[3, 0]") && e.contains("2x3"), "{e}");
+    assert!(data.batch_shifted(&[0, 0], &[[0, 0]]).unwrap_err().to_string().contains("1 shifts for a batch of 2"));
+}
+
+#[test]
+fn random_shifts_are_seeded_bounded_and_sized_to_the_image() {
+    let s = RandomShift { max: 2 };
+    let a = s.draw(500, 9);
+    assert_eq!(a, s.draw(500, 9), "same seed, same shifts");
+    assert_ne!(a, s.draw(500, 10));
+    assert!(a.iter().flatten().all(|d| (-2..=2).contains(d)));
+    for v in -2..=2 {
+        assert!(a.iter().any(|[dx, dy]| *dx == v && *dy == -v), "every shift occurs: {v}");
+    }
+    assert!(RandomShift { max: 0 }.draw(4, 1).iter().all(|d| *d == [0, 0]));
+    assert_eq!(RandomShift::for_image(28, 28).max, 2);
+    assert_eq!(RandomShift::for_image(14, 14).max, 1);
+    assert_eq!(RandomShift::for_image(9, 7).max, 0);
 }
 
 #[test]

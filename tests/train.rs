@@ -209,3 +209,53 @@ fn a_cosine_schedule_lowers_the_rate_step_by_step_and_fit_puts_the_rate_back() {
     fit(&net, &mut opt, &train, None, &cfg).unwrap();
     assert_eq!(opt.seen, vec![0.5; 6]);
 }
+
+/// Keeps every batch of images it is run on; its logits are a dense layer of zeros.
+struct InputRecorder {
+    weight: Tensor,
+    seen: std::cell::RefCell<Vec<(bool, Vec<f32>)>>,
+}
+
+impl Network for InputRecorder {
+    fn forward(&self, tape: &Tape, x: &Var, training: bool, _seed: u64) -> Result<Var> {
+        self.seen.borrow_mut().push((training, x.value().to_vec()?));
+        let n = x.shape()[0];
+        let flat = tape.reshape(x, &[n, x.shape()[1..].iter().product()])?;
+        tape.dense(&flat, &tape.param(&self.weight), None)
+    }
+    fn parameters(&self) -> Vec<Tensor> {
+        vec![self.weight.clone()]
+    }
+}
+
+#[test]
+fn fit_shifts_the_training_batches_and_nothing_else() {
+    use netmorph::data::{BatchOrder, RandomShift};
+    let dev = device();
+    let set = mnist().train.take(40);
+    let train = DeviceDataset::new(&dev, &set).unwrap();
+    let net = InputRecorder { weight: Tensor::zeros(&dev, &[28 * 28, 10]).unwrap(), seen: Default::default() };
+    let mut opt = RateRecorder { lr: 0.1, seen: Vec::new() };
+    let shift = RandomShift { max: 2 };
+    let cfg = FitConfig { epochs: 1, batch_size: 16, seed: 5, verbose: false, shift, ..FitConfig::default() };
+    fit(&net, &mut opt, &train, Some(&train), &cfg).unwrap();
+    let seen = net.seen.take();
+    let order = BatchOrder::new(40, 16, 5).unwrap();
+    let (training, validation) = seen.split_at(order.batches_per_epoch());
+    let mut moved = 0;
+    for ((is_training, x), indices) in training.iter().zip(order.epoch(1)) {
+        assert!(is_training);
+        for (k, &i) in indices.iter().enumerate() {
+            let image = &x[k * 784..][..784];
+            let shifts: Vec<[i32; 2]> = (-2..=2).flat_map(|dx| (-2..=2).map(move |dy| [dx, dy])).collect();
+            let found = shifts.iter().find(|s| set.gather_f32_shifted(&[i], &[**s]) == image);
+            let found = found.unwrap_or_else(|| panic!("training image {i} is no shift of at most 2 pixels"));
+            moved += (*found != [0, 0]) as usize;
+        }
+    }
+    assert!(moved > 30, "most training images are moved: {moved} of 40");
+    for ((is_training, x), indices) in validation.iter().zip(order.sequential()) {
+        assert!(!is_training);
+        assert_eq!(*x, set.gather_f32(&indices), "validation images are not shifted");
+    }
+}

@@ -67,6 +67,26 @@ impl ImageSet {
         indices.iter().flat_map(|&i| self.image(i as usize).iter().map(|&b| b as f32 * PIXEL_SCALE)).collect()
     }
 
+    /// As [`gather_f32`](Self::gather_f32), each image moved by its `[dx, dy]` (right and down),
+    /// the uncovered pixels zero: the CPU reference of [`DeviceDataset::batch_shifted`](super::DeviceDataset::batch_shifted).
+    pub fn gather_f32_shifted(&self, indices: &[u32], shifts: &[[i32; 2]]) -> Vec<f32> {
+        let (h, w) = (self.height as i64, self.width as i64);
+        let mut out = Vec::with_capacity(indices.len() * self.image_len());
+        for (&i, &[dx, dy]) in indices.iter().zip(shifts) {
+            let image = self.image(i as usize);
+            for c in 0..self.channels as i64 {
+                for y in 0..h {
+                    for x in 0..w {
+                        let (sy, sx) = (y - dy as i64, x - dx as i64);
+                        let inside = (0..h).contains(&sy) && (0..w).contains(&sx);
+                        out.push(if inside { image[((c * h + sy) * w + sx) as usize] as f32 * PIXEL_SCALE } else { 0.0 });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The first `n` images (all of them when there are fewer): `--train-limit`.
     pub fn take(&self, n: usize) -> ImageSet {
         self.range(0, n.min(self.n))

@@ -14,7 +14,7 @@ use super::bayesian::BayesianConfig;
 use super::searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
 use super::store::{commit_temporary, temporary_path, write_atomic, SearchStore};
-use crate::data::{DeviceDataset, ImageSet};
+use crate::data::{DeviceDataset, ImageSet, RandomShift};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
@@ -111,6 +111,9 @@ pub struct ClassifierConfig {
     pub bn_momentum: f32,
     /// Noise on the new weights of a morphism (relative), to break the symmetry of copied units.
     pub morph_noise: f32,
+    /// Random-shift augmentation of the training batches, in the search and the final fit; `None`:
+    /// [`RandomShift::for_image`] (2 pixels on MNIST). Validation never sees shifted images.
+    pub shift: Option<RandomShift>,
     /// Stop after this many models (tests), if set.
     pub max_models: Option<usize>,
     /// The most of the search time left that one model may train for (see
@@ -141,6 +144,7 @@ impl Default for ClassifierConfig {
             final_lr_schedule: LrSchedule::Cosine { floor: 0.02 },
             bn_momentum: 0.9,
             morph_noise: crate::morph::DEFAULT_NOISE,
+            shift: None,
             max_models: None,
             model_share: 0.4,
             min_epochs: 3,
@@ -148,6 +152,13 @@ impl Default for ClassifierConfig {
             bayesian: BayesianConfig::default(),
             verbose: true,
         }
+    }
+}
+
+impl ClassifierConfig {
+    /// The augmentation for `data`'s images.
+    fn shift_for(&self, data: &DeviceDataset) -> RandomShift {
+        self.shift.unwrap_or_else(|| RandomShift::for_image(data.height, data.width))
     }
 }
 
@@ -285,6 +296,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 // The search compares models at their best epoch, and children inherit it.
                 restore_best: true,
                 lr_schedule: LrSchedule::Constant,
+                shift: self.config.shift_for(&self.train),
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
@@ -492,6 +504,7 @@ impl ImageClassifier {
             deadline,
             restore_best: false,
             lr_schedule: self.config.final_lr_schedule,
+            shift: self.config.shift_for(&data),
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;

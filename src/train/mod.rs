@@ -5,7 +5,7 @@
 mod progress;
 
 use crate::autograd::{Tape, Var};
-use crate::data::dataset::{BatchOrder, DeviceDataset};
+use crate::data::dataset::{BatchOrder, DeviceDataset, RandomShift};
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::optim::Optimizer;
@@ -78,6 +78,8 @@ pub struct FitConfig {
     pub restore_best: bool,
     /// Over `epochs` epochs; the optimizer's rate is put back when `fit` returns.
     pub lr_schedule: LrSchedule,
+    /// Augmentation of the training batches (validation and evaluation see the images as they are).
+    pub shift: RandomShift,
 }
 
 impl Default for FitConfig {
@@ -92,6 +94,7 @@ impl Default for FitConfig {
             deadline: None,
             restore_best: false,
             lr_schedule: LrSchedule::Constant,
+            shift: RandomShift::default(),
         }
     }
 }
@@ -178,6 +181,9 @@ pub fn train_step(net: &dyn Network, opt: &mut dyn Optimizer, x: Tensor, y: Tens
     Ok(loss.value().clone())
 }
 
+/// Keeps the shifts' generator apart from the dropout masks', which share the step's seed.
+const SHIFT_STREAM: u64 = 0x5817_F7ED_0000_0001;
+
 /// Trains `net` on `train`, evaluating on `val` after each epoch.
 pub fn fit(
     net: &dyn Network,
@@ -226,8 +232,8 @@ fn fit_epochs(
         let mut progress = Progress::new(cfg.verbose, epoch, cfg.epochs, train.len());
         let mut seen = 0;
         for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
-            let (x, y) = train.batch(idx)?;
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
+            let (x, y) = train.batch_shifted(idx, &cfg.shift.draw(idx.len(), seed ^ SHIFT_STREAM))?;
             opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, cfg.epochs * steps));
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
