@@ -49,8 +49,8 @@ struct Args {
     /// Shrink the images by averaging FxF blocks (quick runs: 2 gives 14x14 MNIST).
     #[arg(long, default_value_t = 1)]
     downsample: usize,
-    /// Width (filters) of the generator's convolutions, or `auto`: the widest of 64 (AutoKeras's),
-    /// 32 and 16 whose first model can train 10 epochs within its share of the search time,
+    /// Width (filters) of the generator's convolutions, or `auto`: the widest of 64 (AutoKeras's), 48,
+    /// 32, 24 and 16 whose first model can train 10 epochs within its share of the search time,
     /// judged by timing a few training steps on this adapter.
     #[arg(long, default_value = "auto")]
     width: String,
@@ -188,7 +188,7 @@ fn main() -> Result<()> {
         "auto" => {
             let probe = ImageClassifier::new(&device, config.clone());
             let budget = search_limit.mul_f64(args.model_share.clamp(0.0, 1.0));
-            probe.affordable_cnn_width(&train, &cnn, &[64, 32, 16], AUTO_WIDTH_EPOCHS, budget)?
+            probe.affordable_cnn_width(&train, &cnn, &[64, 48, 32, 24, 16], AUTO_WIDTH_EPOCHS, budget)?
         }
         w => w.parse().map_err(|_| netmorph::Error::Invalid(format!("--width {w}: expected a number or `auto`")))?,
     };
