@@ -47,6 +47,11 @@ fn main() -> Result<()> {
     for t in &times {
         println!("{:<28} {:>6} {:>10.2} {:>6.1}%", t.kernel, t.calls, t.seconds * 1e3, 100.0 * t.seconds / total);
     }
-    println!("step: {:.1} ms (kernels timed alone: {:.1} ms); epoch of 391 steps: {:.0} s", step_secs * 1e3, total * 1e3, step_secs * 391.0);
+    println!(
+        "step: {:.1} ms (kernels timed alone: {:.1} ms); epoch of 391 steps: {:.0} s",
+        step_secs * 1e3,
+        total * 1e3,
+        step_secs * 391.0
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 // Convolution helpers around the GEMM (shaders/matmul.wgsl), NCHW f32:
 //   im2col:    col[img][k][oy*ow+ox] = x[img][c][oy*stride+i-pad_top][ox*stride+j-pad_left] (0 outside),
-//              k = (c*kh + i)*kw + j
+//              k = (c*kh + i)*kw + j; each col row holds col_stride values (oh*ow rounded up to a
+//              multiple of 4, the pad zero), so the vec4 GEMMs can read col when oh*ow is odd
 //   col2im:    dx[img][c][y][x] = sum of the dcol entries im2col copied from (c, y, x): a gather, no atomics
 //   sum_batch: out[e] (+)= sum_b part[b][e] (weight gradient from per-image partial products)
 //   direct:    the forward itself for small reductions (see there)
@@ -12,6 +13,7 @@ struct Params {
     kw: u32, stride: u32, pad_top: u32, pad_left: u32,
     oh: u32, ow: u32, images: u32, first_image: u32,
     len: u32, accumulate: u32, c_out: u32, has_bias: u32,
+    col_stride: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 const WG: u32 = 64u;
@@ -39,7 +41,12 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let j = k % p.kw;
     let i = (k / p.kw) % p.kh;
     let c = k / (p.kw * p.kh);
-    let out = row * p.ow;
+    let out = t * p.col_stride + oy * p.ow;
+    if (oy + 1u == p.oh) {
+        for (var q = p.oh * p.ow; q < p.col_stride; q++) {
+            dst[t * p.col_stride + q] = 0.0;
+        }
+    }
     let y = i32(oy * p.stride + i) - i32(p.pad_top);
     if (y < 0 || y >= i32(p.h)) {
         for (var ox = 0u; ox < p.ow; ox++) {
@@ -98,7 +105,7 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let c = t % p.c_in;
     let img = t / p.c_in;
     let kk = p.c_in * p.kh * p.kw;
-    let plane = p.oh * p.ow;
+    let plane = p.col_stride;
     let ys = covering(y, p.pad_top, p.kh, p.oh);
     let out = ((p.first_image + img) * p.c_in + c) * p.h * p.w + y * p.w;
     var xs = covering(0u, p.pad_left, p.kw, p.ow);

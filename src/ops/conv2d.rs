@@ -93,6 +93,17 @@ impl ConvGeometry {
     pub fn p(&self) -> usize {
         self.oh * self.ow
     }
+    /// Values per row of col: `p` rounded up to a multiple of 4 (the pad zero), so that the vec4
+    /// GEMMs read col, and the output gradient padded alike, when `p` is odd (a 7x7 plane would
+    /// otherwise fall to the scalar kernel in all three passes). A pointwise convolution's col is
+    /// `x` itself, unpadded.
+    pub fn col_stride(&self) -> usize {
+        if self.is_pointwise() {
+            self.p()
+        } else {
+            self.p().next_multiple_of(4)
+        }
+    }
     pub fn x_shape(&self) -> [usize; 4] {
         [self.n, self.c_in, self.h, self.w]
     }
@@ -190,6 +201,8 @@ struct ConvParams {
     accumulate: u32,
     c_out: u32,
     has_bias: u32,
+    col_stride: u32,
+    _pad: [u32; 3],
 }
 
 impl ConvParams {
@@ -211,6 +224,8 @@ impl ConvParams {
             accumulate: 0,
             c_out: g.c_out as u32,
             has_bias: 0,
+            col_stride: g.col_stride() as u32,
+            _pad: [0; 3],
         }
     }
 }
@@ -301,7 +316,7 @@ fn gemm_oriented(dev: &Device, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&T
 
 /// Splits the batch so that each chunk's col (and weight-gradient partials) fit in `max_bytes`.
 fn chunks(g: &ConvGeometry, max_bytes: u64) -> Result<Vec<Chunk>> {
-    let per_image = 4 * (g.k() * g.p()).max(g.c_out * g.k()) as u64;
+    let per_image = 4 * (g.k() * g.col_stride()).max(g.c_out * g.k()) as u64;
     if per_image > max_bytes {
         return Err(Error::Invalid(format!(
             "conv2d on input {:?} with weight {:?}: one image's im2col buffer needs {per_image} bytes, more than one storage binding allows ({max_bytes} bytes)",
@@ -317,7 +332,7 @@ fn dispatch_rows(device: &Device, spec: &KernelSpec, params: &ConvParams, src: &
     device.dispatch(spec, &[], params, &[src.buffer(), dst.buffer()], super::grid_1d(super::groups(rows, WG)))
 }
 
-/// Records im2col for one chunk of images into `col` (`[images, K, P]`).
+/// Records im2col for one chunk of images into `col` (`[images, K, col_stride]`).
 fn im2col(x: &Tensor, g: &ConvGeometry, chunk: &Chunk, col: &Tensor) -> Result<()> {
     dispatch_rows(x.device(), &IM2COL, &ConvParams::new(g, chunk), x, col, chunk.images * g.k() * g.oh)
 }
@@ -328,7 +343,7 @@ fn col_for(x: &Tensor, g: &ConvGeometry, chunk: &Chunk) -> Result<(Tensor, u32)>
     if g.is_pointwise() {
         return Ok((x.clone(), (chunk.first * g.k() * g.p()) as u32));
     }
-    let col = Tensor::uninit(x.device(), &[chunk.images, g.k(), g.p()], "conv2d im2col")?;
+    let col = Tensor::uninit(x.device(), &[chunk.images, g.k(), g.col_stride()], "conv2d im2col")?;
     im2col(x, g, chunk, &col)?;
     Ok((col, 0))
 }
@@ -379,7 +394,7 @@ fn conv2d_tuned(
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
     check_bias(b, &g)?;
     let out = Tensor::uninit(x.device(), &g.out_shape(), "conv2d output")?;
-    let (k, p) = (g.k(), g.p());
+    let (k, p, cs) = (g.k(), g.p(), g.col_stride());
     let w_matrix = OnceLock::new();
     let mut saved_col = None;
     if allow_direct && g.suits_direct() {
@@ -397,7 +412,7 @@ fn conv2d_tuned(
                 k,
                 batch: chunk.images,
                 a: Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 },
-                b: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: col_offset },
+                b: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: col_offset },
                 c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
                 flags: if b.is_some() { BIAS_M } else { 0 },
             };
@@ -454,16 +469,35 @@ impl Conv2dBackward {
         Ok(())
     }
 
-    // dcol[n] = W^T dout[n];  dx = col2im(dcol) (each input sums the col entries it was copied to).
-    pub fn grad_input(&self, dout: &Tensor) -> Result<Tensor> {
+    /// The output gradient with its planes `col_stride` apart: a zero-padded copy when that is
+    /// not `p`, so that both backward GEMMs read it as vec4s.
+    fn padded_grad(&self, dout: &Tensor) -> Result<Tensor> {
         self.check_grad(dout)?;
         let g = &self.geometry;
+        let (p, cs) = (g.p(), g.col_stride());
+        if cs == p {
+            return Ok(dout.clone());
+        }
+        let padded = Tensor::zeros(dout.device(), &[g.n, g.c_out, cs])?;
+        super::concat::copy_part(dout, &padded, &[g.n * g.c_out, p], cs, 0, false)?;
+        Ok(padded)
+    }
+
+    // dcol[n] = W^T dout[n];  dx = col2im(dcol) (each input sums the col entries it was copied to).
+    pub fn grad_input(&self, dout: &Tensor) -> Result<Tensor> {
+        self.grad_input_padded(&self.padded_grad(dout)?)
+    }
+
+    /// [`grad_input`](Self::grad_input) from [`padded_grad`](Self::padded_grad)'s output.
+    fn grad_input_padded(&self, dout: &Tensor) -> Result<Tensor> {
+        let g = &self.geometry;
         let dev = dout.device();
-        let (k, p) = (g.k(), g.p());
+        let (k, p, cs) = (g.k(), g.p(), g.col_stride());
         let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
         let (wm, w_row) = self.weight_matrix()?;
         for chunk in chunks(g, self.max_bytes)? {
-            let dout_strides = Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 };
+            let dout_strides =
+                Strides { row: cs as u32, col: 1, batch: (g.c_out * cs) as u32, offset: (chunk.first * g.c_out * cs) as u32 };
             let mut gm = Gemm {
                 m: k,
                 n: p,
@@ -471,7 +505,7 @@ impl Conv2dBackward {
                 batch: chunk.images,
                 a: Strides { row: 1, col: *w_row as u32, batch: 0, offset: 0 },
                 b: dout_strides,
-                c: Strides { row: p as u32, col: 1, batch: (k * p) as u32, offset: 0 },
+                c: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: 0 },
                 flags: 0,
             };
             if g.is_pointwise() {
@@ -479,7 +513,7 @@ impl Conv2dBackward {
                 gemm_oriented(dev, &gm, wm, dout, None, &dx, self.orient)?;
                 continue;
             }
-            let dcol = Tensor::uninit(dev, &[chunk.images, k, p], "conv2d col gradient")?;
+            let dcol = Tensor::uninit(dev, &[chunk.images, k, cs], "conv2d col gradient")?;
             gemm_oriented(dev, &gm, wm, dout, None, &dcol, self.orient)?;
             dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
         }
@@ -488,10 +522,15 @@ impl Conv2dBackward {
 
     // dW = sum_n dout[n] col[n]^T.
     pub fn grad_weight(&self, dout: &Tensor) -> Result<Tensor> {
-        self.check_grad(dout)?;
+        self.grad_weight_padded(&self.padded_grad(dout)?)
+    }
+
+    /// [`grad_weight`](Self::grad_weight) from [`padded_grad`](Self::padded_grad)'s output: the
+    /// reduction runs over whole padded planes, whose pads are zero in both operands.
+    fn grad_weight_padded(&self, dout: &Tensor) -> Result<Tensor> {
         let g = &self.geometry;
         let dev = dout.device();
-        let (k, p, co) = (g.k(), g.p(), g.c_out);
+        let (k, cs, co) = (g.k(), g.col_stride(), g.c_out);
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let chunks = chunks(g, self.max_bytes)?;
         for (ci, chunk) in chunks.iter().enumerate() {
@@ -504,10 +543,10 @@ impl Conv2dBackward {
             let gm = Gemm {
                 m: co,
                 n: k,
-                k: p,
+                k: cs,
                 batch: chunk.images,
-                a: Strides { row: p as u32, col: 1, batch: (co * p) as u32, offset: (chunk.first * co * p) as u32 },
-                b: Strides { row: 1, col: p as u32, batch: (k * p) as u32, offset: col_offset },
+                a: Strides { row: cs as u32, col: 1, batch: (co * cs) as u32, offset: (chunk.first * co * cs) as u32 },
+                b: Strides { row: 1, col: cs as u32, batch: (k * cs) as u32, offset: col_offset },
                 c: Strides { row: k as u32, col: 1, batch: (co * k) as u32, offset: 0 },
                 flags: 0,
             };
@@ -535,8 +574,16 @@ impl Backward for Conv2dBackward {
     }
     fn backward_needed(&self, dout: &Tensor, needed: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let want = |i: usize| needed.get(i).copied().unwrap_or(true);
-        let dx = if want(0) { Some(self.grad_input(dout)?) } else { None };
-        let dw = if want(1) { Some(self.grad_weight(dout)?) } else { None };
+        // Padded once for both GEMMs.
+        let padded = if want(0) || want(1) { Some(self.padded_grad(dout)?) } else { None };
+        let dx = match &padded {
+            Some(d) if want(0) => Some(self.grad_input_padded(d)?),
+            _ => None,
+        };
+        let dw = match &padded {
+            Some(d) if want(1) => Some(self.grad_weight_padded(d)?),
+            _ => None,
+        };
         let db = if self.has_bias && want(2) { Some(self.grad_bias(dout)?) } else { None };
         Ok(vec![dx, dw, db])
     }
@@ -750,6 +797,30 @@ mod tests {
     }
 
     #[test]
+    fn odd_output_planes_pad_col_and_keep_the_vec4_gemms() {
+        // The CNN generator's third conv works on a 7x7 plane; 3x3 and 5x3 planes come from
+        // deeper children, 5x5 from a strided one. Zeros in the pads must not leak into any pass.
+        let dev = Device::new().unwrap();
+        let mut rng = rng(26);
+        for (xs, ws, cfg) in [
+            ([3, 8, 7, 7], [8, 8, 3, 3], Conv2dConfig::new(1, Padding::Same)),
+            ([2, 4, 3, 3], [12, 4, 3, 3], Conv2dConfig::new(1, Padding::Same)),
+            ([1, 4, 7, 5], [4, 4, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+            ([2, 5, 9, 9], [6, 5, 1, 1], Conv2dConfig::new(2, Padding::Same)),
+        ] {
+            let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+            assert!(g.p() % 4 != 0 && g.col_stride() == g.p().next_multiple_of(4), "{g:?}");
+            dev.start_profile().unwrap();
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto);
+            let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+            assert!(kernels.contains(&"matmul_vec4") && !kernels.contains(&"matmul"), "x{xs:?} w{ws:?} ran {kernels:?}");
+        }
+        // A pointwise convolution reads x as col: no pad.
+        let g = conv2d_geometry(&[1, 3, 7, 7], &[2, 3, 1, 1], Conv2dConfig::default()).unwrap();
+        assert_eq!(g.col_stride(), 49);
+    }
+
+    #[test]
     fn the_direct_forward_matches_reference_and_the_gemm_path() {
         let dev = Device::new().unwrap();
         let mut rng = rng(26);
@@ -791,14 +862,15 @@ mod tests {
     fn chunked_batches_match_reference() {
         let dev = device();
         let mut rng = rng(24);
-        // One image's col is 2*9*25*4 = 1800 bytes: a 4000-byte limit gives chunks of 2, 2, 1 images.
+        // One image's col is 2*9 rows of 25 values padded to 28: 2016 bytes. A 4100-byte limit
+        // gives chunks of 2, 2, 1 images.
         let (xs, ws, cfg) = ([5, 2, 7, 7], [3, 2, 3, 3], Conv2dConfig::new(1, Padding::Valid));
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         assert_eq!(
-            chunks(&g, 4000).unwrap(),
+            chunks(&g, 4100).unwrap(),
             vec![Chunk { first: 0, images: 2 }, Chunk { first: 2, images: 2 }, Chunk { first: 4, images: 1 }]
         );
-        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4000, Orient::Auto);
+        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4100, Orient::Auto);
         // Pointwise: x is col, chunks address it by offset.
         check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300, Orient::Transposed);
         check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000, Orient::Normal);
