@@ -4,6 +4,7 @@
 //              multiple of 4, the pad zero), so the vec4 GEMMs can read col when oh*ow is odd
 //   col2im:    dx[img][c][y][x] = sum of the dcol entries im2col copied from (c, y, x): a gather, no atomics
 //   sum_batch: out[e] (+)= sum_b part[b][e] (weight gradient from per-image partial products)
+//   transpose_weight: wt[k][co] = w[co][k], rows padded with zeros to a multiple of 4 channels
 //   direct:    the forward itself for small reductions (see there)
 // Every entry but `direct` reads binding 1 and writes binding 2. Images are counted from `first_image` in the
 // NCHW tensor and from 0 in the col buffer, so a batch can be processed in chunks.
@@ -221,4 +222,24 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             out4[(img * p.c_out + co) * quads + q] = acc[o] + vec4<f32>(b);
         }
     }
+}
+
+// One invocation per element of the transposed weight (K rows of c_out rounded up to 4): the
+// input gradient's A operand with its reduction axis (c_out) contiguous, so that a small K (a
+// first layer's 9) gets a tile of exactly K rows instead of K rounded up to the vec4 loads along m.
+@compute @workgroup_size(WG)
+fn transpose_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = linear_id(wg, nwg, lid);
+    let kk = p.c_in * p.kh * p.kw;
+    let row = (p.c_out + 3u) / 4u * 4u;
+    if (e >= kk * row) {
+        return;
+    }
+    let k = e / row;
+    let co = e - k * row;
+    var v = 0.0;
+    if (co < p.c_out) {
+        v = src[co * kk + k];
+    }
+    dst[e] = v;
 }

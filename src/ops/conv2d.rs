@@ -29,6 +29,12 @@ static DIRECT: KernelSpec = KernelSpec {
     // x, out, weight, bias.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
 };
+static TRANSPOSE_WEIGHT: KernelSpec = KernelSpec {
+    name: "conv2d_transpose_weight",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    entry: "transpose_weight",
+    bindings: BINDINGS,
+};
 static SUM_BATCH: KernelSpec =
     KernelSpec { name: "conv2d_sum_batch", source: include_str!("../../shaders/conv2d.wgsl"), entry: "sum_batch", bindings: BINDINGS };
 const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
@@ -363,6 +369,21 @@ fn weight_matrix(w: &Tensor, g: &ConvGeometry) -> Result<(Tensor, usize)> {
     Ok((wp, padded))
 }
 
+/// The largest reduction whose input gradient reads the weight transposed ([`weight_transposed`]):
+/// a product side this short gets a tile fitted to it, which the vec4 loads along m of the other
+/// layout round up to a multiple of 4 (conv1's 9 rows ran as 12x4 tiles, now 9x8).
+const TRANSPOSED_WEIGHT_MAX_K: usize = 16;
+
+/// The weight as a `[K, c_out]` matrix, rows padded with zeros to a multiple of 4, and that row
+/// stride.
+fn weight_transposed(w: &Tensor, g: &ConvGeometry) -> Result<(Tensor, usize)> {
+    let row = g.c_out.next_multiple_of(4);
+    let wt = Tensor::uninit(w.device(), &[g.k(), row], "conv2d transposed weight")?;
+    let whole = Chunk { first: 0, images: g.n };
+    dispatch_rows(w.device(), &TRANSPOSE_WEIGHT, &ConvParams::new(g, &whole), w, &wt, g.k() * row)?;
+    Ok((wt, row))
+}
+
 fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
     match b {
         Some(b) if b.shape() != [g.c_out] => {
@@ -434,7 +455,7 @@ pub struct Conv2dBackward {
     x: Tensor,
     w: Tensor,
     /// The weight as a matrix and its row stride (see [`weight_matrix`]): made by a GEMM forward,
-    /// else by the first input gradient.
+    /// else by the first input gradient of a large K (a small K's reads [`weight_transposed`]).
     w_matrix: OnceLock<(Tensor, usize)>,
     has_bias: bool,
     geometry: ConvGeometry,
@@ -494,7 +515,16 @@ impl Conv2dBackward {
         let dev = dout.device();
         let (k, p, cs) = (g.k(), g.p(), g.col_stride());
         let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
-        let (wm, w_row) = self.weight_matrix()?;
+        let transposed_weight;
+        // W^T as the A operand: read across the weight matrix's rows, or along the rows of a
+        // transposed copy when K is small.
+        let (wm, a) = if k <= TRANSPOSED_WEIGHT_MAX_K {
+            transposed_weight = weight_transposed(&self.w, g)?;
+            (&transposed_weight.0, Strides { row: transposed_weight.1 as u32, col: 1, batch: 0, offset: 0 })
+        } else {
+            let (wm, w_row) = self.weight_matrix()?;
+            (wm, Strides { row: 1, col: *w_row as u32, batch: 0, offset: 0 })
+        };
         for chunk in chunks(g, self.max_bytes)? {
             let dout_strides =
                 Strides { row: cs as u32, col: 1, batch: (g.c_out * cs) as u32, offset: (chunk.first * g.c_out * cs) as u32 };
@@ -503,7 +533,7 @@ impl Conv2dBackward {
                 n: p,
                 k: g.c_out,
                 batch: chunk.images,
-                a: Strides { row: 1, col: *w_row as u32, batch: 0, offset: 0 },
+                a,
                 b: dout_strides,
                 c: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: 0 },
                 flags: 0,
@@ -794,6 +824,18 @@ mod tests {
         dev.sync().unwrap();
         let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
         assert!(kernels.contains(&"matmul_vec4") && !kernels.contains(&"matmul"), "K = 9 ran {kernels:?}");
+        // A small K's input gradient reads a transposed weight, its rows padded when c_out is
+        // not a multiple of 4; a large K's reads the weight matrix as it is.
+        let mut rng = rng(27);
+        for (xs, ws, transposes) in
+            [([2, 1, 10, 10], [5, 1, 3, 3], true), ([1, 4, 6, 7], [6, 4, 2, 2], true), ([1, 2, 6, 6], [3, 2, 3, 3], false)]
+        {
+            dev.start_profile().unwrap();
+            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes(), Orient::Auto);
+            let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+            assert_eq!(kernels.contains(&"conv2d_transpose_weight"), transposes, "w{ws:?} ran {kernels:?}");
+            assert!(!kernels.contains(&"matmul"), "w{ws:?} ran {kernels:?}");
+        }
     }
 
     #[test]
