@@ -8,6 +8,9 @@
 //! fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
 //! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs forward in a direct
 //! kernel instead: no col, vec4 stores.
+//! col's rows, and the output gradient's planes in backward, are padded with zeros to a multiple
+//! of 4 values so that odd planes (7x7) still run the vec4 GEMMs; a small K's input gradient reads
+//! a transposed copy of the weight.
 //! A 1x1 stride-1 convolution uses `x` as its col. When col for the whole batch would exceed the
 //! adapter's storage-binding limit, the batch is processed in chunks of images.
 
