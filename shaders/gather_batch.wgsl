@@ -1,12 +1,13 @@
 // Gathers a batch from a device-resident u8 image set: out[b, c, y, x] = byte(images[indices[b]],
 // c, y - dy, x - dx) * scale, zero where that pixel falls outside the image, with the bytes packed
 // four to a little-endian u32 word; (dx, dy) = shifts[2b], shifts[2b + 1] (random-shift
-// augmentation; zero shifts copy the image). The labels come along. Each invocation writes PER
-// consecutive values of one image (fewer invocations: cheaper on lavapipe).
+// augmentation; with `shifted` 0 there are none and the image is copied). The labels come along.
+// Each invocation writes PER consecutive values of one image (fewer invocations: cheaper on
+// lavapipe).
 
 struct Params {
     batch: u32, image_len: u32, n: u32, scale: f32,
-    height: u32, width: u32, _pad0: u32, _pad1: u32,
+    height: u32, width: u32, shifted: u32, _pad: u32,
 }
 
 const WG: u32 = 256u;
@@ -30,8 +31,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let b = t / chunks_per_image;
     let j0 = (t - b * chunks_per_image) * PER;
     let image = min(indices[b], p.n - 1u); // the host checks indices; this only keeps reads in bounds
-    let dx = shifts[2u * b];
-    let dy = shifts[2u * b + 1u];
+    var dx = 0;
+    var dy = 0;
+    if (p.shifted != 0u) {
+        dx = shifts[2u * b];
+        dy = shifts[2u * b + 1u];
+    }
     let plane = p.height * p.width;
     let src = image * p.image_len;
     let dst = b * p.image_len;

@@ -29,7 +29,8 @@ struct GatherParams {
     scale: f32,
     height: u32,
     width: u32,
-    _pad: [u32; 2],
+    shifted: u32,
+    _pad: u32,
 }
 
 /// Images as packed bytes `[n, c, h, w]` and labels as u32 `[n]`, on the device.
@@ -99,8 +100,15 @@ impl DeviceDataset {
         }
         let dev = self.device();
         let idx = Tensor::from_u32(dev, indices, &[b])?;
-        let offsets: Vec<u32> = shifts.iter().flatten().map(|&d| d as u32).collect();
-        let offsets = Tensor::from_u32(dev, &offsets, &[b, 2])?;
+        // Unshifted batches (evaluation, prediction) upload no shifts: the kernel skips them and
+        // the indices fill their binding.
+        let shifted = shifts.iter().any(|&s| s != [0, 0]);
+        let offsets = if shifted {
+            let offsets: Vec<u32> = shifts.iter().flatten().map(|&d| d as u32).collect();
+            Tensor::from_u32(dev, &offsets, &[b, 2])?
+        } else {
+            idx.clone()
+        };
         let images = Tensor::uninit(dev, &[b, self.channels, self.height, self.width], "batch images")?;
         let labels = Tensor::uninit_typed(dev, &[b], DType::U32, "batch labels")?;
         let params = GatherParams {
@@ -110,7 +118,8 @@ impl DeviceDataset {
             scale: PIXEL_SCALE,
             height: self.height as u32,
             width: self.width as u32,
-            _pad: [0; 2],
+            shifted: shifted as u32,
+            _pad: 0,
         };
         let bufs = [self.images.buffer(), self.labels.buffer(), idx.buffer(), offsets.buffer(), images.buffer(), labels.buffer()];
         dev.dispatch(&GATHER, &[], &params, &bufs, crate::ops::grid_1d(crate::ops::groups(b * self.image_len().div_ceil(PER), WG)))?;
