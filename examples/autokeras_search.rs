@@ -15,6 +15,7 @@ use netmorph::graph::{CnnConfig, ResNetConfig};
 use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier, OptimizerConfig};
 use netmorph::search::parse_duration;
 use netmorph::search::store::{write_atomic, SearchStore};
+use netmorph::train::LrSchedule;
 use netmorph::{Device, Result};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -74,6 +75,10 @@ struct Args {
     /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
     #[arg(long)]
     lr: Option<f32>,
+    /// Each searched model's learning rate: `cosine` (down to 2% over the epochs its time share
+    /// holds) or `constant`.
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
     /// The most of the search time left that one model may train for (1: no cap, as AutoKeras).
     #[arg(long, default_value_t = 0.4)]
     model_share: f64,
@@ -153,6 +158,11 @@ fn main() -> Result<()> {
             max: n.parse().map_err(|_| netmorph::Error::Invalid(format!("--shift {n}: expected a number of pixels or `auto`")))?,
         }),
     };
+    let lr_schedule = match args.lr_schedule.as_str() {
+        "cosine" => LrSchedule::Cosine { floor: 0.02 },
+        "constant" => LrSchedule::Constant,
+        other => return Err(netmorph::Error::Invalid(format!("--lr-schedule {other}: use cosine or constant"))),
+    };
     let mut config = ClassifierConfig {
         search_dir: args.search_dir.clone(),
         resume: args.resume,
@@ -161,6 +171,7 @@ fn main() -> Result<()> {
         max_epochs: args.max_epochs,
         child_epochs: args.child_epochs,
         optimizer,
+        lr_schedule,
         max_models: args.max_models,
         model_share: args.model_share,
         shift,

@@ -163,15 +163,17 @@ fn the_baseline_example_saves_a_model_that_loads_and_scores_the_same() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Records the learning rate of every step and otherwise does nothing.
+/// Records the learning rate of every step and otherwise does nothing but wait `pause`.
 struct RateRecorder {
     lr: f32,
     seen: Vec<f32>,
+    pause: std::time::Duration,
 }
 
 impl Optimizer for RateRecorder {
     fn step(&mut self, _params: &[(&Tensor, &Tensor)]) -> Result<()> {
         self.seen.push(self.lr);
+        std::thread::sleep(self.pause);
         Ok(())
     }
     fn name(&self) -> String {
@@ -193,7 +195,7 @@ fn a_cosine_schedule_lowers_the_rate_step_by_step_and_fit_puts_the_rate_back() {
     // 70 images in batches of 32: 3 steps per epoch, the last one short; 2 epochs.
     let train = DeviceDataset::new(&dev, &data.train.take(70)).unwrap();
     let net = SmallConvnet::new(&dev, 3);
-    let mut opt = RateRecorder { lr: 0.5, seen: Vec::new() };
+    let mut opt = RateRecorder { lr: 0.5, seen: Vec::new(), pause: std::time::Duration::ZERO };
     let schedule = LrSchedule::Cosine { floor: 0.1 };
     let cfg = FitConfig { epochs: 2, batch_size: 32, verbose: false, lr_schedule: schedule, ..FitConfig::default() };
     fit(&net, &mut opt, &train, None, &cfg).unwrap();
@@ -208,6 +210,35 @@ fn a_cosine_schedule_lowers_the_rate_step_by_step_and_fit_puts_the_rate_back() {
     let cfg = FitConfig { lr_schedule: LrSchedule::Constant, ..cfg };
     fit(&net, &mut opt, &train, None, &cfg).unwrap();
     assert_eq!(opt.seen, vec![0.5; 6]);
+}
+
+#[test]
+fn with_a_deadline_the_cosine_ends_where_training_does() {
+    use netmorph::train::LrSchedule;
+    use std::time::{Duration, Instant};
+    let dev = device();
+    let train = DeviceDataset::new(&dev, &mnist().train.take(70)).unwrap();
+    let net = SmallConvnet::new(&dev, 3);
+    // 3 steps of at least 40 ms per epoch: about 8 epochs fit the deadline, of the 100 allowed.
+    let mut opt = RateRecorder { lr: 0.5, seen: Vec::new(), pause: Duration::from_millis(40) };
+    let schedule = LrSchedule::Cosine { floor: 0.1 };
+    let cfg = FitConfig {
+        epochs: 100,
+        batch_size: 32,
+        verbose: false,
+        lr_schedule: schedule,
+        deadline: Some(Instant::now() + Duration::from_millis(1000)),
+        ..FitConfig::default()
+    };
+    let history = fit(&net, &mut opt, &train, None, &cfg).unwrap();
+    let epochs = history.epochs.len();
+    assert!((2..100).contains(&epochs), "the deadline stops training: {epochs} epochs");
+    assert_eq!(history.stopped_early.as_deref(), Some("time limit reached"));
+    assert_eq!(opt.seen.len(), 3 * epochs);
+    // Over 100 epochs the last step would run at 0.5 * factor(3 * epochs, 300), above 0.45.
+    let last = *opt.seen.last().unwrap();
+    assert!(last < 0.5 * 0.3, "the rate nears its floor (0.05) at the last step: {:?}", opt.seen);
+    assert!(opt.seen.windows(2).all(|w| w[1] <= w[0] * 1.2), "no large jump up when the plan changes: {:?}", opt.seen);
 }
 
 /// Keeps every batch of images it is run on; its logits are a dense layer of zeros.
@@ -235,7 +266,7 @@ fn fit_shifts_the_training_batches_and_nothing_else() {
     let set = mnist().train.take(40);
     let train = DeviceDataset::new(&dev, &set).unwrap();
     let net = InputRecorder { weight: Tensor::zeros(&dev, &[28 * 28, 10]).unwrap(), seen: Default::default() };
-    let mut opt = RateRecorder { lr: 0.1, seen: Vec::new() };
+    let mut opt = RateRecorder { lr: 0.1, seen: Vec::new(), pause: std::time::Duration::ZERO };
     let shift = RandomShift { max: 2 };
     let cfg = FitConfig { epochs: 1, batch_size: 16, seed: 5, verbose: false, shift, ..FitConfig::default() };
     fit(&net, &mut opt, &train, Some(&train), &cfg).unwrap();

@@ -76,7 +76,9 @@ pub struct FitConfig {
     /// At the end, put back the network's state from the epoch with the lowest validation loss
     /// (Keras's `restore_best_weights`); needs validation data.
     pub restore_best: bool,
-    /// Over `epochs` epochs; the optimizer's rate is put back when `fit` returns.
+    /// Over `epochs` epochs, or with a `deadline` over the epochs that fit before it (planned
+    /// again after each epoch from its duration, so that the rate reaches its floor where training
+    /// stops); the optimizer's rate is put back when `fit` returns.
     pub lr_schedule: LrSchedule,
     /// Augmentation of the training batches (validation and evaluation see the images as they are).
     pub shift: RandomShift,
@@ -223,6 +225,8 @@ fn fit_epochs(
     let mut since_best = 0;
     let mut lowest_val = f64::INFINITY;
     let mut best: Option<Snapshot> = None;
+    // The schedule's length; the first epoch, not yet timed, assumes all of them.
+    let mut planned = cfg.epochs;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let correct = Tensor::zeros(&device, &[1])?;
@@ -234,7 +238,7 @@ fn fit_epochs(
         for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
             let (x, y) = train.batch_shifted(idx, &cfg.shift.draw(idx.len(), seed ^ SHIFT_STREAM))?;
-            opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, cfg.epochs * steps));
+            opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, planned * steps));
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
@@ -288,10 +292,13 @@ fn fit_epochs(
                 }
             }
         }
-        let epoch_time = start.elapsed();
-        if cfg.deadline.is_some_and(|d| Instant::now() + epoch_time > d) && epoch < cfg.epochs {
-            history.stopped_early = Some("time limit reached".into());
-            break;
+        if let Some(deadline) = cfg.deadline {
+            let more = epochs_that_fit(deadline.saturating_duration_since(Instant::now()), start.elapsed());
+            if more == 0 && epoch < cfg.epochs {
+                history.stopped_early = Some("time limit reached".into());
+                break;
+            }
+            planned = cfg.epochs.min(epoch + more);
         }
     }
     if let Some(b) = best {
@@ -305,6 +312,11 @@ fn fit_epochs(
         history.restored_epoch = Some(b.epoch);
     }
     Ok(history)
+}
+
+/// Whole epochs of `per_epoch` that end within `left`.
+pub fn epochs_that_fit(left: Duration, per_epoch: Duration) -> usize {
+    (left.as_secs_f64() / per_epoch.as_secs_f64().max(1e-9)).floor().min(usize::MAX as f64) as usize
 }
 
 /// "loss: 0.2622 - accuracy: 0.9205 - val_loss: ..." as Keras prints it.
@@ -357,5 +369,17 @@ mod tests {
         assert!((s.factor(100, 100) - 0.2).abs() < 1e-6);
         assert!((s.factor(150, 100) - 0.2).abs() < 1e-6, "past the end it stays at the floor");
         assert_eq!(LrSchedule::Constant.factor(7, 10), 1.0);
+    }
+
+    #[test]
+    fn epochs_that_fit_counts_whole_epochs() {
+        use super::epochs_that_fit;
+        use std::time::Duration;
+        let s = Duration::from_secs;
+        assert_eq!(epochs_that_fit(s(10), s(3)), 3);
+        assert_eq!(epochs_that_fit(s(9), s(3)), 3);
+        assert_eq!(epochs_that_fit(s(2), s(3)), 0);
+        assert_eq!(epochs_that_fit(s(0), s(3)), 0);
+        assert!(epochs_that_fit(s(1), Duration::ZERO) > 1_000_000, "an untimed epoch does not divide by zero");
     }
 }
