@@ -5,7 +5,7 @@
 //   col2im:    dx[img][c][y][x] = sum of the dcol entries im2col copied from (c, y, x): a gather, no atomics
 //   sum_batch: out[e] (+)= sum_b part[b][e] (weight gradient from per-image partial products)
 //   transpose_weight: wt[k][co] = w[co][k], rows padded with zeros to a multiple of 4 channels
-//   direct:    the forward itself for small reductions (see there)
+//   direct, direct_rows: the forward itself for small reductions (see there)
 // Every entry but `direct` reads binding 1 and writes binding 2. Images are counted from `first_image` in the
 // NCHW tensor and from 0 in the col buffer, so a batch can be processed in chunks.
 
@@ -220,6 +220,83 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 b = bias[co];
             }
             out4[(img * p.c_out + co) * quads + q] = acc[o] + vec4<f32>(b);
+        }
+    }
+}
+
+// The direct convolution by row segments: each invocation computes XW neighbouring outputs of
+// one output row for CO channels. The kernel's size and stride are specialised into the shader
+// (the launcher rewrites DKH, DKW, DS and XW), so every loop over taps and outputs unrolls: each
+// input row's window of WIN values is loaded once (clamped, zero outside) and feeds all DKW taps
+// of all XW outputs, instead of one gather per tap and output as in `direct`. Any plane size:
+// outputs past the row's end are computed on clamped inputs and not stored.
+const DKH: u32 = 3u;
+const DKW: u32 = 3u;
+const DS: u32 = 1u;
+const XW: u32 = 8u;
+const WIN: u32 = (XW - 1u) * DS + DKW;
+
+@compute @workgroup_size(WG)
+fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let segs = (p.ow + XW - 1u) / XW;
+    let id = linear_id(wg, nwg, lid);
+    if (id >= p.images * p.oh * segs) {
+        return;
+    }
+    let seg = id % segs;
+    let row_id = id / segs;
+    let oy = row_id % p.oh;
+    let img = p.first_image + row_id / p.oh;
+    let ox0 = seg * XW;
+    let co0 = wg.z * CO;
+    let x_first = i32(ox0 * DS) - i32(p.pad_left);
+    let k_len = p.c_in * DKH * DKW;
+    // Rows of channels past c_out (the last block's) read the last channel's weights and are not stored.
+    var w_row: array<u32, CO>;
+    for (var o = 0u; o < CO; o++) {
+        w_row[o] = min(co0 + o, p.c_out - 1u) * k_len;
+    }
+    var acc: array<f32, CO * XW>;
+    for (var e = 0u; e < CO * XW; e++) {
+        acc[e] = 0.0;
+    }
+    for (var c = 0u; c < p.c_in; c++) {
+        let plane = (img * p.c_in + c) * p.h;
+        for (var i = 0u; i < DKH; i++) {
+            let y = i32(oy * DS + i) - i32(p.pad_top);
+            let y_in = y >= 0 && y < i32(p.h);
+            let row = (plane + u32(clamp(y, 0, i32(p.h) - 1))) * p.w;
+            var win: array<f32, WIN>;
+            for (var q = 0u; q < WIN; q++) {
+                let xx = x_first + i32(q);
+                let inside = y_in && xx >= 0 && xx < i32(p.w);
+                win[q] = select(0.0, src[row + u32(clamp(xx, 0, i32(p.w) - 1))], inside);
+            }
+            let k0 = (c * DKH + i) * DKW;
+            for (var j = 0u; j < DKW; j++) {
+                for (var o = 0u; o < CO; o++) {
+                    let wv = wt[w_row[o] + k0 + j];
+                    for (var x = 0u; x < XW; x++) {
+                        acc[o * XW + x] = fma(wv, win[x * DS + j], acc[o * XW + x]);
+                    }
+                }
+            }
+        }
+    }
+    let plane_len = p.oh * p.ow;
+    for (var o = 0u; o < CO; o++) {
+        let co = co0 + o;
+        if (co < p.c_out) {
+            var b = 0.0;
+            if (p.has_bias != 0u) {
+                b = bias[co];
+            }
+            let base = (img * p.c_out + co) * plane_len + oy * p.ow + ox0;
+            for (var x = 0u; x < XW; x++) {
+                if (ox0 + x < p.ow) {
+                    dst[base + x] = acc[o * XW + x] + b;
+                }
+            }
         }
     }
 }

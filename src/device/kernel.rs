@@ -49,8 +49,9 @@ impl PipelineCache {
 fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)]) -> Result<Compiled> {
     let (source, overrides) = specialise(spec.source, constants);
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = device
-        .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(spec.name), source: wgpu::ShaderSource::Wgsl(source.into()) });
+    let desc = wgpu::ShaderModuleDescriptor { label: Some(spec.name), source: wgpu::ShaderSource::Wgsl(source.into()) };
+    // SAFETY: see `runtime_checks`.
+    let module = unsafe { device.create_shader_module_trusted(desc, runtime_checks()) };
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -88,6 +89,27 @@ fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str,
         return Err(Error::Gpu(format!("compiling kernel {} ({}): {e}", spec.name, spec.entry)));
     }
     Ok(Compiled { pipeline, layout })
+}
+
+/// The checks wgpu adds to our shaders. By default: bounds checks only. Forced loop bounding (a
+/// counter and a branch in every loop, against infinite loops) and integer-division checks (a
+/// select per `/` and `%`, against a zero divisor) guard against untrusted shaders; ours are
+/// trusted: every loop runs to a count taken from its launch parameters, and every divisor is a
+/// shape extent, which the launchers reject when zero (lavapipe also guards its own divisions).
+/// `NETMORPH_SHADER_CHECKS=all` restores every check, `none` drops the bounds checks too (buffers
+/// stay guarded by the driver's robust buffer access where it has one).
+fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
+    static CHECKS: std::sync::OnceLock<wgpu::ShaderRuntimeChecks> = std::sync::OnceLock::new();
+    *CHECKS.get_or_init(|| {
+        let mode = std::env::var("NETMORPH_SHADER_CHECKS").unwrap_or_default();
+        let mut checks = wgpu::ShaderRuntimeChecks::checked();
+        if mode != "all" {
+            checks.force_loop_bounding = false;
+            checks.int_div_checks = false;
+            checks.bounds_checks = mode != "none";
+        }
+        checks
+    })
 }
 
 /// Applies tile-size constants. WGSL sizes function-scope arrays only with `const`, so a constant

@@ -32,6 +32,13 @@ static DIRECT: KernelSpec = KernelSpec {
     // x, out, weight, bias.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
 };
+static DIRECT_ROWS: KernelSpec = KernelSpec {
+    name: "conv2d_direct_rows",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    entry: "direct_rows",
+    // x, out, weight, bias.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
+};
 static TRANSPOSE_WEIGHT: KernelSpec = KernelSpec {
     name: "conv2d_transpose_weight",
     source: include_str!("../../shaders/conv2d.wgsl"),
@@ -126,9 +133,14 @@ impl ConvGeometry {
     pub fn flops(&self) -> u64 {
         2 * (self.n * self.c_out * self.k() * self.p()) as u64
     }
-    /// Small enough a reduction, and whole vec4s of output per plane, for the direct kernel.
-    fn suits_direct(&self) -> bool {
-        self.k() <= DIRECT_MAX_K && self.p().is_multiple_of(4) && !self.is_pointwise()
+    /// Small enough a reduction for a direct kernel (and, for `Quads`, whole vec4s of output per plane).
+    fn suits_direct(&self, kind: Direct) -> bool {
+        let small = self.k() <= DIRECT_MAX_K && !self.is_pointwise();
+        match kind {
+            Direct::Off => false,
+            Direct::Quads => small && self.p().is_multiple_of(4),
+            Direct::Rows => small,
+        }
     }
     /// A 1x1 stride-1 unpadded convolution: x already is col.
     fn is_pointwise(&self) -> bool {
@@ -250,9 +262,41 @@ fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, o
     x.device().dispatch(&DIRECT, &[], &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
 
-/// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every forward (for comparisons and tuning).
-fn direct_from_env() -> bool {
-    std::env::var("NETMORPH_CONV_DIRECT").as_deref() != Ok("0")
+/// Records the row-segment direct forward (`direct_rows` in `shaders/conv2d.wgsl`) of the whole batch.
+fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor) -> Result<()> {
+    let whole = Chunk { first: 0, images: g.n };
+    let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
+    let bias = b.unwrap_or(w);
+    // Row segments of at most 8 outputs, as even as the row allows (26 = 4 x 7 - 2, not 4 x 8 - 6).
+    let xw = g.ow.div_ceil(g.ow.div_ceil(DIRECT_ROW_OUTPUTS));
+    let constants = [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", xw as u32)];
+    let mut grid = super::grid_1d(super::groups(g.n * g.oh * g.ow.div_ceil(xw), WG));
+    grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
+    x.device().dispatch(&DIRECT_ROWS, &constants, &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
+}
+
+/// The most outputs along a row one invocation of `direct_rows` computes.
+const DIRECT_ROW_OUTPUTS: usize = 8;
+
+/// Which direct kernel serves small reductions' forward, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direct {
+    /// im2col + GEMM for every forward.
+    Off,
+    /// `direct`: 4 outputs of a plane per invocation, one gather per tap.
+    Quads,
+    /// `direct_rows`: a row segment per invocation, each input row's window loaded once.
+    Rows,
+}
+
+/// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every forward, `quads` picks the older direct
+/// kernel (for comparisons and tuning).
+fn direct_from_env() -> Direct {
+    match std::env::var("NETMORPH_CONV_DIRECT").as_deref() {
+        Ok("0") => Direct::Off,
+        Ok("quads") => Direct::Quads,
+        _ => Direct::Rows,
+    }
 }
 
 /// A run of consecutive images processed together.
@@ -402,7 +446,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> 
 }
 
 /// [`conv2d`] with an explicit per-binding byte limit for the col buffers, GEMM orientation and
-/// whether the direct kernel may serve small reductions (tests use a small limit to exercise
+/// which direct kernel may serve small reductions (tests use a small limit to exercise
 /// chunking, and every path).
 fn conv2d_tuned(
     x: &Tensor,
@@ -411,7 +455,7 @@ fn conv2d_tuned(
     cfg: Conv2dConfig,
     max_bytes: u64,
     orient: Orient,
-    allow_direct: bool,
+    direct: Direct,
 ) -> Result<(Tensor, Conv2dBackward)> {
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
@@ -421,10 +465,13 @@ fn conv2d_tuned(
     let (k, p, cs) = (g.k(), g.p(), g.col_stride());
     let w_matrix = OnceLock::new();
     let mut saved_col = None;
-    if allow_direct && g.suits_direct() {
+    if g.suits_direct(direct) {
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
-        conv2d_direct(x, w, b, &g, &out)?;
+        match direct {
+            Direct::Rows => conv2d_direct_rows(x, w, b, &g, &out)?,
+            _ => conv2d_direct(x, w, b, &g, &out)?,
+        }
     } else {
         let chunks = chunks(&g, max_bytes)?;
         let (wm, w_row) = weight_matrix(w, &g)?;
@@ -775,7 +822,7 @@ mod tests {
         let b = rand_vec(rng, ws[0]);
         let r = rand_vec(rng, g.out_shape().iter().product());
         let gb = tensor(dev, &b, &[ws[0]]);
-        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient, true).unwrap();
+        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient, Direct::Rows).unwrap();
         let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes} {orient:?}");
         assert_close(&out.to_vec().unwrap(), &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d forward {what}"));
         let grads = bw.backward(&tensor(dev, &r, &g.out_shape())).unwrap();
@@ -821,7 +868,7 @@ mod tests {
         let x = Tensor::zeros(&dev, &xs).unwrap();
         let w = Tensor::zeros(&dev, &ws).unwrap();
         dev.start_profile().unwrap();
-        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto, true).unwrap();
+        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto, Direct::Rows).unwrap();
         bw.grad_input(&out).unwrap();
         bw.grad_weight(&out).unwrap();
         dev.sync().unwrap();
@@ -866,11 +913,12 @@ mod tests {
     }
 
     #[test]
-    fn the_direct_forward_matches_reference_and_the_gemm_path() {
+    fn the_direct_forwards_match_reference_and_the_gemm_path() {
         let dev = Device::new().unwrap();
         let mut rng = rng(26);
-        // oh*ow a multiple of 4 and K <= 32; channel counts around the block of 8, batch 1,
-        // strides, both paddings, rows that the 4 outputs of an invocation wrap.
+        // K <= 32; channel counts around the block of 8, batch 1, strides, both paddings, rows
+        // that the 4 outputs of a `direct` invocation wrap, rows of 26 (4 segments of 7, the
+        // last one short), 9 and 5 outputs, kernels from 1x2 to 5x5.
         for (xs, ws, cfg) in [
             ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
             ([1, 1, 6, 7], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
@@ -878,29 +926,43 @@ mod tests {
             ([2, 1, 12, 10], [9, 1, 5, 5], Conv2dConfig::new(1, Padding::Same)),
             ([1, 2, 10, 8], [17, 2, 4, 4], Conv2dConfig::new(2, Padding::Valid)),
             ([2, 2, 7, 8], [3, 2, 2, 3], Conv2dConfig::new(1, Padding::Same)),
+            ([2, 1, 7, 7], [4, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+            ([1, 3, 9, 17], [10, 3, 3, 3], Conv2dConfig::new(2, Padding::Same)),
+            ([3, 1, 11, 9], [7, 1, 1, 2], Conv2dConfig::new(1, Padding::Same)),
         ] {
             let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
-            assert!(g.suits_direct(), "{xs:?} {ws:?} {cfg:?}");
+            assert!(g.suits_direct(Direct::Rows), "{xs:?} {ws:?} {cfg:?}");
             let x = rand_vec(&mut rng, xs.iter().product());
             let w = rand_vec(&mut rng, ws.iter().product());
             let b = rand_vec(&mut rng, ws[0]);
             let (xt, wt, bt) = (tensor(&dev, &x, &xs), tensor(&dev, &w, &ws), tensor(&dev, &b, &[ws[0]]));
             for bias in [true, false] {
                 let want = cpu::conv2d(&x, &w, bias.then_some(&b[..]), &g);
-                for direct in [true, false] {
+                for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
                     dev.start_profile().unwrap();
                     let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, dev.max_binding_bytes(), Orient::Auto, direct).unwrap();
                     let got = out.to_vec().unwrap();
-                    let ran_direct = dev.finish_profile().iter().any(|t| t.kernel == "conv2d_direct");
-                    assert_eq!(ran_direct, direct, "{xs:?} {ws:?}");
-                    assert_close(&got, &want, TOL, &format!("conv2d forward direct={direct} bias={bias} x{xs:?} w{ws:?} {cfg:?}"));
+                    let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+                    let expected = match direct {
+                        Direct::Rows => Some("conv2d_direct_rows"),
+                        Direct::Quads if g.p() % 4 == 0 => Some("conv2d_direct"),
+                        _ => None,
+                    };
+                    match expected {
+                        Some(kernel) => assert_eq!(ran, vec![kernel], "{direct:?} {xs:?} {ws:?}"),
+                        None => assert!(ran.contains(&"conv2d_im2col"), "{direct:?} {xs:?} {ws:?}: {ran:?}"),
+                    }
+                    assert_close(&got, &want, TOL, &format!("conv2d forward {direct:?} bias={bias} x{xs:?} w{ws:?} {cfg:?}"));
                 }
             }
         }
-        // An odd output plane (5x5) keeps im2col + GEMM.
-        assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_direct());
-        // So does a large reduction.
-        assert!(!conv2d_geometry(&[1, 32, 6, 6], &[4, 32, 3, 3], Conv2dConfig::default()).unwrap().suits_direct());
+        // An odd output plane (5x5) keeps im2col + GEMM with `direct`.
+        assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_direct(Direct::Quads));
+        // A large reduction and a pointwise convolution keep it with either.
+        for kind in [Direct::Quads, Direct::Rows] {
+            assert!(!conv2d_geometry(&[1, 32, 6, 6], &[4, 32, 3, 3], Conv2dConfig::default()).unwrap().suits_direct(kind));
+            assert!(!conv2d_geometry(&[1, 3, 6, 6], &[4, 3, 1, 1], Conv2dConfig::default()).unwrap().suits_direct(kind));
+        }
     }
 
     #[test]
