@@ -1,15 +1,23 @@
 //! Convolution throughput (GFLOP/s: criterion's element rate, one element = one FLOP) for the
-//! seed model's conv layers at batch 128: forward, backward-data and backward-weight timed
-//! separately, with the adapter in the benchmark id. The device is synchronised inside the timed
+//! seed model's conv layers and the search's CNN generator's (widths 24 and 32, 'same' padding)
+//! at batch 128: forward, backward-data and backward-weight timed separately, with the adapter in
+//! the benchmark id. The device is synchronised inside the timed
 //! region. Compare with `cargo bench --bench matmul -- 1024` on the same machine.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use netmorph::ops::conv2d::{conv2d, conv2d_geometry, Conv2dConfig};
+use netmorph::ops::conv2d::{conv2d, conv2d_geometry, Conv2dConfig, Padding};
 use netmorph::{Device, Tensor};
 
-/// (name, input shape, weight shape) of the Keras mnist_cnn conv layers.
-const LAYERS: [(&str, [usize; 4], [usize; 4]); 2] =
-    [("conv1_1to32_28x28_k3", [128, 1, 28, 28], [32, 1, 3, 3]), ("conv2_32to64_26x26_k3", [128, 32, 26, 26], [64, 32, 3, 3])];
+/// (name, input shape, weight shape, padding): the Keras mnist_cnn conv layers, then the second
+/// and third blocks of the search's generator (`profile_step` shows them as most of its step).
+const LAYERS: [(&str, [usize; 4], [usize; 4], Padding); 6] = [
+    ("conv1_1to32_28x28_k3", [128, 1, 28, 28], [32, 1, 3, 3], Padding::Valid),
+    ("conv2_32to64_26x26_k3", [128, 32, 26, 26], [64, 32, 3, 3], Padding::Valid),
+    ("gen24_24to24_14x14_k3_same", [128, 24, 14, 14], [24, 24, 3, 3], Padding::Same),
+    ("gen24_24to24_7x7_k3_same", [128, 24, 7, 7], [24, 24, 3, 3], Padding::Same),
+    ("gen32_32to32_14x14_k3_same", [128, 32, 14, 14], [32, 32, 3, 3], Padding::Same),
+    ("gen32_32to32_7x7_k3_same", [128, 32, 7, 7], [32, 32, 3, 3], Padding::Same),
+];
 
 /// Deterministic values in [-1, 1) without an RNG dependency.
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -28,8 +36,8 @@ fn bench(c: &mut Criterion) {
     let dev = Device::shared().expect("adapter");
     let mut group = c.benchmark_group(format!("conv2d/{}", dev.bench_id()));
     group.sample_size(10);
-    let cfg = Conv2dConfig::default();
-    for (name, xs, ws) in LAYERS {
+    for (name, xs, ws, padding) in LAYERS {
+        let cfg = Conv2dConfig::new(1, padding);
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         let x = Tensor::from_slice(&dev, &values(xs.iter().product(), 1), &xs).unwrap();
         let w = Tensor::from_slice(&dev, &values(ws.iter().product(), 2), &ws).unwrap();

@@ -6,8 +6,10 @@
 //   sum_batch: out[e] (+)= sum_b part[b][e] (weight gradient from per-image partial products)
 //   transpose_weight: wt[k][co] = w[co][k], rows padded with zeros to a multiple of 4 channels
 //   direct, direct_rows: the forward itself for small reductions (see there)
-// Every entry but `direct` reads binding 1 and writes binding 2. Images are counted from `first_image` in the
-// NCHW tensor and from 0 in the col buffer, so a batch can be processed in chunks.
+//   direct_grad_weight: per-image weight gradients of small reductions, for sum_batch
+// Every entry reads binding 1 and writes binding 2 (`direct` as vec4s); the direct ones also read
+// bindings 3 and 4. Images are counted from `first_image` in the NCHW tensor and from 0 in the col
+// buffer, so a batch can be processed in chunks.
 
 struct Params {
     c_in: u32, h: u32, w: u32, kh: u32,
@@ -236,6 +238,20 @@ const DS: u32 = 1u;
 const XW: u32 = 8u;
 const WIN: u32 = (XW - 1u) * DS + DKW;
 
+// The WIN inputs of row `y` (counted from the top of the padded input, so it may be outside) of
+// the plane starting at row `plane`, from column `x_first` on; zero outside the input.
+fn input_window(plane: u32, y: i32, x_first: i32) -> array<f32, WIN> {
+    let y_in = y >= 0 && y < i32(p.h);
+    let row = (plane + u32(clamp(y, 0, i32(p.h) - 1))) * p.w;
+    var win: array<f32, WIN>;
+    for (var q = 0u; q < WIN; q++) {
+        let xx = x_first + i32(q);
+        let inside = y_in && xx >= 0 && xx < i32(p.w);
+        win[q] = select(0.0, src[row + u32(clamp(xx, 0, i32(p.w) - 1))], inside);
+    }
+    return win;
+}
+
 @compute @workgroup_size(WG)
 fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let segs = (p.ow + XW - 1u) / XW;
@@ -263,15 +279,7 @@ fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     for (var c = 0u; c < p.c_in; c++) {
         let plane = (img * p.c_in + c) * p.h;
         for (var i = 0u; i < DKH; i++) {
-            let y = i32(oy * DS + i) - i32(p.pad_top);
-            let y_in = y >= 0 && y < i32(p.h);
-            let row = (plane + u32(clamp(y, 0, i32(p.h) - 1))) * p.w;
-            var win: array<f32, WIN>;
-            for (var q = 0u; q < WIN; q++) {
-                let xx = x_first + i32(q);
-                let inside = y_in && xx >= 0 && xx < i32(p.w);
-                win[q] = select(0.0, src[row + u32(clamp(xx, 0, i32(p.w) - 1))], inside);
-            }
+            let win = input_window(plane, i32(oy * DS + i) - i32(p.pad_top), x_first);
             let k0 = (c * DKH + i) * DKW;
             for (var j = 0u; j < DKW; j++) {
                 for (var o = 0u; o < CO; o++) {
@@ -295,6 +303,74 @@ fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             for (var x = 0u; x < XW; x++) {
                 if (ox0 + x < p.ow) {
                     dst[base + x] = acc[o * XW + x] + b;
+                }
+            }
+        }
+    }
+}
+
+// The weight gradient of a small reduction, directly: each invocation sums, over one image's
+// output plane, dout[co][oy][ox] * x[c][oy*stride+i-pad_top][ox*stride+j-pad_left] for CO output
+// channels and every tap, walking the plane in the row segments of `direct_rows` (each input
+// row's window loaded once for all taps). It writes the image's partial [c_out][c_in][kh][kw] to
+// `dst` at [img]; `sum_batch` adds the images' partials. Lanes are images, so they run the same
+// loops in step. For K = 9 this replaces im2col (a col nine times the input) and a GEMM whose
+// 9-row operand fills few lanes.
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+
+@compute @workgroup_size(WG)
+fn direct_grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let id = linear_id(wg, nwg, lid);
+    if (id >= p.images) {
+        return;
+    }
+    let img = p.first_image + id;
+    let co0 = wg.z * CO;
+    let plane_len = p.oh * p.ow;
+    let segs = (p.ow + XW - 1u) / XW;
+    // Channels past c_out (the last block's) read the last channel's gradient and are not stored.
+    var dy_plane: array<u32, CO>;
+    for (var o = 0u; o < CO; o++) {
+        dy_plane[o] = (img * p.c_out + min(co0 + o, p.c_out - 1u)) * plane_len;
+    }
+    for (var c = 0u; c < p.c_in; c++) {
+        let plane = (img * p.c_in + c) * p.h;
+        var acc: array<f32, CO * DKH * DKW>;
+        for (var e = 0u; e < CO * DKH * DKW; e++) {
+            acc[e] = 0.0;
+        }
+        for (var oy = 0u; oy < p.oh; oy++) {
+            for (var s = 0u; s < segs; s++) {
+                let ox0 = s * XW;
+                // The segment's output gradient, zero past the row's end.
+                var g: array<f32, CO * XW>;
+                for (var o = 0u; o < CO; o++) {
+                    for (var x = 0u; x < XW; x++) {
+                        let ox = ox0 + x;
+                        g[o * XW + x] = select(0.0, dy[dy_plane[o] + oy * p.ow + min(ox, p.ow - 1u)], ox < p.ow);
+                    }
+                }
+                let x_first = i32(ox0 * DS) - i32(p.pad_left);
+                for (var i = 0u; i < DKH; i++) {
+                    let win = input_window(plane, i32(oy * DS + i) - i32(p.pad_top), x_first);
+                    for (var j = 0u; j < DKW; j++) {
+                        for (var o = 0u; o < CO; o++) {
+                            var sum = 0.0;
+                            for (var x = 0u; x < XW; x++) {
+                                sum = fma(g[o * XW + x], win[x * DS + j], sum);
+                            }
+                            acc[(o * DKH + i) * DKW + j] += sum;
+                        }
+                    }
+                }
+            }
+        }
+        let taps = DKH * DKW;
+        for (var o = 0u; o < CO; o++) {
+            if (co0 + o < p.c_out) {
+                let base = ((id * p.c_out + co0 + o) * p.c_in + c) * taps;
+                for (var t = 0u; t < taps; t++) {
+                    dst[base + t] = acc[o * taps + t];
                 }
             }
         }

@@ -39,6 +39,13 @@ static DIRECT_ROWS: KernelSpec = KernelSpec {
     // x, out, weight, bias.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
 };
+static DIRECT_GRAD_WEIGHT: KernelSpec = KernelSpec {
+    name: "conv2d_direct_grad_weight",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    entry: "direct_grad_weight",
+    // x, per-image partials, output gradient.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read],
+};
 static TRANSPOSE_WEIGHT: KernelSpec = KernelSpec {
     name: "conv2d_transpose_weight",
     source: include_str!("../../shaders/conv2d.wgsl"),
@@ -267,12 +274,20 @@ fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeomet
     let whole = Chunk { first: 0, images: g.n };
     let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
     let bias = b.unwrap_or(w);
-    // Row segments of at most 8 outputs, as even as the row allows (26 = 4 x 7 - 2, not 4 x 8 - 6).
-    let xw = g.ow.div_ceil(g.ow.div_ceil(DIRECT_ROW_OUTPUTS));
-    let constants = [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", xw as u32)];
+    let xw = row_segment(g);
     let mut grid = super::grid_1d(super::groups(g.n * g.oh * g.ow.div_ceil(xw), WG));
     grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
-    x.device().dispatch(&DIRECT_ROWS, &constants, &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
+    x.device().dispatch(&DIRECT_ROWS, &row_constants(g), &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
+}
+
+/// Outputs per row segment of the direct kernels: at most 8, as even as the row allows (26 = 4 x 7 - 2, not 4 x 8 - 6).
+fn row_segment(g: &ConvGeometry) -> usize {
+    g.ow.div_ceil(g.ow.div_ceil(DIRECT_ROW_OUTPUTS))
+}
+
+/// The kernel size, stride and segment the direct kernels are specialised to.
+fn row_constants(g: &ConvGeometry) -> [(&'static str, u32); 4] {
+    [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", row_segment(g) as u32)]
 }
 
 /// The most outputs along a row one invocation of `direct_rows` computes.
@@ -497,7 +512,7 @@ fn conv2d_tuned(
         let _ = w_matrix.set((wm, w_row));
     }
     let backward =
-        Conv2dBackward { x: x.clone(), w: w.clone(), w_matrix, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient };
+        Conv2dBackward { x: x.clone(), w: w.clone(), w_matrix, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient, direct };
     Ok((out, backward))
 }
 
@@ -513,6 +528,8 @@ pub struct Conv2dBackward {
     col: Option<Tensor>,
     max_bytes: u64,
     orient: Orient,
+    /// The forward's direct kernel; `Rows` also serves the weight gradient of a small reduction.
+    direct: Direct,
 }
 
 impl Conv2dBackward {
@@ -602,7 +619,33 @@ impl Conv2dBackward {
 
     // dW = sum_n dout[n] col[n]^T.
     pub fn grad_weight(&self, dout: &Tensor) -> Result<Tensor> {
+        if self.direct_weight_gradient() {
+            self.check_grad(dout)?;
+            return self.grad_weight_direct(dout);
+        }
         self.grad_weight_padded(&self.padded_grad(dout)?)
+    }
+
+    fn direct_weight_gradient(&self) -> bool {
+        self.direct == Direct::Rows && self.geometry.suits_direct(Direct::Rows)
+    }
+
+    /// [`grad_weight`](Self::grad_weight) by `direct_grad_weight` (per-image partials, no col)
+    /// and `sum_batch`.
+    fn grad_weight_direct(&self, dout: &Tensor) -> Result<Tensor> {
+        let g = &self.geometry;
+        let dev = dout.device();
+        let len = g.c_out * g.k();
+        let partials = Tensor::uninit(dev, &[g.n, len], "conv2d weight gradient partials")?;
+        let whole = Chunk { first: 0, images: g.n };
+        let params = ConvParams::new(g, &whole);
+        let mut grid = super::grid_1d(super::groups(g.n, WG));
+        grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
+        dev.dispatch(&DIRECT_GRAD_WEIGHT, &row_constants(g), &params, &[self.x.buffer(), partials.buffer(), dout.buffer()], grid)?;
+        let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
+        let params = ConvParams { len: len as u32, accumulate: 0, ..params };
+        dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
+        Ok(dw)
     }
 
     /// [`grad_weight`](Self::grad_weight) from [`padded_grad`](Self::padded_grad)'s output: the
@@ -654,13 +697,15 @@ impl Backward for Conv2dBackward {
     }
     fn backward_needed(&self, dout: &Tensor, needed: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let want = |i: usize| needed.get(i).copied().unwrap_or(true);
+        let direct_dw = self.direct_weight_gradient();
         // Padded once for both GEMMs.
-        let padded = if want(0) || want(1) { Some(self.padded_grad(dout)?) } else { None };
+        let padded = if want(0) || (want(1) && !direct_dw) { Some(self.padded_grad(dout)?) } else { None };
         let dx = match &padded {
             Some(d) if want(0) => Some(self.grad_input_padded(d)?),
             _ => None,
         };
         let dw = match &padded {
+            _ if want(1) && direct_dw => Some(self.grad_weight(dout)?),
             Some(d) if want(1) => Some(self.grad_weight_padded(d)?),
             _ => None,
         };
@@ -815,6 +860,7 @@ mod tests {
         cfg: Conv2dConfig,
         max_bytes: u64,
         orient: Orient,
+        direct: Direct,
     ) {
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         let x = rand_vec(rng, xs.iter().product());
@@ -822,8 +868,8 @@ mod tests {
         let b = rand_vec(rng, ws[0]);
         let r = rand_vec(rng, g.out_shape().iter().product());
         let gb = tensor(dev, &b, &[ws[0]]);
-        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient, Direct::Rows).unwrap();
-        let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes} {orient:?}");
+        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient, direct).unwrap();
+        let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes} {orient:?} {direct:?}");
         assert_close(&out.to_vec().unwrap(), &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d forward {what}"));
         let grads = bw.backward(&tensor(dev, &r, &g.out_shape())).unwrap();
         let (dx, dw, db) = cpu::conv2d_backward(&x, &w, &r, &g);
@@ -839,7 +885,7 @@ mod tests {
         let mut rng = rng(23);
         for case in 0..22 {
             let (xs, ws, cfg) = random_case(&mut rng, case);
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto);
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto, Direct::Rows);
         }
     }
 
@@ -855,7 +901,7 @@ mod tests {
             ([2, 3, 5, 5], [7, 3, 1, 1], Conv2dConfig::new(1, Padding::Valid)),
         ] {
             for orient in [Orient::Normal, Orient::Transposed] {
-                check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), orient);
+                check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), orient, Direct::Off);
             }
         }
     }
@@ -868,7 +914,7 @@ mod tests {
         let x = Tensor::zeros(&dev, &xs).unwrap();
         let w = Tensor::zeros(&dev, &ws).unwrap();
         dev.start_profile().unwrap();
-        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto, Direct::Rows).unwrap();
+        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto, Direct::Off).unwrap();
         bw.grad_input(&out).unwrap();
         bw.grad_weight(&out).unwrap();
         dev.sync().unwrap();
@@ -881,7 +927,7 @@ mod tests {
             [([2, 1, 10, 10], [5, 1, 3, 3], true), ([1, 4, 6, 7], [6, 4, 2, 2], true), ([1, 2, 6, 6], [3, 2, 3, 3], false)]
         {
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes(), Orient::Auto);
+            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes(), Orient::Auto, Direct::Off);
             let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
             assert_eq!(kernels.contains(&"conv2d_transpose_weight"), transposes, "w{ws:?} ran {kernels:?}");
             assert!(!kernels.contains(&"matmul"), "w{ws:?} ran {kernels:?}");
@@ -903,7 +949,7 @@ mod tests {
             let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
             assert!(g.p() % 4 != 0 && g.col_stride() == g.p().next_multiple_of(4), "{g:?}");
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto);
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto, Direct::Rows);
             let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
             assert!(kernels.contains(&"matmul_vec4") && !kernels.contains(&"matmul"), "x{xs:?} w{ws:?} ran {kernels:?}");
         }
@@ -955,6 +1001,18 @@ mod tests {
                     assert_close(&got, &want, TOL, &format!("conv2d forward {direct:?} bias={bias} x{xs:?} w{ws:?} {cfg:?}"));
                 }
             }
+            // The weight gradient: direct with `Rows`, the GEMM's otherwise.
+            let r = rand_vec(&mut rng, g.out_shape().iter().product());
+            let (_, want, _) = cpu::conv2d_backward(&x, &w, &r, &g);
+            let rt = tensor(&dev, &r, &g.out_shape());
+            for direct in [Direct::Rows, Direct::Off] {
+                let (_, bw) = conv2d_tuned(&xt, &wt, None, cfg, dev.max_binding_bytes(), Orient::Auto, direct).unwrap();
+                dev.start_profile().unwrap();
+                let got = bw.backward_needed(&rt, &[false, true, false]).unwrap()[1].as_ref().unwrap().to_vec().unwrap();
+                let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+                assert_eq!(ran.contains(&"conv2d_direct_grad_weight"), direct == Direct::Rows, "{direct:?} {xs:?} {ws:?}: {ran:?}");
+                assert_close(&got, &want, TOL, &format!("conv2d dw {direct:?} x{xs:?} w{ws:?} {cfg:?}"));
+            }
         }
         // An odd output plane (5x5) keeps im2col + GEMM with `direct`.
         assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_direct(Direct::Quads));
@@ -977,10 +1035,10 @@ mod tests {
             chunks(&g, 4100).unwrap(),
             vec![Chunk { first: 0, images: 2 }, Chunk { first: 2, images: 2 }, Chunk { first: 4, images: 1 }]
         );
-        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4100, Orient::Auto);
+        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4100, Orient::Auto, Direct::Off);
         // Pointwise: x is col, chunks address it by offset.
-        check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300, Orient::Transposed);
-        check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000, Orient::Normal);
+        check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300, Orient::Transposed, Direct::Off);
+        check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000, Orient::Normal, Direct::Off);
         let e = chunks(&g, 1000).unwrap_err().to_string();
         assert!(e.contains("[5, 2, 7, 7]") && e.contains("[3, 2, 3, 3]"), "{e}");
     }

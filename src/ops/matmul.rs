@@ -277,7 +277,17 @@ pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Optio
 /// its default tiling, else the scalar kernel; the tiling fitted to the shape.
 pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
     let v = Variant::ALL[1..].iter().copied().find(|&v| v.fits(g, Tiling::default_for_variant(device, v))).unwrap_or(Variant::Scalar);
-    plan_variant(device, g, v)
+    let planned = plan_variant(device, g, v);
+    if log_plans() {
+        eprintln!("gemm m{} n{} k{} batch {} flags {}: {:?} {:?}", g.m, g.n, g.k, g.batch, g.flags, planned.0, planned.1);
+    }
+    planned
+}
+
+/// NETMORPH_GEMM_LOG=1 prints every GEMM's shape, variant and tiling (for tuning).
+fn log_plans() -> bool {
+    static LOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LOG.get_or_init(|| std::env::var("NETMORPH_GEMM_LOG").is_ok_and(|v| v == "1"))
 }
 
 fn plan_variant(device: &Device, g: &Gemm, v: Variant) -> (Variant, Tiling) {
