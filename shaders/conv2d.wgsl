@@ -7,6 +7,7 @@
 //   transpose_weight: wt[k][co] = w[co][k], rows padded with zeros to a multiple of 4 channels
 //   direct, direct_rows: the forward itself for small reductions (see there)
 //   direct_grad_weight: per-image weight gradients of small reductions, for sum_batch
+//   direct_grad_input: the input gradient of small reductions at stride 1
 // Every entry reads binding 1 and writes binding 2 (`direct` as vec4s); the direct ones also read
 // bindings 3 and 4. Images are counted from `first_image` in the NCHW tensor and from 0 in the col
 // buffer, so a batch can be processed in chunks.
@@ -371,6 +372,74 @@ fn direct_grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
                 let base = ((id * p.c_out + co0 + o) * p.c_in + c) * taps;
                 for (var t = 0u; t < taps; t++) {
                     dst[base + t] = acc[o * taps + t];
+                }
+            }
+        }
+    }
+}
+
+// The input gradient of a small reduction at stride 1, directly (a full correlation with the
+// flipped kernel): dx[c][y][x] = sum_{o,i,j} w[o][c][i][j] * dout[o][y+pad_top-i][x+pad_left-j],
+// dout zero outside its plane. Each invocation computes RY rows of XW neighbouring dx values of
+// one input channel (the workgroup's z, so the weights are the same across its lanes); each
+// output-gradient row window it loads feeds the DKH rows it reaches. `src` is dout here.
+const RY: u32 = 4u;
+const GWIN: u32 = XW + DKW - 1u;
+
+@compute @workgroup_size(WG)
+fn direct_grad_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let segs = (p.w + XW - 1u) / XW;
+    let blocks = (p.h + RY - 1u) / RY;
+    let id = linear_id(wg, nwg, lid);
+    if (id >= p.images * blocks * segs) {
+        return;
+    }
+    let seg = id % segs;
+    let block_id = id / segs;
+    let y0 = (block_id % blocks) * RY;
+    let img = p.first_image + block_id / blocks;
+    let c = wg.z;
+    let x0 = seg * XW;
+    // dout column of window entry 0.
+    let ox_first = i32(x0 + p.pad_left) - i32(DKW - 1u);
+    var acc: array<f32, RY * XW>;
+    for (var e = 0u; e < RY * XW; e++) {
+        acc[e] = 0.0;
+    }
+    for (var o = 0u; o < p.c_out; o++) {
+        let w_base = (o * p.c_in + c) * DKH * DKW;
+        let plane = (img * p.c_out + o) * p.oh;
+        for (var r = 0u; r < RY + DKH - 1u; r++) {
+            let oy = i32(y0 + p.pad_top + r) - i32(DKH - 1u);
+            let y_in = oy >= 0 && oy < i32(p.oh);
+            let row = (plane + u32(clamp(oy, 0, i32(p.oh) - 1))) * p.ow;
+            var win: array<f32, GWIN>;
+            for (var q = 0u; q < GWIN; q++) {
+                let ox = ox_first + i32(q);
+                let inside = y_in && ox >= 0 && ox < i32(p.ow);
+                win[q] = select(0.0, src[row + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
+            }
+            // dout row oy reaches dx row y0 + ry through tap row i = ry + DKH - 1 - r.
+            for (var ry = 0u; ry < RY; ry++) {
+                let i = i32(ry + DKH - 1u) - i32(r);
+                if (i >= 0 && i < i32(DKH)) {
+                    for (var j = 0u; j < DKW; j++) {
+                        let wv = wt[w_base + u32(i) * DKW + j];
+                        for (var x = 0u; x < XW; x++) {
+                            acc[ry * XW + x] = fma(wv, win[x + DKW - 1u - j], acc[ry * XW + x]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (var ry = 0u; ry < RY; ry++) {
+        let y = y0 + ry;
+        if (y < p.h) {
+            let base = ((img * p.c_in + c) * p.h + y) * p.w + x0;
+            for (var x = 0u; x < XW; x++) {
+                if (x0 + x < p.w) {
+                    dst[base + x] = acc[ry * XW + x];
                 }
             }
         }

@@ -46,6 +46,13 @@ static DIRECT_GRAD_WEIGHT: KernelSpec = KernelSpec {
     // x, per-image partials, output gradient.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read],
 };
+static DIRECT_GRAD_INPUT: KernelSpec = KernelSpec {
+    name: "conv2d_direct_grad_input",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    entry: "direct_grad_input",
+    // output gradient, input gradient, weight.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read],
+};
 static TRANSPOSE_WEIGHT: KernelSpec = KernelSpec {
     name: "conv2d_transpose_weight",
     source: include_str!("../../shaders/conv2d.wgsl"),
@@ -274,24 +281,27 @@ fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeomet
     let whole = Chunk { first: 0, images: g.n };
     let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
     let bias = b.unwrap_or(w);
-    let xw = row_segment(g);
+    let xw = row_segment(g.ow);
     let mut grid = super::grid_1d(super::groups(g.n * g.oh * g.ow.div_ceil(xw), WG));
     grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
-    x.device().dispatch(&DIRECT_ROWS, &row_constants(g), &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
+    x.device().dispatch(&DIRECT_ROWS, &row_constants(g, g.ow), &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
 
-/// Outputs per row segment of the direct kernels: at most 8, as even as the row allows (26 = 4 x 7 - 2, not 4 x 8 - 6).
-fn row_segment(g: &ConvGeometry) -> usize {
-    g.ow.div_ceil(g.ow.div_ceil(DIRECT_ROW_OUTPUTS))
+/// Values per row segment of the direct kernels along a row of `len`: at most 8, as even as the
+/// row allows (26 = 4 x 7 - 2, not 4 x 8 - 6).
+fn row_segment(len: usize) -> usize {
+    len.div_ceil(len.div_ceil(DIRECT_ROW_OUTPUTS))
 }
 
-/// The kernel size, stride and segment the direct kernels are specialised to.
-fn row_constants(g: &ConvGeometry) -> [(&'static str, u32); 4] {
-    [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", row_segment(g) as u32)]
+/// The kernel size, stride and segment (along rows of `len`) the direct kernels are specialised to.
+fn row_constants(g: &ConvGeometry, len: usize) -> [(&'static str, u32); 4] {
+    [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", row_segment(len) as u32)]
 }
 
 /// The most outputs along a row one invocation of `direct_rows` computes.
 const DIRECT_ROW_OUTPUTS: usize = 8;
+/// Rows of the input gradient one invocation of `direct_grad_input` computes (`const RY`).
+const DIRECT_GRAD_INPUT_ROWS: usize = 4;
 
 /// Which direct kernel serves small reductions' forward, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -573,7 +583,28 @@ impl Conv2dBackward {
 
     // dcol[n] = W^T dout[n];  dx = col2im(dcol) (each input sums the col entries it was copied to).
     pub fn grad_input(&self, dout: &Tensor) -> Result<Tensor> {
+        if self.direct_input_gradient() {
+            self.check_grad(dout)?;
+            return self.grad_input_direct(dout);
+        }
         self.grad_input_padded(&self.padded_grad(dout)?)
+    }
+
+    fn direct_input_gradient(&self) -> bool {
+        self.direct == Direct::Rows && self.geometry.stride == 1 && self.geometry.suits_direct(Direct::Rows)
+    }
+
+    /// [`grad_input`](Self::grad_input) by `direct_grad_input`: no dcol, no col2im.
+    fn grad_input_direct(&self, dout: &Tensor) -> Result<Tensor> {
+        let g = &self.geometry;
+        let dev = dout.device();
+        let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
+        let params = ConvParams::new(g, &Chunk { first: 0, images: g.n });
+        let invocations = g.n * g.h.div_ceil(DIRECT_GRAD_INPUT_ROWS) * g.w.div_ceil(row_segment(g.w));
+        let mut grid = super::grid_1d(super::groups(invocations, WG));
+        grid[2] = g.c_in as u32;
+        dev.dispatch(&DIRECT_GRAD_INPUT, &row_constants(g, g.w), &params, &[dout.buffer(), dx.buffer(), self.w.buffer()], grid)?;
+        Ok(dx)
     }
 
     /// [`grad_input`](Self::grad_input) from [`padded_grad`](Self::padded_grad)'s output.
@@ -641,7 +672,7 @@ impl Conv2dBackward {
         let params = ConvParams::new(g, &whole);
         let mut grid = super::grid_1d(super::groups(g.n, WG));
         grid[2] = g.c_out.div_ceil(DIRECT_CO) as u32;
-        dev.dispatch(&DIRECT_GRAD_WEIGHT, &row_constants(g), &params, &[self.x.buffer(), partials.buffer(), dout.buffer()], grid)?;
+        dev.dispatch(&DIRECT_GRAD_WEIGHT, &row_constants(g, g.ow), &params, &[self.x.buffer(), partials.buffer(), dout.buffer()], grid)?;
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let params = ConvParams { len: len as u32, accumulate: 0, ..params };
         dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
@@ -697,10 +728,11 @@ impl Backward for Conv2dBackward {
     }
     fn backward_needed(&self, dout: &Tensor, needed: &[bool]) -> Result<Vec<Option<Tensor>>> {
         let want = |i: usize| needed.get(i).copied().unwrap_or(true);
-        let direct_dw = self.direct_weight_gradient();
+        let (direct_dx, direct_dw) = (self.direct_input_gradient(), self.direct_weight_gradient());
         // Padded once for both GEMMs.
-        let padded = if want(0) || (want(1) && !direct_dw) { Some(self.padded_grad(dout)?) } else { None };
+        let padded = if (want(0) && !direct_dx) || (want(1) && !direct_dw) { Some(self.padded_grad(dout)?) } else { None };
         let dx = match &padded {
+            _ if want(0) && direct_dx => Some(self.grad_input(dout)?),
             Some(d) if want(0) => Some(self.grad_input_padded(d)?),
             _ => None,
         };
@@ -1001,17 +1033,23 @@ mod tests {
                     assert_close(&got, &want, TOL, &format!("conv2d forward {direct:?} bias={bias} x{xs:?} w{ws:?} {cfg:?}"));
                 }
             }
-            // The weight gradient: direct with `Rows`, the GEMM's otherwise.
+            // The gradients: direct with `Rows` (the input's at stride 1 only), the GEMMs' otherwise.
             let r = rand_vec(&mut rng, g.out_shape().iter().product());
-            let (_, want, _) = cpu::conv2d_backward(&x, &w, &r, &g);
+            let (want_dx, want_dw, _) = cpu::conv2d_backward(&x, &w, &r, &g);
             let rt = tensor(&dev, &r, &g.out_shape());
             for direct in [Direct::Rows, Direct::Off] {
                 let (_, bw) = conv2d_tuned(&xt, &wt, None, cfg, dev.max_binding_bytes(), Orient::Auto, direct).unwrap();
-                dev.start_profile().unwrap();
-                let got = bw.backward_needed(&rt, &[false, true, false]).unwrap()[1].as_ref().unwrap().to_vec().unwrap();
-                let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
-                assert_eq!(ran.contains(&"conv2d_direct_grad_weight"), direct == Direct::Rows, "{direct:?} {xs:?} {ws:?}: {ran:?}");
-                assert_close(&got, &want, TOL, &format!("conv2d dw {direct:?} x{xs:?} w{ws:?} {cfg:?}"));
+                for (i, kernel, want, direct_here) in [
+                    (0, "conv2d_direct_grad_input", &want_dx, direct == Direct::Rows && g.stride == 1),
+                    (1, "conv2d_direct_grad_weight", &want_dw, direct == Direct::Rows),
+                ] {
+                    dev.start_profile().unwrap();
+                    let needed: Vec<bool> = (0..3).map(|j| j == i).collect();
+                    let got = bw.backward_needed(&rt, &needed).unwrap()[i].as_ref().unwrap().to_vec().unwrap();
+                    let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+                    assert_eq!(ran.contains(&kernel), direct_here, "{direct:?} {xs:?} {ws:?}: {ran:?}");
+                    assert_close(&got, want, TOL, &format!("conv2d gradient {i} {direct:?} x{xs:?} w{ws:?} {cfg:?}"));
+                }
             }
         }
         // An odd output plane (5x5) keeps im2col + GEMM with `direct`.
