@@ -95,7 +95,7 @@ fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str,
 /// counter and a branch in every loop, against infinite loops) and integer-division checks (a
 /// select per `/` and `%`, against a zero divisor) guard against untrusted shaders; ours are
 /// trusted: every loop runs to a count taken from its launch parameters, and every divisor is a
-/// shape extent, which the launchers reject when zero (lavapipe also guards its own divisions).
+/// shape extent or stride, which the shape rules reject when zero.
 /// `NETMORPH_SHADER_CHECKS=all` restores every check, `none` drops the bounds checks too (buffers
 /// stay guarded by the driver's robust buffer access where it has one).
 fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
