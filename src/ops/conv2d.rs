@@ -301,7 +301,8 @@ fn row_constants(g: &ConvGeometry, len: usize) -> [(&'static str, u32); 5] {
 /// Output channels per invocation of the row kernels: `DIRECT_CO`, or NETMORPH_ROW_CO for tuning
 /// (on lavapipe, conv1 of the seed: 4 ran its forward at 0.55x the rate of 8, 16 at 0.45x).
 fn row_co() -> usize {
-    std::env::var("NETMORPH_ROW_CO").ok().and_then(|v| v.parse().ok()).unwrap_or(DIRECT_CO)
+    static CO: OnceLock<usize> = OnceLock::new();
+    *CO.get_or_init(|| std::env::var("NETMORPH_ROW_CO").ok().and_then(|v| v.parse().ok()).unwrap_or(DIRECT_CO))
 }
 
 /// The most outputs along a row one invocation of `direct_rows` computes.
@@ -309,19 +310,20 @@ const DIRECT_ROW_OUTPUTS: usize = 8;
 /// Rows of the input gradient one invocation of `direct_grad_input` computes (`const RY`).
 const DIRECT_GRAD_INPUT_ROWS: usize = 4;
 
-/// Which direct kernel serves small reductions' forward, if any.
+/// Which direct kernels serve small reductions, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Direct {
-    /// im2col + GEMM for every forward.
+    /// im2col + GEMM for every pass.
     Off,
     /// `direct`: 4 outputs of a plane per invocation, one gather per tap.
     Quads,
-    /// `direct_rows`: a row segment per invocation, each input row's window loaded once.
+    /// `direct_rows`: a row segment per invocation, each input row's window loaded once; the
+    /// gradients by `direct_grad_weight` and (at stride 1) `direct_grad_input`.
     Rows,
 }
 
-/// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every forward, `quads` picks the older direct
-/// kernel (for comparisons and tuning).
+/// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every pass, `quads` picks the older direct
+/// forward and the GEMM gradients (for comparisons and tuning).
 fn direct_from_env() -> Direct {
     match std::env::var("NETMORPH_CONV_DIRECT").as_deref() {
         Ok("0") => Direct::Off,
@@ -527,8 +529,17 @@ fn conv2d_tuned(
         // Kept for the input gradient.
         let _ = w_matrix.set((wm, w_row));
     }
-    let backward =
-        Conv2dBackward { x: x.clone(), w: w.clone(), w_matrix, has_bias: b.is_some(), geometry: g, col: saved_col, max_bytes, orient, direct };
+    let backward = Conv2dBackward {
+        x: x.clone(),
+        w: w.clone(),
+        w_matrix,
+        has_bias: b.is_some(),
+        geometry: g,
+        col: saved_col,
+        max_bytes,
+        orient,
+        direct,
+    };
     Ok((out, backward))
 }
 
@@ -544,7 +555,8 @@ pub struct Conv2dBackward {
     col: Option<Tensor>,
     max_bytes: u64,
     orient: Orient,
-    /// The forward's direct kernel; `Rows` also serves the weight gradient of a small reduction.
+    /// The forward's direct kernel; `Rows` also serves a small reduction's weight gradient and,
+    /// at stride 1, its input gradient.
     direct: Direct,
 }
 
@@ -965,7 +977,16 @@ mod tests {
             [([2, 1, 10, 10], [5, 1, 3, 3], true), ([1, 4, 6, 7], [6, 4, 2, 2], true), ([1, 2, 6, 6], [3, 2, 3, 3], false)]
         {
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes(), Orient::Auto, Direct::Off);
+            check_gpu_backward(
+                &dev,
+                &mut rng,
+                xs,
+                ws,
+                Conv2dConfig::new(1, Padding::Same),
+                dev.max_binding_bytes(),
+                Orient::Auto,
+                Direct::Off,
+            );
             let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
             assert_eq!(kernels.contains(&"conv2d_transpose_weight"), transposes, "w{ws:?} ran {kernels:?}");
             assert!(!kernels.contains(&"matmul"), "w{ws:?} ran {kernels:?}");
@@ -1081,8 +1102,26 @@ mod tests {
         );
         check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4100, Orient::Auto, Direct::Off);
         // Pointwise: x is col, chunks address it by offset.
-        check_gpu_backward(&dev, &mut rng, [3, 4, 5, 3], [6, 4, 1, 1], Conv2dConfig::new(1, Padding::Same), 300, Orient::Transposed, Direct::Off);
-        check_gpu_backward(&dev, &mut rng, [3, 3, 6, 5], [2, 3, 5, 5], Conv2dConfig::new(2, Padding::Same), 6000, Orient::Normal, Direct::Off);
+        check_gpu_backward(
+            &dev,
+            &mut rng,
+            [3, 4, 5, 3],
+            [6, 4, 1, 1],
+            Conv2dConfig::new(1, Padding::Same),
+            300,
+            Orient::Transposed,
+            Direct::Off,
+        );
+        check_gpu_backward(
+            &dev,
+            &mut rng,
+            [3, 3, 6, 5],
+            [2, 3, 5, 5],
+            Conv2dConfig::new(2, Padding::Same),
+            6000,
+            Orient::Normal,
+            Direct::Off,
+        );
         let e = chunks(&g, 1000).unwrap_err().to_string();
         assert!(e.contains("[5, 2, 7, 7]") && e.contains("[3, 2, 3, 3]"), "{e}");
     }
