@@ -93,6 +93,10 @@ struct Args {
     /// limit would not hold them. Its learning rate falls along a cosine over the epochs it gets.
     #[arg(long, default_value_t = 30)]
     final_epochs: usize,
+    /// The final fit continues from the searched weights at the learning rate times this
+    /// (default: the library's `ClassifierConfig::final_lr_scale`).
+    #[arg(long)]
+    final_lr_scale: Option<f32>,
     /// Final fit from fresh weights instead of the searched ones.
     #[arg(long)]
     retrain: bool,
@@ -177,6 +181,12 @@ fn main() -> Result<()> {
         shift,
         ..Default::default()
     };
+    if let Some(scale) = args.final_lr_scale {
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(netmorph::Error::Invalid(format!("--final-lr-scale {scale} must be a positive number")));
+        }
+        config.final_lr_scale = scale;
+    }
 
     if !(0.0..1.0).contains(&args.final_share) {
         return Err(netmorph::Error::Invalid(format!("--final-share {} must be in [0, 1)", args.final_share)));

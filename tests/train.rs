@@ -241,7 +241,8 @@ fn with_a_deadline_the_cosine_ends_where_training_does() {
     // Over 100 epochs the last step would run at 0.5 * factor(3 * epochs, 300), above 0.45.
     let last = *opt.seen.last().unwrap();
     assert!(last < 0.5 * 0.3, "the rate nears its floor (0.05) at the last step: {:?}", opt.seen);
-    assert!(opt.seen.windows(2).all(|w| w[1] <= w[0] * 1.2), "no large jump up when the plan changes: {:?}", opt.seen);
+    // Epoch times vary (a loaded CI machine), so the plan grows and shrinks; the rate only falls.
+    assert!(opt.seen.windows(2).all(|w| w[1] <= w[0]), "the rate never rises when the plan changes: {:?}", opt.seen);
 }
 
 /// Keeps every batch of images it is run on; its logits are a dense layer of zeros.

@@ -78,7 +78,8 @@ pub struct FitConfig {
     pub restore_best: bool,
     /// Over `epochs` epochs, or with a `deadline` over the epochs that fit before it (planned
     /// again after each epoch from its duration, so that the rate reaches its floor where training
-    /// stops); the optimizer's rate is put back when `fit` returns.
+    /// stops; the rate never rises when a plan grows); the optimizer's rate is put back when `fit`
+    /// returns.
     pub lr_schedule: LrSchedule,
     /// Augmentation of the training batches (validation and evaluation see the images as they are).
     pub shift: RandomShift,
@@ -227,6 +228,9 @@ fn fit_epochs(
     let mut best: Option<Snapshot> = None;
     // The schedule's length; the first epoch, not yet timed, assumes all of them.
     let mut planned = cfg.epochs;
+    // The rate never rises: when a plan grows again (a slow epoch, then faster ones) the rate
+    // holds until the longer curve comes down to it, instead of jumping back up.
+    let mut lowest_factor = f32::INFINITY;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let correct = Tensor::zeros(&device, &[1])?;
@@ -238,7 +242,8 @@ fn fit_epochs(
         for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
             let (x, y) = train.batch_shifted(idx, &cfg.shift.draw(idx.len(), seed ^ SHIFT_STREAM))?;
-            opt.set_learning_rate(base_lr * cfg.lr_schedule.factor((epoch - 1) * steps + step, planned * steps));
+            lowest_factor = lowest_factor.min(cfg.lr_schedule.factor((epoch - 1) * steps + step, planned * steps));
+            opt.set_learning_rate(base_lr * lowest_factor);
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
