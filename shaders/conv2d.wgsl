@@ -228,42 +228,52 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // The direct convolution by row segments: each invocation computes XW neighbouring outputs of
-// one output row for CO channels. The kernel's size and stride are specialised into the shader
-// (the launcher rewrites DKH, DKW, DS and XW), so every loop over taps and outputs unrolls: each
-// input row's window of WIN values is loaded once (clamped, zero outside) and feeds all DKW taps
-// of all XW outputs, instead of one gather per tap and output as in `direct`. Any plane size:
-// outputs past the row's end are computed on clamped inputs and not stored.
+// FY neighbouring output rows for CO channels. The kernel's size and stride are specialised into
+// the shader (the launcher rewrites DKH, DKW, DS, XW and FY), so every loop over taps and outputs
+// unrolls: each input row's window of WIN values is loaded once (clamped, zero outside) and feeds
+// all DKW taps of all XW outputs of every output row it reaches, instead of one gather per tap
+// and output as in `direct`. Any plane size: outputs past the row's end or below the plane are
+// computed on clamped inputs and not stored.
 const DKH: u32 = 3u;
 const DKW: u32 = 3u;
 const DS: u32 = 1u;
 const XW: u32 = 8u;
+const FY: u32 = 1u;
 const WIN: u32 = (XW - 1u) * DS + DKW;
+// Input rows a block of FY output rows reads.
+const FROWS: u32 = (FY - 1u) * DS + DKH;
 
-// The WIN inputs of row `y` (counted from the top of the padded input, so it may be outside) of
-// the plane starting at row `plane`, from column `x_first` on; zero outside the input.
-fn input_window(plane: u32, y: i32, x_first: i32) -> array<f32, WIN> {
-    let y_in = y >= 0 && y < i32(p.h);
-    let row = (plane + u32(clamp(y, 0, i32(p.h) - 1))) * p.w;
+// The WIN values of row `y` (counted from the top, so it may be outside) of the h x w plane of
+// `src` starting at row `plane`, from column `x_first` on; zero outside the plane.
+fn row_window(plane: u32, y: i32, x_first: i32, h: u32, w: u32) -> array<f32, WIN> {
+    let y_in = y >= 0 && y < i32(h);
+    let row = (plane + u32(clamp(y, 0, i32(h) - 1))) * w;
     var win: array<f32, WIN>;
     for (var q = 0u; q < WIN; q++) {
         let xx = x_first + i32(q);
-        let inside = y_in && xx >= 0 && xx < i32(p.w);
-        win[q] = select(0.0, src[row + u32(clamp(xx, 0, i32(p.w) - 1))], inside);
+        let inside = y_in && xx >= 0 && xx < i32(w);
+        win[q] = select(0.0, src[row + u32(clamp(xx, 0, i32(w) - 1))], inside);
     }
     return win;
+}
+
+// The input window of `row_window` for the input plane starting at row `plane`.
+fn input_window(plane: u32, y: i32, x_first: i32) -> array<f32, WIN> {
+    return row_window(plane, y, x_first, p.h, p.w);
 }
 
 @compute @workgroup_size(WG)
 fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let segs = (p.ow + XW - 1u) / XW;
+    let blocks = (p.oh + FY - 1u) / FY;
     let id = linear_id(wg, nwg, lid);
-    if (id >= p.images * p.oh * segs) {
+    if (id >= p.images * blocks * segs) {
         return;
     }
     let seg = id % segs;
-    let row_id = id / segs;
-    let oy = row_id % p.oh;
-    let img = p.first_image + row_id / p.oh;
+    let block_id = id / segs;
+    let oy0 = (block_id % blocks) * FY;
+    let img = p.first_image + block_id / blocks;
     let ox0 = seg * XW;
     let co0 = wg.z * CO;
     let x_first = i32(ox0 * DS) - i32(p.pad_left);
@@ -273,20 +283,27 @@ fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     for (var o = 0u; o < CO; o++) {
         w_row[o] = min(co0 + o, p.c_out - 1u) * k_len;
     }
-    var acc: array<f32, CO * XW>;
-    for (var e = 0u; e < CO * XW; e++) {
+    var acc: array<f32, FY * CO * XW>;
+    for (var e = 0u; e < FY * CO * XW; e++) {
         acc[e] = 0.0;
     }
     for (var c = 0u; c < p.c_in; c++) {
         let plane = (img * p.c_in + c) * p.h;
-        for (var i = 0u; i < DKH; i++) {
-            let win = input_window(plane, i32(oy * DS + i) - i32(p.pad_top), x_first);
-            let k0 = (c * DKH + i) * DKW;
-            for (var j = 0u; j < DKW; j++) {
-                for (var o = 0u; o < CO; o++) {
-                    let wv = wt[w_row[o] + k0 + j];
-                    for (var x = 0u; x < XW; x++) {
-                        acc[o * XW + x] = fma(wv, win[x * DS + j], acc[o * XW + x]);
+        for (var r = 0u; r < FROWS; r++) {
+            let win = input_window(plane, i32(oy0 * DS + r) - i32(p.pad_top), x_first);
+            // Input row r reaches output row oy0 + fy through tap row i = r - fy * DS.
+            for (var fy = 0u; fy < FY; fy++) {
+                let i = i32(r) - i32(fy * DS);
+                if (i >= 0 && i < i32(DKH)) {
+                    let k0 = (c * DKH + u32(i)) * DKW;
+                    for (var j = 0u; j < DKW; j++) {
+                        for (var o = 0u; o < CO; o++) {
+                            let wv = wt[w_row[o] + k0 + j];
+                            for (var x = 0u; x < XW; x++) {
+                                let e = (fy * CO + o) * XW + x;
+                                acc[e] = fma(wv, win[x * DS + j], acc[e]);
+                            }
+                        }
                     }
                 }
             }
@@ -300,10 +317,15 @@ fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             if (p.has_bias != 0u) {
                 b = bias[co];
             }
-            let base = (img * p.c_out + co) * plane_len + oy * p.ow + ox0;
-            for (var x = 0u; x < XW; x++) {
-                if (ox0 + x < p.ow) {
-                    dst[base + x] = acc[o * XW + x] + b;
+            for (var fy = 0u; fy < FY; fy++) {
+                let oy = oy0 + fy;
+                if (oy < p.oh) {
+                    let base = (img * p.c_out + co) * plane_len + oy * p.ow + ox0;
+                    for (var x = 0u; x < XW; x++) {
+                        if (ox0 + x < p.ow) {
+                            dst[base + x] = acc[(fy * CO + o) * XW + x] + b;
+                        }
+                    }
                 }
             }
         }
@@ -384,7 +406,6 @@ fn direct_grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 // one input channel (the workgroup's z, so the weights are the same across its lanes); each
 // output-gradient row window it loads feeds the DKH rows it reaches. `src` is dout here.
 const RY: u32 = 4u;
-const GWIN: u32 = XW + DKW - 1u;
 
 @compute @workgroup_size(WG)
 fn direct_grad_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -411,14 +432,8 @@ fn direct_grad_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         let plane = (img * p.c_out + o) * p.oh;
         for (var r = 0u; r < RY + DKH - 1u; r++) {
             let oy = i32(y0 + p.pad_top + r) - i32(DKH - 1u);
-            let y_in = oy >= 0 && oy < i32(p.oh);
-            let row = (plane + u32(clamp(oy, 0, i32(p.oh) - 1))) * p.ow;
-            var win: array<f32, GWIN>;
-            for (var q = 0u; q < GWIN; q++) {
-                let ox = ox_first + i32(q);
-                let inside = y_in && ox >= 0 && ox < i32(p.ow);
-                win[q] = select(0.0, src[row + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
-            }
+            // At stride 1 the window of XW + DKW - 1 values is WIN long.
+            let win = row_window(plane, oy, ox_first, p.oh, p.ow);
             // dout row oy reaches dx row y0 + ry through tap row i = ry + DKH - 1 - r.
             for (var ry = 0u; ry < RY; ry++) {
                 let i = i32(ry + DKH - 1u) - i32(r);

@@ -276,15 +276,18 @@ fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, o
     x.device().dispatch(&DIRECT, &[], &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
 
-/// Records the row-segment direct forward (`direct_rows` in `shaders/conv2d.wgsl`) of the whole batch.
-fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor) -> Result<()> {
+/// Records the row-segment direct forward (`direct_rows` in `shaders/conv2d.wgsl`) of the whole
+/// batch, `rows` output rows per invocation.
+fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor, rows: usize) -> Result<()> {
     let whole = Chunk { first: 0, images: g.n };
     let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
     let bias = b.unwrap_or(w);
     let xw = row_segment(g.ow);
-    let mut grid = super::grid_1d(super::groups(g.n * g.oh * g.ow.div_ceil(xw), WG));
+    let mut grid = super::grid_1d(super::groups(g.n * g.oh.div_ceil(rows) * g.ow.div_ceil(xw), WG));
     grid[2] = g.c_out.div_ceil(row_co()) as u32;
-    x.device().dispatch(&DIRECT_ROWS, &row_constants(g, g.ow), &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
+    let [kh, kw, s, xw, co] = row_constants(g, g.ow);
+    let constants = [kh, kw, s, xw, co, ("FY", rows as u32)];
+    x.device().dispatch(&DIRECT_ROWS, &constants, &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
 
 /// Values per row segment of the direct kernels along a row of `len`: at most 8, as even as the
@@ -305,8 +308,16 @@ fn row_co() -> usize {
     *CO.get_or_init(|| std::env::var("NETMORPH_ROW_CO").ok().and_then(|v| v.parse().ok()).unwrap_or(DIRECT_CO))
 }
 
+/// Output rows per invocation of `direct_rows`: `DIRECT_FORWARD_ROWS`, or NETMORPH_ROW_FY for tuning.
+fn forward_rows() -> usize {
+    static FY: OnceLock<usize> = OnceLock::new();
+    *FY.get_or_init(|| std::env::var("NETMORPH_ROW_FY").ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(DIRECT_FORWARD_ROWS))
+}
+
 /// The most outputs along a row one invocation of `direct_rows` computes.
 const DIRECT_ROW_OUTPUTS: usize = 8;
+/// Output rows one invocation of `direct_rows` computes (`const FY`).
+const DIRECT_FORWARD_ROWS: usize = 2;
 /// Rows of the input gradient one invocation of `direct_grad_input` computes (`const RY`).
 const DIRECT_GRAD_INPUT_ROWS: usize = 4;
 
@@ -502,7 +513,7 @@ fn conv2d_tuned(
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
         match direct {
-            Direct::Rows => conv2d_direct_rows(x, w, b, &g, &out)?,
+            Direct::Rows => conv2d_direct_rows(x, w, b, &g, &out, forward_rows())?,
             _ => conv2d_direct(x, w, b, &g, &out)?,
         }
     } else {
@@ -1058,6 +1069,17 @@ mod tests {
                         None => assert!(ran.contains(&"conv2d_im2col"), "{direct:?} {xs:?} {ws:?}: {ran:?}"),
                     }
                     assert_close(&got, &want, TOL, &format!("conv2d forward {direct:?} bias={bias} x{xs:?} w{ws:?} {cfg:?}"));
+                }
+                // Every block height of `direct_rows`, including ones that overhang the plane.
+                for rows in 1..=4 {
+                    let out = Tensor::uninit(&dev, &g.out_shape(), "out").unwrap();
+                    conv2d_direct_rows(&xt, &wt, bias.then_some(&bt), &g, &out, rows).unwrap();
+                    assert_close(
+                        &out.to_vec().unwrap(),
+                        &want,
+                        TOL,
+                        &format!("direct_rows {rows} rows bias={bias} x{xs:?} w{ws:?} {cfg:?}"),
+                    );
                 }
             }
             // The gradients: direct with `Rows` (the input's at stride 1 only), the GEMMs' otherwise.
