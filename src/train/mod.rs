@@ -53,6 +53,35 @@ impl LrSchedule {
     }
 }
 
+/// A schedule laid over a number of epochs that may be planned again as training goes (a deadline
+/// learns how long an epoch takes only after one ran).
+#[derive(Clone, Debug)]
+struct PlannedSchedule {
+    schedule: LrSchedule,
+    steps_per_epoch: usize,
+    planned_epochs: usize,
+    /// The rate never rises: when a plan grows again (a slow epoch, then faster ones) the rate
+    /// holds until the longer curve comes down to it, instead of jumping back up.
+    lowest: f32,
+}
+
+impl PlannedSchedule {
+    fn new(schedule: LrSchedule, steps_per_epoch: usize, planned_epochs: usize) -> Self {
+        PlannedSchedule { schedule, steps_per_epoch, planned_epochs, lowest: f32::INFINITY }
+    }
+
+    /// The factor of step `step` (from 0) of epoch `epoch` (from 1); steps are asked for in order.
+    fn factor(&mut self, epoch: usize, step: usize) -> f32 {
+        let at = (epoch - 1) * self.steps_per_epoch + step;
+        self.lowest = self.lowest.min(self.schedule.factor(at, self.planned_epochs * self.steps_per_epoch));
+        self.lowest
+    }
+
+    fn replan(&mut self, epochs: usize) {
+        self.planned_epochs = epochs;
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EarlyStopping {
     /// Epochs without an improvement of `min_delta` in validation loss before stopping.
@@ -226,11 +255,8 @@ fn fit_epochs(
     let mut since_best = 0;
     let mut lowest_val = f64::INFINITY;
     let mut best: Option<Snapshot> = None;
-    // The schedule's length; the first epoch, not yet timed, assumes all of them.
-    let mut planned = cfg.epochs;
-    // The rate never rises: when a plan grows again (a slow epoch, then faster ones) the rate
-    // holds until the longer curve comes down to it, instead of jumping back up.
-    let mut lowest_factor = f32::INFINITY;
+    // The first epoch, not yet timed, assumes all of them.
+    let mut schedule = PlannedSchedule::new(cfg.lr_schedule, steps, cfg.epochs);
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let correct = Tensor::zeros(&device, &[1])?;
@@ -242,8 +268,7 @@ fn fit_epochs(
         for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
             let (x, y) = train.batch_shifted(idx, &cfg.shift.draw(idx.len(), seed ^ SHIFT_STREAM))?;
-            lowest_factor = lowest_factor.min(cfg.lr_schedule.factor((epoch - 1) * steps + step, planned * steps));
-            opt.set_learning_rate(base_lr * lowest_factor);
+            opt.set_learning_rate(base_lr * schedule.factor(epoch, step));
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
@@ -303,7 +328,7 @@ fn fit_epochs(
                 history.stopped_early = Some("time limit reached".into());
                 break;
             }
-            planned = cfg.epochs.min(epoch + more);
+            schedule.replan(cfg.epochs.min(epoch + more));
         }
     }
     if let Some(b) = best {
@@ -374,6 +399,26 @@ mod tests {
         assert!((s.factor(100, 100) - 0.2).abs() < 1e-6);
         assert!((s.factor(150, 100) - 0.2).abs() < 1e-6, "past the end it stays at the floor");
         assert_eq!(LrSchedule::Constant.factor(7, 10), 1.0);
+    }
+
+    #[test]
+    fn a_planned_schedule_follows_its_plan_and_never_rises() {
+        use super::PlannedSchedule;
+        let cosine = LrSchedule::Cosine { floor: 0.1 };
+        // 2 steps an epoch, planned over 4 epochs: the cosine of 8 steps.
+        let mut s = PlannedSchedule::new(cosine, 2, 4);
+        assert_eq!([s.factor(1, 0), s.factor(1, 1)], [cosine.factor(0, 8), cosine.factor(1, 8)]);
+        // Cut to 2 epochs: epoch 2 runs the end of a 4-step cosine, down to the floor's side.
+        s.replan(2);
+        assert_eq!([s.factor(2, 0), s.factor(2, 1)], [cosine.factor(2, 4), cosine.factor(3, 4)]);
+        // Grown to 10: the longer curve is above the rate reached, which holds until it comes down.
+        s.replan(10);
+        let held = cosine.factor(3, 4);
+        assert!(cosine.factor(4, 20) > held);
+        assert_eq!(s.factor(3, 0), held);
+        let later: Vec<f32> = (4..=10).flat_map(|e| [(e, 0), (e, 1)]).map(|(e, step)| s.factor(e, step)).collect();
+        assert!(later.windows(2).all(|w| w[1] <= w[0]), "{later:?}");
+        assert!(later[later.len() - 1] < held && later[later.len() - 1] >= 0.1, "{later:?}");
     }
 
     #[test]
