@@ -913,6 +913,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // a test helper: every knob of the path under test
     fn check_gpu_backward(
         dev: &Device,
         rng: &mut TestRng,
@@ -1017,7 +1018,7 @@ mod tests {
             ([2, 5, 9, 9], [6, 5, 1, 1], Conv2dConfig::new(2, Padding::Same)),
         ] {
             let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
-            assert!(g.p() % 4 != 0 && g.col_stride() == g.p().next_multiple_of(4), "{g:?}");
+            assert!(!g.p().is_multiple_of(4) && g.col_stride() == g.p().next_multiple_of(4), "{g:?}");
             dev.start_profile().unwrap();
             check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto, Direct::Rows);
             let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
@@ -1061,7 +1062,7 @@ mod tests {
                     let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
                     let expected = match direct {
                         Direct::Rows => Some("conv2d_direct_rows"),
-                        Direct::Quads if g.p() % 4 == 0 => Some("conv2d_direct"),
+                        Direct::Quads if g.p().is_multiple_of(4) => Some("conv2d_direct"),
                         _ => None,
                     };
                     match expected {
