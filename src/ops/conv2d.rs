@@ -316,8 +316,10 @@ fn forward_rows() -> usize {
 
 /// The most outputs along a row one invocation of `direct_rows` computes.
 const DIRECT_ROW_OUTPUTS: usize = 8;
-/// Output rows one invocation of `direct_rows` computes (`const FY`).
-const DIRECT_FORWARD_ROWS: usize = 2;
+/// Output rows one invocation of `direct_rows` computes (`const FY`). Measured on lavapipe (conv1
+/// of the seed, forward, two alternating rounds): 2 ran at 1.07x and 0.97x the rate of 1, within
+/// the noise; 3 and 4 at 0.35x (their 168 and 224 accumulators fall off the register cliff).
+const DIRECT_FORWARD_ROWS: usize = 1;
 /// Rows of the input gradient one invocation of `direct_grad_input` computes (`const RY`).
 const DIRECT_GRAD_INPUT_ROWS: usize = 4;
 
