@@ -262,19 +262,32 @@ fn input_window(plane: u32, y: i32, x_first: i32) -> array<f32, WIN> {
     return row_window(plane, y, x_first, p.h, p.w);
 }
 
+// The block of `rows` rows of XW neighbouring values of an h x w plane that invocation `id` of a
+// row kernel computes: segments along a row first, then blocks down the plane, then images.
+struct RowBlock {
+    img: u32,
+    y0: u32,
+    x0: u32,
+    // False past the last block (the grid rounds up to whole workgroups).
+    inside: bool,
+}
+
+fn row_block(id: u32, h: u32, w: u32, rows: u32) -> RowBlock {
+    let segs = (w + XW - 1u) / XW;
+    let blocks = (h + rows - 1u) / rows;
+    let block_id = id / segs;
+    return RowBlock(p.first_image + block_id / blocks, (block_id % blocks) * rows, (id % segs) * XW, id < p.images * blocks * segs);
+}
+
 @compute @workgroup_size(WG)
 fn direct_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let segs = (p.ow + XW - 1u) / XW;
-    let blocks = (p.oh + FY - 1u) / FY;
-    let id = linear_id(wg, nwg, lid);
-    if (id >= p.images * blocks * segs) {
+    let block = row_block(linear_id(wg, nwg, lid), p.oh, p.ow, FY);
+    if (!block.inside) {
         return;
     }
-    let seg = id % segs;
-    let block_id = id / segs;
-    let oy0 = (block_id % blocks) * FY;
-    let img = p.first_image + block_id / blocks;
-    let ox0 = seg * XW;
+    let img = block.img;
+    let oy0 = block.y0;
+    let ox0 = block.x0;
     let co0 = wg.z * CO;
     let x_first = i32(ox0 * DS) - i32(p.pad_left);
     let k_len = p.c_in * DKH * DKW;
@@ -409,18 +422,14 @@ const RY: u32 = 4u;
 
 @compute @workgroup_size(WG)
 fn direct_grad_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let segs = (p.w + XW - 1u) / XW;
-    let blocks = (p.h + RY - 1u) / RY;
-    let id = linear_id(wg, nwg, lid);
-    if (id >= p.images * blocks * segs) {
+    let block = row_block(linear_id(wg, nwg, lid), p.h, p.w, RY);
+    if (!block.inside) {
         return;
     }
-    let seg = id % segs;
-    let block_id = id / segs;
-    let y0 = (block_id % blocks) * RY;
-    let img = p.first_image + block_id / blocks;
+    let img = block.img;
+    let y0 = block.y0;
+    let x0 = block.x0;
     let c = wg.z;
-    let x0 = seg * XW;
     // dout column of window entry 0.
     let ox_first = i32(x0 + p.pad_left) - i32(DKW - 1u);
     var acc: array<f32, RY * XW>;

@@ -282,11 +282,10 @@ fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeomet
     let whole = Chunk { first: 0, images: g.n };
     let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
     let bias = b.unwrap_or(w);
-    let xw = row_segment(g.ow);
-    let mut grid = super::grid_1d(super::groups(g.n * g.oh.div_ceil(rows) * g.ow.div_ceil(xw), WG));
+    let mut grid = super::grid_1d(super::groups(g.n * g.oh.div_ceil(rows) * g.ow.div_ceil(row_segment(g.ow)), WG));
     grid[2] = g.c_out.div_ceil(row_co()) as u32;
-    let [kh, kw, s, xw, co] = row_constants(g, g.ow);
-    let constants = [kh, kw, s, xw, co, ("FY", rows as u32)];
+    let [kernel_h, kernel_w, stride, segment, channels] = row_constants(g, g.ow);
+    let constants = [kernel_h, kernel_w, stride, segment, channels, ("FY", rows as u32)];
     x.device().dispatch(&DIRECT_ROWS, &constants, &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
 
