@@ -83,6 +83,34 @@ fn a_small_search_trains_children_within_its_limit() {
     let graph = Graph::load(&store.model_path(best.id, "json"), &store.model_path(best.id, "safetensors")).unwrap();
     graph.validate().unwrap();
 
+    // The ensemble starts from the best, each round lowers the validation loss, and the served
+    // graph holds exactly the chosen models' weights.
+    let steps = classifier.ensemble().to_vec();
+    assert_eq!(steps[0].members, vec![best.id]);
+    assert_eq!(steps[0].val_accuracy, best.val_accuracy.unwrap());
+    assert!(steps.windows(2).all(|w| w[1].val_loss < w[0].val_loss && w[1].members.starts_with(&w[0].members)), "{steps:?}");
+    let chosen = &steps.last().unwrap().members;
+    let weights_of = |id: usize| result.records.iter().find(|r| r.id == id).unwrap().parameters;
+    let served = classifier.model_graph().unwrap();
+    let (trainable, frozen) = served.param_counts().unwrap();
+    assert_eq!((trainable + frozen) as u64, chosen.iter().map(|&id| weights_of(id)).sum::<u64>(), "members {chosen:?}");
+    // Its logits are the mean of the members' (on this tiny search the best often stands alone).
+    let x: Vec<f64> = data.take(3).gather_f32(&[0, 1, 2]).into_iter().map(f64::from).collect();
+    let member_logits: Vec<Vec<f64>> = chosen
+        .iter()
+        .map(|&id| Graph::load(&store.model_path(id, "json"), &store.model_path(id, "safetensors")).unwrap().forward_cpu(&x, 3).unwrap())
+        .collect();
+    for (i, got) in served.forward_cpu(&x, 3).unwrap().iter().enumerate() {
+        let mean = member_logits.iter().map(|l| l[i]).sum::<f64>() / chosen.len() as f64;
+        assert!((got - mean).abs() < 1e-4 * (1.0 + mean.abs()), "logit {i}: {got} vs {mean}");
+    }
+    let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("ensemble.json")).unwrap()).unwrap();
+    assert_eq!(stored.len(), steps.len());
+    // Without ensembling, a resumed search serves the best alone.
+    let mut alone = ImageClassifier::new(&device, ClassifierConfig { resume: true, ensemble_size: 1, ..narrow_config(&dir, 4) });
+    alone.fit(&data, limit).unwrap();
+    assert_eq!(alone.model_graph(), Some(&graph));
+
     // Predict, evaluate and export.
     let eval = classifier.evaluate(&data.take(200)).unwrap();
     assert!(eval.accuracy > 0.3, "{eval:?}");

@@ -10,6 +10,7 @@
 //! merge layers (add, concat) take the main path as input 0 and the skip branch after it.
 
 pub mod cpu;
+pub mod ensemble;
 pub mod generators;
 pub mod io;
 pub mod model;

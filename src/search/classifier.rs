@@ -1,6 +1,8 @@
 //! `ImageClassifier`: the architecture search as a user calls it. `fit` searches within a time
-//! limit, `final_fit` trains the best model on the whole training set, `evaluate` and `predict` use
-//! it, and `export` writes it as a graph (architecture JSON and safetensors weights) that
+//! limit and picks, on the validation set, which of the searched models to average with the best
+//! ([`super::ensemble`]); `final_fit` trains the best model on the whole training set; `evaluate`
+//! and `predict` use the best with its ensemble partners, and `export` writes them as one graph
+//! (architecture JSON and safetensors weights, [`crate::graph::ensemble`]) that
 //! `ImageClassifier::load` reads on its own. Images of any size, channel count and number of classes.
 //!
 //! The validation split is taken from the training data (seeded shuffle); the test data is never
@@ -11,13 +13,14 @@
 //! difference between two models' errors far less noisy than either alone.
 
 use super::bayesian::BayesianConfig;
+use super::ensemble::{select_members, SelectionStep};
 use super::searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
-use super::store::{commit_temporary, temporary_path, write_atomic, SearchStore};
+use super::store::{commit_temporary, temporary_path, write_atomic, ModelRecord, SearchStore};
 use crate::data::{DeviceDataset, ImageSet, RandomShift};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::{CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
+use crate::graph::{ensemble::average_logits, CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
 use crate::optim::{Adadelta, Adam, Optimizer, Sgd};
 use crate::train::{self, EarlyStopping, Evaluation, FitConfig, History, LrSchedule};
 use rand::rngs::StdRng;
@@ -121,6 +124,9 @@ pub struct ClassifierConfig {
     pub shift: Option<RandomShift>,
     /// Stop after this many models (tests), if set.
     pub max_models: Option<usize>,
+    /// The most searched models averaged into the final model, chosen on the validation set
+    /// ([`super::ensemble`]); 1: the best alone, as AutoKeras.
+    pub ensemble_size: usize,
     /// The most of the search time left that one model may train for (see
     /// [`SearchConfig::model_share`]).
     pub model_share: f64,
@@ -152,6 +158,7 @@ impl Default for ClassifierConfig {
             morph_noise: crate::morph::DEFAULT_NOISE,
             shift: None,
             max_models: None,
+            ensemble_size: 4,
             model_share: 0.4,
             min_epochs: 3,
             max_parameters: DEFAULT_MAX_PARAMETERS,
@@ -345,24 +352,46 @@ fn load_model(store: &SearchStore, id: usize) -> Result<Graph> {
     Graph::load(&json, &weights)
 }
 
+/// Searched models the selection may average, the best first: more would add little (each later
+/// one is a worse model) and cost one pass over the validation set each.
+const ENSEMBLE_CANDIDATES: usize = 8;
+
 /// Image classification by architecture search.
 pub struct ImageClassifier {
     device: Device,
     config: ClassifierConfig,
     /// The best model found (or final-fitted), with its weights.
     best: Option<Graph>,
+    /// The searched models averaged with `best` (empty: `best` alone).
+    partners: Vec<Graph>,
+    /// What `evaluate`, `predict` and `export` use: `best`, or `best` and `partners` as one graph.
+    served: Option<Graph>,
+    /// The selection's rounds, members named by model id (empty without a search).
+    ensemble: Vec<SelectionStep>,
     search: Option<SearchResult<Architecture>>,
 }
 
 impl ImageClassifier {
     pub fn new(device: &Device, config: ClassifierConfig) -> ImageClassifier {
-        ImageClassifier { device: device.clone(), config, best: None, search: None }
+        ImageClassifier { device: device.clone(), config, best: None, partners: vec![], served: None, ensemble: vec![], search: None }
     }
 
     /// A classifier around an exported model (no search).
     pub fn load(device: &Device, json: &Path, weights: &Path) -> Result<ImageClassifier> {
         let graph = Graph::load(json, weights)?;
-        Ok(ImageClassifier { device: device.clone(), config: ClassifierConfig::default(), best: Some(graph), search: None })
+        let mut classifier = ImageClassifier::new(device, ClassifierConfig::default());
+        classifier.set_models(graph, vec![])?;
+        Ok(classifier)
+    }
+
+    /// Makes `best` and `partners` the classifier's models.
+    fn set_models(&mut self, best: Graph, partners: Vec<Graph>) -> Result<()> {
+        let mut members = vec![best];
+        members.extend(partners);
+        self.served = Some(average_logits(&members)?);
+        self.best = Some(members.remove(0));
+        self.partners = members;
+        Ok(())
     }
 
     pub fn config(&self) -> &ClassifierConfig {
@@ -436,10 +465,58 @@ impl ImageClassifier {
             verbose: cfg.verbose,
         };
         let result = search(space, generators, &mut trainer, &store, &search_config)?;
+        let (steps, mut members) = self.select_ensemble(&result, &store, &trainer.val, &val)?;
         drop(trainer);
         self.device.trim_pool();
-        self.best = Some(load_model(&store, result.best)?);
+        let json = serde_json::to_string_pretty(&steps).map_err(|e| Error::Other(format!("ensemble.json: {e}")))?;
+        write_atomic(&cfg.search_dir.join("ensemble.json"), json.as_bytes())?;
+        let best = members.remove(0);
+        self.set_models(best, members)?;
+        self.ensemble = steps;
         Ok(self.search.insert(result))
+    }
+
+    /// Chooses which searched models to average with the best (see [`super::ensemble`]): the
+    /// selection's rounds, members named by model id, and the chosen models, the best first.
+    fn select_ensemble(
+        &self,
+        result: &SearchResult<Architecture>,
+        store: &SearchStore,
+        val_data: &DeviceDataset,
+        val: &ImageSet,
+    ) -> Result<(Vec<SelectionStep>, Vec<Graph>)> {
+        let best = result.best_record();
+        let mut others: Vec<&ModelRecord<Architecture>> = result.records.iter().filter(|r| r.finished() && r.id != best.id).collect();
+        others.sort_by(|a, b| b.better_than(a).cmp(&a.better_than(b)));
+        let candidates: Vec<&ModelRecord<Architecture>> = std::iter::once(best).chain(others).take(ENSEMBLE_CANDIDATES).collect();
+        let graphs: Vec<Graph> = candidates.iter().map(|r| load_model(store, r.id)).collect::<Result<_>>()?;
+        let (val_loss, val_accuracy) = (best.val_loss.unwrap_or(f64::NAN), best.val_accuracy.unwrap_or(f64::NAN));
+        let alone = vec![SelectionStep { members: vec![best.id], val_loss, val_accuracy }];
+        if self.config.ensemble_size <= 1 || graphs.len() < 2 {
+            return Ok((alone, graphs.into_iter().take(1).collect()));
+        }
+        let mut logits = Vec::with_capacity(graphs.len());
+        for graph in &graphs {
+            let model = Model::new(graph, &self.device)?;
+            logits.push(train::logits(&model, val_data, self.config.batch_size)?);
+        }
+        self.device.trim_pool();
+        let mut steps = select_members(&logits, &val.labels, val.classes, self.config.ensemble_size);
+        let chosen = steps.last().map(|s| s.members.clone()).unwrap_or_default();
+        for step in &mut steps {
+            step.members = step.members.iter().map(|&c| candidates[c].id).collect();
+            if self.config.verbose {
+                println!("Ensemble of models {:?}: val loss {:.4}, val accuracy {:.4}", step.members, step.val_loss, step.val_accuracy);
+            }
+        }
+        let mut graphs: Vec<Option<Graph>> = graphs.into_iter().map(Some).collect();
+        Ok((steps, chosen.iter().map(|&c| graphs[c].take().expect("each member once")).collect()))
+    }
+
+    /// The selection's rounds after `fit`, members named by model id, the chosen ensemble last
+    /// (written to `ensemble.json` in the search directory).
+    pub fn ensemble(&self) -> &[SelectionStep] {
+        &self.ensemble
     }
 
     /// The search's records (after `fit`).
@@ -452,8 +529,19 @@ impl ImageClassifier {
         self.best.as_ref()
     }
 
+    /// What `evaluate`, `predict` and `export` use: the best model, averaged with its ensemble
+    /// partners when the selection chose any.
+    pub fn model_graph(&self) -> Option<&Graph> {
+        self.served.as_ref()
+    }
+
     fn best(&self) -> Result<&Graph> {
         self.best.as_ref().ok_or_else(|| Error::Invalid("no model yet: call fit (or load an exported model) first".into()))
+    }
+
+    fn served(&self) -> Result<&Graph> {
+        self.best()?;
+        Ok(self.served.as_ref().expect("set with the best"))
     }
 
     fn check_images(&self, set: &ImageSet, what: &str) -> Result<()> {
@@ -469,7 +557,7 @@ impl ImageClassifier {
     }
 
     /// Trains the best model on all of `train` (no validation data: nothing of a test set is used)
-    /// for `epochs`: from its searched weights with the learning rate scaled by `final_lr_scale`,
+    /// for `epochs` (its ensemble partners keep their searched weights): from its searched weights with the learning rate scaled by `final_lr_scale`,
     /// or, with `retrain`, from fresh weights at the full learning rate.
     /// With a `deadline`, no epoch starts that would end after it.
     pub fn final_fit(&mut self, train: &ImageSet, epochs: usize, retrain: bool, deadline: Option<Instant>) -> Result<History> {
@@ -514,7 +602,8 @@ impl ImageClassifier {
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;
-        self.best = Some(graph);
+        let partners = std::mem::take(&mut self.partners);
+        self.set_models(graph, partners)?;
         Ok(history)
     }
 
@@ -594,33 +683,26 @@ impl ImageClassifier {
         (best.epochs > 0).then(|| Duration::from_secs_f64(best.seconds / best.epochs as f64 * n as f64 / settings_n as f64))
     }
 
-    /// Loss and accuracy of the best model on `test`.
+    /// Loss and accuracy of the model (the best with its ensemble partners) on `test`.
     pub fn evaluate(&self, test: &ImageSet) -> Result<Evaluation> {
         self.check_images(test, "evaluate")?;
-        let model = Model::new(self.best()?, &self.device)?;
+        let model = Model::new(self.served()?, &self.device)?;
         train::evaluate(&model, &DeviceDataset::new(&self.device, test)?, self.config.batch_size)
     }
 
     /// The predicted class of each image (the set's labels are ignored).
     pub fn predict(&self, images: &ImageSet) -> Result<Vec<usize>> {
         self.check_images(images, "predict")?;
-        let model = Model::new(self.best()?, &self.device)?;
-        let data = DeviceDataset::new(&self.device, images)?;
-        let mut out = Vec::with_capacity(images.n);
-        let order: Vec<u32> = (0..images.n as u32).collect();
-        for idx in order.chunks(self.config.batch_size.max(1)) {
-            let (x, _) = data.batch(idx)?;
-            let probs = train::predict(&model, &x)?.to_vec()?;
-            let classes = probs.len() / idx.len();
-            out.extend(probs.chunks(classes).map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b })));
-        }
-        Ok(out)
+        let model = Model::new(self.served()?, &self.device)?;
+        let logits = train::logits(&model, &DeviceDataset::new(&self.device, images)?, self.config.batch_size.max(1))?;
+        let classes = logits.len() / images.n.max(1);
+        Ok(logits.chunks(classes.max(1)).map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b })).collect())
     }
 
-    /// Writes the best model: architecture JSON and safetensors weights, loadable with
-    /// [`ImageClassifier::load`] or `Graph::load`.
+    /// Writes the model (the best with its ensemble partners, as one graph): architecture JSON and
+    /// safetensors weights, loadable with [`ImageClassifier::load`] or `Graph::load`.
     pub fn export(&self, json: &Path, weights: &Path) -> Result<()> {
-        write_graph(self.best()?, json, weights)
+        write_graph(self.served()?, json, weights)
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod bayesian;
 pub mod classifier;
 pub mod duration;
+pub mod ensemble;
 pub mod gp;
 pub mod report;
 pub mod searcher;

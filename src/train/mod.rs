@@ -379,6 +379,17 @@ pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> R
     Ok(Evaluation { loss: m[1] as f64 / n, accuracy: m[0] as f64 / n })
 }
 
+/// The logits `[n, classes]` (row-major) of every image of `data`, in order (evaluation mode).
+pub fn logits(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for idx in BatchOrder::new(data.len(), batch_size, 0)?.sequential() {
+        let (x, _) = data.batch(&idx)?;
+        let tape = Tape::no_grad();
+        out.extend(net.forward(&tape, &tape.constant(x), false, 0)?.value().to_vec()?);
+    }
+    Ok(out)
+}
+
 /// Class probabilities `[n, classes]` for a batch of images (evaluation mode).
 pub fn predict(net: &dyn Network, images: &Tensor) -> Result<Tensor> {
     let tape = Tape::no_grad();
