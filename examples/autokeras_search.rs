@@ -13,7 +13,7 @@
 use clap::Parser;
 use netmorph::data::{default_data_dir, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, ResNetConfig};
-use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier, OptimizerConfig};
+use netmorph::search::classifier::{ClassifierConfig, FinalFit, Generator, ImageClassifier, OptimizerConfig};
 use netmorph::search::parse_duration;
 use netmorph::search::store::{write_atomic, SearchStore};
 use netmorph::train::LrSchedule;
@@ -103,9 +103,11 @@ struct Args {
     /// (default: the library's `ClassifierConfig::final_lr_scale`).
     #[arg(long)]
     final_lr_scale: Option<f32>,
-    /// Final fit from fresh weights instead of the searched ones.
-    #[arg(long)]
-    retrain: bool,
+    /// What the final fit trains: `continue` (the best, from its searched weights), `retrain` (a
+    /// fresh copy of the best architecture, in its place) or `member` (a fresh copy that joins the
+    /// ensemble).
+    #[arg(long, default_value = "continue")]
+    final_fit: String,
     /// Write the final model here (<path>.json and <path>.safetensors); default: <search-dir>/final.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -171,6 +173,12 @@ fn main() -> Result<()> {
         n => Some(RandomShift {
             max: n.parse().map_err(|_| netmorph::Error::Invalid(format!("--shift {n}: expected a number of pixels or `auto`")))?,
         }),
+    };
+    let final_fit = match args.final_fit.as_str() {
+        "continue" => FinalFit::Continue,
+        "retrain" => FinalFit::Retrain,
+        "member" => FinalFit::NewMember,
+        other => return Err(netmorph::Error::Invalid(format!("--final-fit {other}: use continue, retrain or member"))),
     };
     let lr_schedule = match args.lr_schedule.as_str() {
         "cosine" => LrSchedule::Cosine { floor: 0.02 },
@@ -248,8 +256,8 @@ fn main() -> Result<()> {
     }
 
     if args.final_epochs > 0 {
-        println!("Final fit of the best model on all {} training images (at most {} epochs)", train.n, args.final_epochs);
-        classifier.final_fit(&train, args.final_epochs, args.retrain, Some(deadline))?;
+        println!("Final fit ({}) on all {} training images (at most {} epochs)", args.final_fit, train.n, args.final_epochs);
+        classifier.final_fit(&train, args.final_epochs, final_fit, Some(deadline))?;
         println!("Search and final fit took {:.1}s (limit {:.0}s)", start.elapsed().as_secs_f64(), time_limit.as_secs_f64());
     }
     let export = args.export.clone().unwrap_or_else(|| args.search_dir.join("final"));

@@ -3,7 +3,7 @@
 
 use netmorph::data::{default_data_dir, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, Graph};
-use netmorph::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
+use netmorph::search::classifier::{ClassifierConfig, FinalFit, Generator, ImageClassifier};
 use netmorph::search::{ModelRecord, SearchStore, Status};
 use netmorph::train::LrSchedule;
 use serde_json::Value;
@@ -166,13 +166,23 @@ fn images_of_other_sizes_channels_and_classes() {
     assert!(classifier.predict(&data.take(10)).unwrap().iter().all(|&p| p < 3));
     // The final fit trains on all the images, and stays out of a deadline it cannot meet.
     let before = classifier.evaluate(&data).unwrap();
-    let h = classifier.final_fit(&data, 2, false, None).unwrap();
+    let h = classifier.final_fit(&data, 2, FinalFit::Continue, None).unwrap();
     assert_eq!(h.epochs.len(), 2);
     let after = classifier.evaluate(&data).unwrap();
     assert!(after.loss < before.loss, "final fit on all images: loss {} -> {}", before.loss, after.loss);
-    let h = classifier.final_fit(&data, 2, false, Some(std::time::Instant::now())).unwrap();
+    let h = classifier.final_fit(&data, 2, FinalFit::Continue, Some(std::time::Instant::now())).unwrap();
     assert!(h.epochs.is_empty() && h.stopped_early.as_deref().unwrap_or("").contains("time limit"), "{h:?}");
     assert_eq!(classifier.evaluate(&data).unwrap(), after, "a skipped final fit keeps the weights");
+    // A fresh copy trained on all the images joins the ensemble; the best stays as it was.
+    let (best, served) = (classifier.best_graph().unwrap().clone(), classifier.model_graph().unwrap().clone());
+    let h = classifier.final_fit(&data, 2, FinalFit::NewMember, None).unwrap();
+    assert_eq!(h.epochs.len(), 2);
+    assert_eq!(classifier.best_graph(), Some(&best));
+    let count = |g: &Graph| g.param_counts().map(|(t, f)| t + f).unwrap();
+    assert_eq!(count(classifier.model_graph().unwrap()), count(&served) + count(&best));
+    let x: Vec<f64> = data.take(4).gather_f32(&[0, 1, 2, 3]).into_iter().map(f64::from).collect();
+    assert_ne!(classifier.model_graph().unwrap().forward_cpu(&x, 4).unwrap(), served.forward_cpu(&x, 4).unwrap());
+    assert!(classifier.evaluate(&data).unwrap().accuracy > 0.6);
     let wrong = ImageSet::new(vec![0; 2 * 9 * 7], vec![0], 2, 9, 7, 3).unwrap();
     let err = classifier.evaluate(&wrong).unwrap_err();
     assert!(err.to_string().contains("[2, 9, 7]"), "{err}");

@@ -352,6 +352,19 @@ fn load_model(store: &SearchStore, id: usize) -> Result<Graph> {
     Graph::load(&json, &weights)
 }
 
+/// What [`ImageClassifier::final_fit`] trains on the whole training set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalFit {
+    /// The best model, from its searched weights, at the learning rate times `final_lr_scale`.
+    Continue,
+    /// A fresh copy of the best architecture, at the full learning rate, which replaces the best.
+    Retrain,
+    /// A fresh copy of the best architecture, at the full learning rate, which joins the ensemble
+    /// as one more member: its own initialisation makes its errors less like the searched models'
+    /// (children share their fathers' weights), which is what averaging needs.
+    NewMember,
+}
+
 /// Searched models the selection may average, the best first: more would add little (each later
 /// one is a worse model) and cost one pass over the validation set each.
 const ENSEMBLE_CANDIDATES: usize = 8;
@@ -556,11 +569,10 @@ impl ImageClassifier {
         Ok(())
     }
 
-    /// Trains the best model on all of `train` (no validation data: nothing of a test set is used)
-    /// for `epochs` (its ensemble partners keep their searched weights): from its searched weights with the learning rate scaled by `final_lr_scale`,
-    /// or, with `retrain`, from fresh weights at the full learning rate.
-    /// With a `deadline`, no epoch starts that would end after it.
-    pub fn final_fit(&mut self, train: &ImageSet, epochs: usize, retrain: bool, deadline: Option<Instant>) -> Result<History> {
+    /// Trains on all of `train` (no validation data: nothing of a test set is used) for `epochs`,
+    /// as `kind` says: the best model from its searched weights, or a fresh copy of its
+    /// architecture (see [`FinalFit`]). With a `deadline`, no epoch starts that would end after it.
+    pub fn final_fit(&mut self, train: &ImageSet, epochs: usize, kind: FinalFit, deadline: Option<Instant>) -> Result<History> {
         self.check_images(train, "final_fit")?;
         let mut epochs = epochs;
         if let (Some(deadline), Some(per_epoch)) = (deadline, self.final_epoch_estimate(train.n)) {
@@ -579,12 +591,13 @@ impl ImageClassifier {
             }
             epochs = epochs.min(fit);
         }
-        let mut graph = self.best()?.clone();
-        let mut optimizer = self.config.optimizer.scaled(self.config.final_lr_scale);
-        if retrain {
-            graph = Architecture::of(&graph).instantiate(self.config.seed ^ 0xF1A1)?;
-            optimizer = self.config.optimizer;
-        }
+        let (graph, optimizer) = match kind {
+            FinalFit::Continue => (self.best()?.clone(), self.config.optimizer.scaled(self.config.final_lr_scale)),
+            FinalFit::Retrain | FinalFit::NewMember => {
+                (Architecture::of(self.best()?).instantiate(self.config.seed ^ 0xF1A1)?, self.config.optimizer)
+            }
+        };
+        let mut graph = graph;
         let data = DeviceDataset::new(&self.device, train)?;
         let model = Model::new(&graph, &self.device)?;
         let mut optimizer = optimizer.build();
@@ -602,8 +615,17 @@ impl ImageClassifier {
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;
-        let partners = std::mem::take(&mut self.partners);
-        self.set_models(graph, partners)?;
+        drop(model);
+        self.device.trim_pool();
+        let mut partners = std::mem::take(&mut self.partners);
+        let best = match kind {
+            FinalFit::Continue | FinalFit::Retrain => graph,
+            FinalFit::NewMember => {
+                partners.push(graph);
+                self.best.take().expect("checked above")
+            }
+        };
+        self.set_models(best, partners)?;
         Ok(history)
     }
 
