@@ -375,7 +375,8 @@ pub struct ImageClassifier {
     config: ClassifierConfig,
     /// The best model found (or final-fitted), with its weights.
     best: Option<Graph>,
-    /// The searched models averaged with `best` (empty: `best` alone).
+    /// The models averaged with `best`: searched ones the selection chose, and a final fit's
+    /// [`FinalFit::NewMember`] (empty: `best` alone).
     partners: Vec<Graph>,
     /// What `evaluate`, `predict` and `export` use: `best`, or `best` and `partners` as one graph.
     served: Option<Graph>,
@@ -591,13 +592,12 @@ impl ImageClassifier {
             }
             epochs = epochs.min(fit);
         }
-        let (graph, optimizer) = match kind {
+        let (mut graph, optimizer) = match kind {
             FinalFit::Continue => (self.best()?.clone(), self.config.optimizer.scaled(self.config.final_lr_scale)),
             FinalFit::Retrain | FinalFit::NewMember => {
                 (Architecture::of(self.best()?).instantiate(self.config.seed ^ 0xF1A1)?, self.config.optimizer)
             }
         };
-        let mut graph = graph;
         let data = DeviceDataset::new(&self.device, train)?;
         let model = Model::new(&graph, &self.device)?;
         let mut optimizer = optimizer.build();
