@@ -266,10 +266,6 @@ fn best_of<A>(records: &[ModelRecord<A>]) -> Option<usize> {
     best.map(|b| b.id)
 }
 
-/// A child's epoch time before it trains: its father's mean epoch time scaled by their training
-/// costs (zero for a generator's model or an unknown father). A child two conv layers deeper can
-/// take 1.8 times its father's epoch; judged by the father alone, it got one epoch, not the
-/// minimum.
 /// A child's estimated epoch is off by some percent: in a 2-hour MNIST search one ran 304 s
 /// against an estimate of about 300, and a budget of exactly three estimated epochs held two.
 const EPOCH_ESTIMATE_MARGIN: f64 = 1.15;
@@ -285,6 +281,10 @@ fn model_budget(left: Duration, share: f64, epoch: Duration, min_epochs: usize) 
     left.mul_f64(share.clamp(0.0, 1.0)).max(least_time(epoch, min_epochs)).min(left)
 }
 
+/// A child's epoch time before it trains: its father's mean epoch time scaled by their training
+/// costs (zero for a generator's model or an unknown father). A child two conv layers deeper can
+/// take 1.8 times its father's epoch; judged by the father alone, it got one epoch, not the
+/// minimum.
 fn child_epoch<A>(records: &[ModelRecord<A>], father: Option<usize>, child: &A, cost: impl Fn(&A) -> f64) -> Duration {
     father.and_then(|f| records.iter().find(|r| r.id == f)).filter(|r| r.epochs > 0).map_or(Duration::ZERO, |r| {
         let ratio = cost(child) / cost(&r.architecture);
