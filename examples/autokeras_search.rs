@@ -100,13 +100,13 @@ struct Args {
     /// limit would not hold them. Its learning rate falls along a cosine over the epochs it gets.
     #[arg(long, default_value_t = 30)]
     final_epochs: usize,
-    /// The final fit continues from the searched weights at the learning rate times this
+    /// With --final-fit continue, the final fit trains at the learning rate times this
     /// (default: the library's `ClassifierConfig::final_lr_scale`).
     #[arg(long)]
     final_lr_scale: Option<f32>,
     /// What the final fit trains: `member` (a fresh copy of the best architecture that joins the
-    /// ensemble: 99.39% in a 2-hour run, against 99.23% for `continue`), `continue` (the best,
-    /// from its searched weights) or `retrain` (a fresh copy, in the best's place).
+    /// ensemble; README.md gives the runs), `continue` (the best, from its searched weights) or
+    /// `retrain` (a fresh copy, in the best's place).
     #[arg(long, default_value = "member")]
     final_fit: String,
     /// Write the final model here (<path>.json and <path>.safetensors); default: <search-dir>/final.
