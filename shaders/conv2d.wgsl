@@ -5,6 +5,7 @@
 //   col2im:    dx[img][c][y][x] = sum of the dcol entries im2col copied from (c, y, x): a gather, no atomics
 //   sum_batch: out[e] (+)= sum_b part[b][e] (weight gradient from per-image partial products)
 //   transpose_weight: wt[k][co] = w[co][k], rows padded with zeros to a multiple of 4 channels
+//   transpose_grad: dt[img][q][co] = dout[img][co][q], likewise padded (the weight gradient's B operand)
 //   direct, direct_rows: the forward itself for small reductions (see there)
 //   direct_grad_weight: per-image weight gradients of small reductions, for sum_batch
 //   direct_grad_input: the input gradient of small reductions at stride 1
@@ -488,4 +489,44 @@ fn transpose_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
         v = src[co * kk + k];
     }
     dst[e] = v;
+}
+
+// The transposed output gradient of a chunk of images, dt[img][q][co] = dout[first_image + img][co][q]
+// (q = oy*ow+ox; rows of c_out rounded up to 4, the pad zero): the weight gradient's B operand
+// contiguous along c_out, so that its GEMM (col [K, p] times dt [p, c_out]) runs as A along k, B
+// along n instead of both along k. One invocation per 4x4 block (4 positions, 4 channels),
+// neighbouring invocations along the positions: the reads run along the input's rows and each
+// row of the block is stored as one vec4 (one element per invocation read across rows 2.3 KB
+// apart for the seed's conv2, and took a third as long as the GEMM).
+@compute @workgroup_size(WG)
+fn transpose_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = linear_id(wg, nwg, lid);
+    let row = (p.c_out + 3u) / 4u * 4u;
+    let plane = p.oh * p.ow;
+    let q_blocks = (plane + 3u) / 4u;
+    if (e >= p.images * (row / 4u) * q_blocks) {
+        return;
+    }
+    let q0 = 4u * (e % q_blocks);
+    let t = e / q_blocks;
+    let c0 = 4u * (t % (row / 4u));
+    let img = t / (row / 4u);
+    var block: array<vec4<f32>, 4>;
+    for (var cc = 0u; cc < 4u; cc++) {
+        let c = c0 + cc;
+        if (c >= p.c_out) {
+            break;
+        }
+        let base = ((p.first_image + img) * p.c_out + c) * plane;
+        for (var qq = 0u; qq < 4u; qq++) {
+            if (q0 + qq < plane) {
+                block[qq][cc] = src[base + q0 + qq];
+            }
+        }
+    }
+    for (var qq = 0u; qq < 4u; qq++) {
+        if (q0 + qq < plane) {
+            out4[((img * plane + q0 + qq) * row + c0) / 4u] = block[qq];
+        }
+    }
 }
