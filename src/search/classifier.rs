@@ -352,6 +352,10 @@ fn load_model(store: &SearchStore, id: usize) -> Result<Graph> {
     Graph::load(&json, &weights)
 }
 
+/// Mixed into the seed for the final fit's fresh initialisation and batch order, so that neither
+/// repeats the search's.
+const FINAL_FIT_SEED: u64 = 0xF1A1;
+
 /// What [`ImageClassifier::final_fit`] trains on the whole training set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinalFit {
@@ -595,7 +599,7 @@ impl ImageClassifier {
         let (mut graph, optimizer) = match kind {
             FinalFit::Continue => (self.best()?.clone(), self.config.optimizer.scaled(self.config.final_lr_scale)),
             FinalFit::Retrain | FinalFit::NewMember => {
-                (Architecture::of(self.best()?).instantiate(self.config.seed ^ 0xF1A1)?, self.config.optimizer)
+                (Architecture::of(self.best()?).instantiate(self.config.seed ^ FINAL_FIT_SEED)?, self.config.optimizer)
             }
         };
         let data = DeviceDataset::new(&self.device, train)?;
@@ -604,7 +608,7 @@ impl ImageClassifier {
         let fit = FitConfig {
             epochs,
             batch_size: self.config.batch_size,
-            seed: self.config.seed ^ 0xF1A1,
+            seed: self.config.seed ^ FINAL_FIT_SEED,
             verbose: self.config.verbose,
             log_every: 50,
             early_stopping: None,
