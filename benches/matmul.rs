@@ -3,7 +3,8 @@
 //! benchmark id and the device synchronised inside the timed region.
 //!
 //! Each shape runs twice: `before` is the generic scalar kernel with the old 4x4/8x8 tiling,
-//! `after_...` is what `gemm` picks (variant and default tiling, named in the id). NETMORPH_BENCH_TILINGS="8x8/8x8,4x8/16x4"
+//! `after_...` is what `gemm` picks (variant and default tiling, named in the id); where that is a
+//! subgroup kernel, `vec4_...` is the same layout without subgroups. NETMORPH_BENCH_TILINGS="8x8/8x8,4x8/16x4"
 //! adds the picked variant at each listed tiling. Filter shapes with criterion's argument, e.g.
 //! `cargo bench --bench matmul -- 1024 --warm-up-time 1 --measurement-time 3`.
 
@@ -102,6 +103,11 @@ fn bench(c: &mut Criterion) {
         let (v, t) = plan(&dev, &g);
         let mut runs =
             vec![("before".to_string(), Variant::Scalar, old), (format!("after_{v:?}_{}x{}_wg{}x{}", t.tm, t.tn, t.wg_x, t.wg_y), v, t)];
+        if v.is_subgroup() {
+            // The same layout without subgroups, as every other adapter runs it.
+            let (lv, lt) = (v.layout(), Tiling::default_for_variant(&dev, v.layout()).fitted(v.layout(), &g));
+            runs.push((format!("vec4_{lv:?}_{}x{}_wg{}x{}", lt.tm, lt.tn, lt.wg_x, lt.wg_y), lv, lt));
+        }
         for &t in &extra {
             let v = Variant::select(&g, t);
             runs.push((format!("{v:?}_{}x{}_wg{}x{}", t.tm, t.tn, t.wg_x, t.wg_y), v, t));

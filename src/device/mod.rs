@@ -80,7 +80,9 @@ impl Device {
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("netmorph"),
-            required_features: wgpu::Features::empty(),
+            // Subgroup operations where the adapter has them (kernels with a subgroup variant check
+            // `subgroup_size` before using it).
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -129,6 +131,14 @@ impl Device {
             s = s.replace("--", "-");
         }
         s.trim_matches('-').split('-').take(3).collect::<Vec<_>>().join("-")
+    }
+
+    /// The number of invocations in a subgroup, when subgroup operations are enabled and the
+    /// adapter runs every subgroup at one size (lavapipe: its SIMD width, 8 with AVX2).
+    pub fn subgroup_size(&self) -> Option<u32> {
+        let info = &self.inner.info;
+        let fixed = info.subgroup_min_size == info.subgroup_max_size;
+        (self.inner.device.features().contains(wgpu::Features::SUBGROUP) && fixed).then_some(info.subgroup_min_size)
     }
 
     pub fn is_cpu(&self) -> bool {

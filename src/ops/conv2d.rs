@@ -15,7 +15,7 @@
 //! A 1x1 stride-1 convolution uses `x` as its col. When col for the whole batch would exceed the
 //! adapter's storage-binding limit, the batch is processed in chunks of images.
 
-use super::matmul::{gemm, Gemm, Strides, Tiling, BIAS_M, BIAS_N};
+use super::matmul::{gemm, subgroups_allowed, Gemm, Strides, Tiling, BIAS_M, BIAS_N};
 use super::Backward;
 use crate::device::{Access, Device, KernelSpec};
 use crate::error::{Error, Result};
@@ -496,21 +496,38 @@ fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
 
 /// Forward, with the backward the tape keeps. `b`, when given, is `[c_out]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> Result<(Tensor, Conv2dBackward)> {
-    conv2d_tuned(x, w, b, cfg, x.device().max_binding_bytes(), Orient::from_env(), direct_from_env())
+    conv2d_tuned(x, w, b, cfg, Tuning::for_device(x.device()))
 }
 
-/// [`conv2d`] with an explicit per-binding byte limit for the col buffers, GEMM orientation and
-/// which direct kernel may serve small reductions (tests use a small limit to exercise
-/// chunking, and every path).
-fn conv2d_tuned(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    cfg: Conv2dConfig,
+/// How a convolution runs. The defaults come from the adapter and the environment; tests pin each
+/// knob to reach every path.
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    /// The per-binding byte limit for the col buffers (a small one exercises chunking).
     max_bytes: u64,
     orient: Orient,
+    /// Which direct kernel may serve small reductions.
     direct: Direct,
-) -> Result<(Tensor, Conv2dBackward)> {
+    /// Whether the forward's GEMM reads the weight as `[K, c_out]` ([`weight_transposed`]) instead
+    /// of as the weight matrix: where the subgroup GEMMs run, their A-along-m kernel outruns their
+    /// A-along-k one (the seed's conv2 forward: 1.2x).
+    transposed_weight: bool,
+}
+
+impl Tuning {
+    fn for_device(dev: &Device) -> Tuning {
+        Tuning {
+            max_bytes: dev.max_binding_bytes(),
+            orient: Orient::from_env(),
+            direct: direct_from_env(),
+            transposed_weight: subgroups_allowed(dev),
+        }
+    }
+}
+
+/// [`conv2d`] with the given [`Tuning`].
+fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, tuning: Tuning) -> Result<(Tensor, Conv2dBackward)> {
+    let Tuning { max_bytes, orient, direct, transposed_weight } = tuning;
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
@@ -528,7 +545,13 @@ fn conv2d_tuned(
         }
     } else {
         let chunks = chunks(&g, max_bytes)?;
-        let (wm, w_row) = weight_matrix(w, &g)?;
+        let (wm, a) = if transposed_weight {
+            let (wt, row) = weight_transposed(w, &g)?;
+            (wt, Strides { row: 1, col: row as u32, batch: 0, offset: 0 })
+        } else {
+            let (wm, w_row) = weight_matrix(w, &g)?;
+            (wm, Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 })
+        };
         for chunk in &chunks {
             let (col, col_offset) = col_for(x, &g, chunk)?;
             let gm = Gemm {
@@ -536,7 +559,7 @@ fn conv2d_tuned(
                 n: p,
                 k,
                 batch: chunk.images,
-                a: Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 },
+                a,
                 b: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: col_offset },
                 c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
                 flags: if b.is_some() { BIAS_M } else { 0 },
@@ -548,37 +571,27 @@ fn conv2d_tuned(
             }
         }
         // Kept for the input gradient.
-        let _ = w_matrix.set((wm, w_row));
+        if !transposed_weight {
+            let _ = w_matrix.set((wm, a.row as usize));
+        }
     }
-    let backward = Conv2dBackward {
-        x: x.clone(),
-        w: w.clone(),
-        w_matrix,
-        has_bias: b.is_some(),
-        geometry: g,
-        col: saved_col,
-        max_bytes,
-        orient,
-        direct,
-    };
+    let backward = Conv2dBackward { x: x.clone(), w: w.clone(), w_matrix, has_bias: b.is_some(), geometry: g, col: saved_col, tuning };
     Ok((out, backward))
 }
 
 pub struct Conv2dBackward {
     x: Tensor,
     w: Tensor,
-    /// The weight as a matrix and its row stride (see [`weight_matrix`]): made by a GEMM forward,
-    /// else by the first input gradient of a large K (a small K's reads [`weight_transposed`]).
+    /// The weight as a matrix and its row stride (see [`weight_matrix`]): made by a GEMM forward
+    /// that read it, else by the first input gradient of a large K (a small K's reads [`weight_transposed`]).
     w_matrix: OnceLock<(Tensor, usize)>,
     has_bias: bool,
     geometry: ConvGeometry,
     /// im2col of the whole batch, kept from forward when it fitted in one chunk.
     col: Option<Tensor>,
-    max_bytes: u64,
-    orient: Orient,
-    /// The forward's direct kernel; `Rows` also serves a small reduction's weight gradient and,
+    /// The forward's; its direct kernel `Rows` also serves a small reduction's weight gradient and,
     /// at stride 1, its input gradient.
-    direct: Direct,
+    tuning: Tuning,
 }
 
 impl Conv2dBackward {
@@ -630,7 +643,7 @@ impl Conv2dBackward {
     }
 
     fn direct_input_gradient(&self) -> bool {
-        self.direct == Direct::Rows && self.geometry.stride == 1 && self.geometry.suits_direct(Direct::Rows)
+        self.tuning.direct == Direct::Rows && self.geometry.stride == 1 && self.geometry.suits_direct(Direct::Rows)
     }
 
     /// [`grad_input`](Self::grad_input) by `direct_grad_input`: no dcol, no col2im.
@@ -662,7 +675,7 @@ impl Conv2dBackward {
             let (wm, w_row) = self.weight_matrix()?;
             (wm, Strides { row: 1, col: *w_row as u32, batch: 0, offset: 0 })
         };
-        for chunk in chunks(g, self.max_bytes)? {
+        for chunk in chunks(g, self.tuning.max_bytes)? {
             let dout_strides =
                 Strides { row: cs as u32, col: 1, batch: (g.c_out * cs) as u32, offset: (chunk.first * g.c_out * cs) as u32 };
             let mut gm = Gemm {
@@ -677,11 +690,11 @@ impl Conv2dBackward {
             };
             if g.is_pointwise() {
                 gm.c.offset = (chunk.first * k * p) as u32;
-                gemm_oriented(dev, &gm, wm, dout, None, &dx, self.orient)?;
+                gemm_oriented(dev, &gm, wm, dout, None, &dx, self.tuning.orient)?;
                 continue;
             }
             let dcol = Tensor::uninit(dev, &[chunk.images, k, cs], "conv2d col gradient")?;
-            gemm_oriented(dev, &gm, wm, dout, None, &dcol, self.orient)?;
+            gemm_oriented(dev, &gm, wm, dout, None, &dcol, self.tuning.orient)?;
             dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
         }
         Ok(dx)
@@ -697,7 +710,7 @@ impl Conv2dBackward {
     }
 
     fn direct_weight_gradient(&self) -> bool {
-        self.direct == Direct::Rows && self.geometry.suits_direct(Direct::Rows)
+        self.tuning.direct == Direct::Rows && self.geometry.suits_direct(Direct::Rows)
     }
 
     /// [`grad_weight`](Self::grad_weight) by `direct_grad_weight` (per-image partials, no col)
@@ -729,7 +742,7 @@ impl Conv2dBackward {
         let (k, p, cs, co) = (g.k(), g.p(), g.col_stride(), g.c_out);
         let row = co.next_multiple_of(4);
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
-        let chunks = chunks(g, self.max_bytes)?;
+        let chunks = chunks(g, self.tuning.max_bytes)?;
         for (ci, chunk) in chunks.iter().enumerate() {
             let (col, col_offset) = match &self.col {
                 Some(col) => (col.clone(), 0),
@@ -919,25 +932,20 @@ mod tests {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // a test helper: every knob of the path under test
-    fn check_gpu_backward(
-        dev: &Device,
-        rng: &mut TestRng,
-        xs: [usize; 4],
-        ws: [usize; 4],
-        cfg: Conv2dConfig,
-        max_bytes: u64,
-        orient: Orient,
-        direct: Direct,
-    ) {
+    /// Every knob fixed at the default path (the environment is not read).
+    fn pinned(dev: &Device) -> Tuning {
+        Tuning { max_bytes: dev.max_binding_bytes(), orient: Orient::Auto, direct: Direct::Rows, transposed_weight: subgroups_allowed(dev) }
+    }
+
+    fn check_gpu_backward(dev: &Device, rng: &mut TestRng, xs: [usize; 4], ws: [usize; 4], cfg: Conv2dConfig, tuning: Tuning) {
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         let x = rand_vec(rng, xs.iter().product());
         let w = rand_vec(rng, ws.iter().product());
         let b = rand_vec(rng, ws[0]);
         let r = rand_vec(rng, g.out_shape().iter().product());
         let gb = tensor(dev, &b, &[ws[0]]);
-        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, max_bytes, orient, direct).unwrap();
-        let what = format!("x{xs:?} w{ws:?} {cfg:?} limit {max_bytes} {orient:?} {direct:?}");
+        let (out, bw) = conv2d_tuned(&tensor(dev, &x, &xs), &tensor(dev, &w, &ws), Some(&gb), cfg, tuning).unwrap();
+        let what = format!("x{xs:?} w{ws:?} {cfg:?} {tuning:?}");
         assert_close(&out.to_vec().unwrap(), &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d forward {what}"));
         let grads = bw.backward(&tensor(dev, &r, &g.out_shape())).unwrap();
         let (dx, dw, db) = cpu::conv2d_backward(&x, &w, &r, &g);
@@ -953,7 +961,7 @@ mod tests {
         let mut rng = rng(23);
         for case in 0..22 {
             let (xs, ws, cfg) = random_case(&mut rng, case);
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto, Direct::Rows);
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, pinned(&dev));
         }
     }
 
@@ -969,7 +977,17 @@ mod tests {
             ([2, 3, 5, 5], [7, 3, 1, 1], Conv2dConfig::new(1, Padding::Valid)),
         ] {
             for orient in [Orient::Normal, Orient::Transposed] {
-                check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), orient, Direct::Off);
+                // The forward reads the weight matrix or its transpose.
+                for transposed_weight in [false, true] {
+                    check_gpu_backward(
+                        &dev,
+                        &mut rng,
+                        xs,
+                        ws,
+                        cfg,
+                        Tuning { orient, direct: Direct::Off, transposed_weight, ..pinned(&dev) },
+                    );
+                }
             }
         }
     }
@@ -982,7 +1000,7 @@ mod tests {
         let x = Tensor::zeros(&dev, &xs).unwrap();
         let w = Tensor::zeros(&dev, &ws).unwrap();
         dev.start_profile().unwrap();
-        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), dev.max_binding_bytes(), Orient::Auto, Direct::Off).unwrap();
+        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), Tuning { direct: Direct::Off, ..pinned(&dev) }).unwrap();
         bw.grad_input(&out).unwrap();
         bw.grad_weight(&out).unwrap();
         dev.sync().unwrap();
@@ -995,18 +1013,13 @@ mod tests {
             [([2, 1, 10, 10], [5, 1, 3, 3], true), ([1, 4, 6, 7], [6, 4, 2, 2], true), ([1, 2, 6, 6], [3, 2, 3, 3], false)]
         {
             dev.start_profile().unwrap();
-            check_gpu_backward(
-                &dev,
-                &mut rng,
-                xs,
-                ws,
-                Conv2dConfig::new(1, Padding::Same),
-                dev.max_binding_bytes(),
-                Orient::Auto,
-                Direct::Off,
-            );
-            let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
-            assert_eq!(kernels.contains(&"conv2d_transpose_weight"), transposes, "w{ws:?} ran {kernels:?}");
+            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), Tuning { direct: Direct::Off, ..pinned(&dev) });
+            let profile = dev.finish_profile();
+            let kernels: Vec<&str> = profile.iter().map(|t| t.kernel).collect();
+            // The forward reads a transposed weight too where the subgroup kernels run.
+            let expected = transposes as u64 + subgroups_allowed(&dev) as u64;
+            let calls = profile.iter().find(|t| t.kernel == "conv2d_transpose_weight").map_or(0, |t| t.calls);
+            assert_eq!(calls, expected, "w{ws:?} ran {kernels:?}");
             assert!(!kernels.contains(&"matmul"), "w{ws:?} ran {kernels:?}");
         }
     }
@@ -1024,9 +1037,30 @@ mod tests {
             ([5, 6, 9, 9], [7, 6, 3, 3], Conv2dConfig::new(2, Padding::Same), 13000),
         ] {
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, max_bytes, Orient::Auto, Direct::Rows);
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { max_bytes, ..pinned(&dev) });
             let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
             assert!(kernels.contains(&"conv2d_transpose_grad"), "x{xs:?} w{ws:?} ran {kernels:?}");
+        }
+    }
+
+    #[test]
+    fn the_subgroup_gemms_serve_all_three_passes() {
+        let dev = Device::new().unwrap();
+        if !subgroups_allowed(&dev) {
+            eprintln!("{}: no subgroups of 8, nothing to check", dev.name());
+            return;
+        }
+        // Products of at least 32 x 32 in every pass: the forward through the transposed weight.
+        let mut rng = rng(29);
+        for (xs, ws, cfg) in [
+            ([2, 8, 10, 10], [40, 8, 3, 3], Conv2dConfig::new(1, Padding::Same)),
+            ([3, 6, 9, 11], [33, 6, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
+        ] {
+            dev.start_profile().unwrap();
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, pinned(&dev));
+            let profile = dev.finish_profile();
+            let calls = profile.iter().find(|t| t.kernel == "matmul_subgroup").map_or(0, |t| t.calls);
+            assert_eq!(calls, 3, "x{xs:?} w{ws:?} ran {profile:?}");
         }
     }
 
@@ -1045,7 +1079,7 @@ mod tests {
             let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
             assert!(!g.p().is_multiple_of(4) && g.col_stride() == g.p().next_multiple_of(4), "{g:?}");
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, dev.max_binding_bytes(), Orient::Auto, Direct::Rows);
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, pinned(&dev));
             let kernels: Vec<&str> = dev.finish_profile().iter().map(|t| t.kernel).collect();
             assert!(kernels.contains(&"matmul_vec4") && !kernels.contains(&"matmul"), "x{xs:?} w{ws:?} ran {kernels:?}");
         }
@@ -1082,7 +1116,7 @@ mod tests {
                 let want = cpu::conv2d(&x, &w, bias.then_some(&b[..]), &g);
                 for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
                     dev.start_profile().unwrap();
-                    let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, dev.max_binding_bytes(), Orient::Auto, direct).unwrap();
+                    let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, Tuning { direct, ..pinned(&dev) }).unwrap();
                     let got = out.to_vec().unwrap();
                     let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
                     let expected = match direct {
@@ -1113,7 +1147,7 @@ mod tests {
             let (want_dx, want_dw, _) = cpu::conv2d_backward(&x, &w, &r, &g);
             let rt = tensor(&dev, &r, &g.out_shape());
             for direct in [Direct::Rows, Direct::Off] {
-                let (_, bw) = conv2d_tuned(&xt, &wt, None, cfg, dev.max_binding_bytes(), Orient::Auto, direct).unwrap();
+                let (_, bw) = conv2d_tuned(&xt, &wt, None, cfg, Tuning { direct, ..pinned(&dev) }).unwrap();
                 for (i, kernel, want, direct_here) in [
                     (0, "conv2d_direct_grad_input", &want_dx, direct == Direct::Rows && g.stride == 1),
                     (1, "conv2d_direct_grad_weight", &want_dw, direct == Direct::Rows),
@@ -1148,7 +1182,7 @@ mod tests {
             chunks(&g, 4100).unwrap(),
             vec![Chunk { first: 0, images: 2 }, Chunk { first: 2, images: 2 }, Chunk { first: 4, images: 1 }]
         );
-        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, 4100, Orient::Auto, Direct::Off);
+        check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { max_bytes: 4100, direct: Direct::Off, ..pinned(&dev) });
         // Pointwise: x is col, chunks address it by offset.
         check_gpu_backward(
             &dev,
@@ -1156,9 +1190,7 @@ mod tests {
             [3, 4, 5, 3],
             [6, 4, 1, 1],
             Conv2dConfig::new(1, Padding::Same),
-            1000,
-            Orient::Transposed,
-            Direct::Off,
+            Tuning { max_bytes: 1000, orient: Orient::Transposed, direct: Direct::Off, ..pinned(&dev) },
         );
         check_gpu_backward(
             &dev,
@@ -1166,9 +1198,7 @@ mod tests {
             [3, 3, 6, 5],
             [2, 3, 5, 5],
             Conv2dConfig::new(2, Padding::Same),
-            6000,
-            Orient::Normal,
-            Direct::Off,
+            Tuning { max_bytes: 6000, orient: Orient::Normal, direct: Direct::Off, ..pinned(&dev) },
         );
         let e = chunks(&g, 1000).unwrap_err().to_string();
         assert!(e.contains("[5, 2, 7, 7]") && e.contains("[3, 2, 3, 3]"), "{e}");

@@ -2,7 +2,9 @@
 //! the `matmul` op on 2-D tensors with optional transposes. A launch picks a kernel from the
 //! operands' strides: when each operand is contiguous along one axis and 16-byte aligned, a
 //! `shaders/matmul_vec4.wgsl` variant that loads vec4s along that axis; otherwise the generic
-//! scalar kernel in `shaders/matmul.wgsl`, which takes any strides.
+//! scalar kernel in `shaders/matmul.wgsl`, which takes any strides. On adapters with subgroups of
+//! 8 (lavapipe), large products of the two most common layouts run the kernels of
+//! `shaders/matmul_subgroup.wgsl`, whose invocations share their loads by shuffles.
 
 use super::Backward;
 use crate::device::{Access, Device, GpuBuffer, KernelSpec};
@@ -17,6 +19,16 @@ static GEMM: KernelSpec =
 static GEMM_AK_BN: KernelSpec = KernelSpec { name: "matmul_vec4", source: VEC4_SOURCE, entry: "ak_bn", bindings: BINDINGS };
 static GEMM_AM_BN: KernelSpec = KernelSpec { name: "matmul_vec4", source: VEC4_SOURCE, entry: "am_bn", bindings: BINDINGS };
 static GEMM_AK_BK: KernelSpec = KernelSpec { name: "matmul_vec4", source: VEC4_SOURCE, entry: "ak_bk", bindings: BINDINGS };
+const SUBGROUP_SOURCE: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
+static GEMM_AK_BN_SUBGROUP: KernelSpec =
+    KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "ak_bn_sg", bindings: BINDINGS };
+static GEMM_AM_BN_SUBGROUP: KernelSpec =
+    KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "am_bn_sg", bindings: BINDINGS };
+/// The subgroup size the subgroup kernels are written for.
+const SUBGROUP_LANES: u32 = 8;
+/// The smallest m and n that run the subgroup kernels: one subgroup's block of C (32 x 32 with
+/// [`Tiling::SUBGROUP`]); a shorter side keeps the fitted tiles of the other kernels.
+const SUBGROUP_MIN_SIDE: usize = 32;
 
 /// A product side this short gets a tile fitted to it ([`Tiling::fitted`]).
 const SMALL_SIDE: u32 = 16;
@@ -121,7 +133,9 @@ impl Tiling {
         if let Some(t) = Tiling::from_env() {
             return t;
         }
-        if device.is_cpu() {
+        if v.is_subgroup() {
+            Tiling::SUBGROUP
+        } else if device.is_cpu() {
             Tiling::lavapipe(v)
         } else {
             Tiling::GPU
@@ -130,6 +144,23 @@ impl Tiling {
 
     /// For GPUs: a conventional 4x4 register tile in 16x16 workgroups (not tuned: no GPU was at hand).
     pub const GPU: Tiling = Tiling::new(4, 4, 16, 16);
+
+    /// The subgroup kernels': 8x16 tiles, the subgroup's 8 invocations as 2 columns by 4 rows of
+    /// tiles (a 32 x 32 block of C). On lavapipe 16x8 tiles as 4 x 2 ran about as fast.
+    pub const SUBGROUP: Tiling = Tiling::new(8, 16, 2, 4);
+
+    /// Whether the subgroup kernel `v` computes with this tiling: one subgroup per workgroup, each
+    /// B vec4 of a step of k loaded by exactly one invocation, and each A vec4 likewise (`AmBn`) or
+    /// each A row by one invocation of its tile row (`AkBn`).
+    fn suits_subgroup(self, v: Variant) -> bool {
+        let one_subgroup = self.wg_x * self.wg_y == SUBGROUP_LANES && self.wg_x * self.tn == 4 * SUBGROUP_LANES;
+        one_subgroup
+            && match v {
+                Variant::AkBnSubgroup => self.tm.is_multiple_of(SUBGROUP_LANES / self.wg_y),
+                Variant::AmBnSubgroup => self.wg_y * self.tm == 4 * SUBGROUP_LANES,
+                _ => false,
+            }
+    }
 
     /// The fastest tiling measured on lavapipe (`benches/matmul.rs`, 2-core AMD EPYC, Mesa 25).
     /// Loads are per-lane and bounds-checked there, so they dominate: large tiles pay until the
@@ -140,6 +171,7 @@ impl Tiling {
             Variant::AkBn | Variant::AmBk => Tiling::new(8, 16, 8, 8),
             Variant::AmBn => Tiling::new(16, 8, 8, 8),
             Variant::AkBk => Tiling::new(8, 16, 2, 4),
+            Variant::AkBnSubgroup | Variant::AmBnSubgroup => Tiling::SUBGROUP,
         }
     }
 
@@ -150,6 +182,10 @@ impl Tiling {
     /// runs a workgroup's lanes as SIMD lanes, so idle ones are lost: conv1's weight gradient
     /// (32 x 9 per image) ran 2x faster with a 9x8 tile than with the default 8x16.
     pub fn fitted(self, v: Variant, g: &Gemm) -> Tiling {
+        if v.is_subgroup() {
+            // A fixed geometry: every invocation of the subgroup owns a part of the loads.
+            return self;
+        }
         // AmBk runs the AkBn kernel on the transposed product.
         let (m, n) = if v == Variant::AmBk { (g.n, g.m) } else { (g.m, g.n) };
         let m_unit = if v == Variant::AmBn { 4 } else { 1 };
@@ -196,7 +232,8 @@ impl Tiling {
 /// The kernel a launch runs. The vec4 variants are named after the axis along which each operand
 /// is contiguous: `AkBn` is A row-major `[m, k]` and B row-major `[k, n]`; `Am..` is A stored
 /// `[k, m]` (transposed), `..Bk` is B stored `[n, k]` (transposed). `AmBk` runs the `AkBn` kernel on
-/// the transposed product Cᵀ = Bᵀ Aᵀ. `Scalar` takes any strides.
+/// the transposed product Cᵀ = Bᵀ Aᵀ. `Scalar` takes any strides. The `..Subgroup` variants take
+/// the layout of their namesake and need an adapter with subgroups of 8 ([`Device::subgroup_size`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Scalar,
@@ -204,10 +241,36 @@ pub enum Variant {
     AmBn,
     AkBk,
     AmBk,
+    AkBnSubgroup,
+    AmBnSubgroup,
 }
 
 impl Variant {
+    /// One variant per layout, each running on any adapter.
     pub const ALL: [Variant; 5] = [Variant::Scalar, Variant::AkBn, Variant::AmBn, Variant::AkBk, Variant::AmBk];
+    pub const SUBGROUP: [Variant; 2] = [Variant::AkBnSubgroup, Variant::AmBnSubgroup];
+
+    pub fn is_subgroup(self) -> bool {
+        Variant::SUBGROUP.contains(&self)
+    }
+
+    /// The variant of the same layout without subgroup operations.
+    pub fn layout(self) -> Variant {
+        match self {
+            Variant::AkBnSubgroup => Variant::AkBn,
+            Variant::AmBnSubgroup => Variant::AmBn,
+            v => v,
+        }
+    }
+
+    /// The subgroup variant of this layout, if there is one.
+    fn subgroup(self) -> Option<Variant> {
+        match self {
+            Variant::AkBn => Some(Variant::AkBnSubgroup),
+            Variant::AmBn => Some(Variant::AmBnSubgroup),
+            _ => None,
+        }
+    }
 
     /// The fastest variant that can run `g` with tiling `t`.
     pub fn select(g: &Gemm, t: Tiling) -> Variant {
@@ -220,6 +283,7 @@ impl Variant {
     pub fn fits(self, g: &Gemm, t: Tiling) -> bool {
         let (a_along_m, b_along_n) = match self {
             Variant::Scalar => return true,
+            Variant::AkBnSubgroup | Variant::AmBnSubgroup => return self.layout().fits(g, t) && t.suits_subgroup(self),
             Variant::AmBk => return Variant::AkBn.fits(&transposed(g), t),
             Variant::AkBn => (false, true),
             Variant::AmBn => (true, true),
@@ -246,6 +310,8 @@ impl Variant {
             Variant::AkBn | Variant::AmBk => &GEMM_AK_BN,
             Variant::AmBn => &GEMM_AM_BN,
             Variant::AkBk => &GEMM_AK_BK,
+            Variant::AkBnSubgroup => &GEMM_AK_BN_SUBGROUP,
+            Variant::AmBnSubgroup => &GEMM_AM_BN_SUBGROUP,
         }
     }
 }
@@ -277,11 +343,25 @@ pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Optio
 /// its default tiling, else the scalar kernel; the tiling fitted to the shape.
 pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
     let v = Variant::ALL[1..].iter().copied().find(|&v| v.fits(g, Tiling::default_for_variant(device, v))).unwrap_or(Variant::Scalar);
-    let planned = plan_variant(device, g, v);
+    let sub = v
+        .subgroup()
+        .filter(|s| subgroups_allowed(device) && g.m >= SUBGROUP_MIN_SIDE && g.n >= SUBGROUP_MIN_SIDE && s.fits(g, Tiling::SUBGROUP));
+    let planned = match sub {
+        Some(s) => (s, Tiling::SUBGROUP),
+        None => plan_variant(device, g, v),
+    };
     if log_plans() {
         eprintln!("gemm m{} n{} k{} batch {} flags {}: {:?} {:?}", g.m, g.n, g.k, g.batch, g.flags, planned.0, planned.1);
     }
     planned
+}
+
+/// Whether [`plan`] may pick the subgroup kernels on `device`: subgroups of 8, no tiling forced
+/// through NETMORPH_GEMM_TILING, and not turned off by NETMORPH_GEMM_SUBGROUP=0 (for comparisons).
+pub fn subgroups_allowed(device: &Device) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("NETMORPH_GEMM_SUBGROUP").is_ok_and(|v| v == "0"));
+    device.subgroup_size() == Some(SUBGROUP_LANES) && Tiling::from_env().is_none() && !off
 }
 
 /// NETMORPH_GEMM_LOG=1 prints every GEMM's shape, variant and tiling (for tuning).
@@ -345,6 +425,13 @@ pub fn gemm_variant(
     }
     if !v.fits(g, t) {
         return Err(Error::Invalid(format!("gemm: variant {v:?} does not fit {g:?} with {t:?}")));
+    }
+    if v.is_subgroup() && device.subgroup_size() != Some(SUBGROUP_LANES) {
+        return Err(Error::Invalid(format!(
+            "gemm: variant {v:?} needs subgroups of {SUBGROUP_LANES} invocations; adapter {} has {:?}",
+            device.name(),
+            device.subgroup_size()
+        )));
     }
     if v == Variant::AmBk {
         return gemm_variant(device, &transposed(g), b, a, bias, c, t, Variant::AkBn);
@@ -555,12 +642,13 @@ mod tests {
         use rand::Rng;
         let (m, k, n) = (rand_dim(rng, 1, max_dim), rand_dim(rng, 1, max_dim), rand_dim(rng, 1, max_dim));
         let batch = rand_dim(rng, 1, 3);
-        let (a_along_m, b_along_n) = match v {
+        let (a_along_m, b_along_n) = match v.layout() {
             Variant::Scalar => (rng.random_bool(0.5), rng.random_bool(0.5)),
             Variant::AkBn => (false, true),
             Variant::AmBn => (true, true),
             Variant::AkBk => (false, false),
             Variant::AmBk => (true, false),
+            Variant::AkBnSubgroup | Variant::AmBnSubgroup => unreachable!("layout() has no subgroup variant"),
         };
         let flags = [0, BIAS_N, BIAS_M, BIAS_N | BIAS_M][rng.random_range(0..4)]
             | if rng.random_bool(0.5) { ACCUMULATE } else { 0 }
@@ -597,6 +685,47 @@ mod tests {
         for v in Variant::ALL {
             assert!(picked.get(&format!("{v:?}")).copied().unwrap_or(0) >= 5, "{v:?} exercised too rarely: {picked:?}");
         }
+    }
+
+    #[test]
+    fn subgroup_variants_match_reference() {
+        let dev = device();
+        if dev.subgroup_size() != Some(SUBGROUP_LANES) {
+            // lavapipe (CI, and any machine without a GPU) has them: missing there is a regression.
+            assert!(!dev.is_cpu(), "lavapipe should offer subgroups of 8, {} has {:?}", dev.name(), dev.subgroup_size());
+            eprintln!("{} has no subgroups of 8: plan never picks the subgroup kernels there", dev.name());
+            return;
+        }
+        let mut rng = rng(6);
+        // Sides up to 80: blocks cut by both edges, m not a multiple of 4, k % 4 leftovers, batches,
+        // every flag; the default geometry and the 16x8 one.
+        for case in 0..24 {
+            let v = Variant::SUBGROUP[case % 2];
+            let (g, lens) = random_gemm(&mut rng, v, true, 80);
+            for t in [Tiling::SUBGROUP, Tiling::new(16, 8, 4, 2)] {
+                assert!(v.fits(&g, t), "{v:?} {t:?} {g:?}");
+                check_gemm(&dev, &mut rng, &g, lens, t, v, &format!("{v:?} {t:?} {g:?}"));
+            }
+        }
+        assert!(!Variant::AkBnSubgroup.fits(&Gemm::default(), Tiling::new(8, 16, 8, 8)), "one subgroup per workgroup");
+        if !subgroups_allowed(&dev) {
+            return;
+        }
+        // plan picks them when both sides fill a subgroup's 32 x 32 block.
+        let big = Gemm {
+            m: 64,
+            n: 96,
+            k: 40,
+            batch: 1,
+            a: Strides::matrix(64, 40, false),
+            b: Strides::matrix(40, 96, false),
+            c: Strides::matrix(64, 96, false),
+            flags: 0,
+        };
+        assert_eq!(plan(&dev, &big), (Variant::AkBnSubgroup, Tiling::SUBGROUP));
+        assert_eq!(plan(&dev, &Gemm { a: Strides::matrix(64, 40, true), ..big }).0, Variant::AmBnSubgroup);
+        assert_eq!(plan(&dev, &Gemm { m: 16, ..big }).0, Variant::AkBn);
+        assert_eq!(plan(&dev, &Gemm { b: Strides::matrix(40, 96, true), ..big }).0, Variant::AkBk);
     }
 
     #[test]

@@ -1,0 +1,208 @@
+// `ak_bn` of matmul_vec4.wgsl (A row-major [m, k] read as vec4s along k, B row-major [k, n] read
+// as vec4s along n) for adapters whose subgroups have 8 invocations (lavapipe on AVX2), one
+// subgroup per workgroup. The subgroup's 8 invocations compute WG_Y x WG_X neighbouring TM x TN tiles
+// and share their operands: each invocation loads an eighth of the A and B vec4s the subgroup
+// needs and receives the rest by shuffles. On lavapipe every per-invocation load is a
+// bounds-checked scalar sequence per lane while a shuffle is a register permute, so the loads
+// drop from TM + TN per four steps of k to (WG_Y TM + WG_X TN) / 8.
+
+struct Params {
+    m: u32, n: u32, k: u32, batch: u32,
+    sa_m: u32, sa_k: u32, sa_b: u32, a_off: u32,
+    sb_k: u32, sb_n: u32, sb_b: u32, b_off: u32,
+    sc_m: u32, sc_n: u32, sc_b: u32, c_off: u32,
+    flags: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+const BIAS_N: u32 = 1u;
+const BIAS_M: u32 = 2u;
+const ACCUMULATE: u32 = 4u;
+const REDUCE_BATCH: u32 = 8u;
+
+// WG_X * WG_Y = 8 invocations; WG_X * TN / 4 = 8 (each B vec4 of a step of k has one owner); TM is a
+// multiple of 8 / WG_Y (each A row has one owner among the invocations of its tile row).
+const TM: u32 = 8u;
+const TN: u32 = 16u;
+const WG_X: u32 = 2u;
+const WG_Y: u32 = 4u;
+const TN4: u32 = TN / 4u;
+// Invocations sharing one tile row's A rows, and the A vec4s each loads per step.
+const AH: u32 = 8u / WG_Y;
+const A_SLOTS: u32 = TM / AH;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+fn emit(first: u32, m: u32, n: u32, value: f32) {
+    if (m >= p.m || n >= p.n) {
+        return;
+    }
+    var v = value;
+    if ((p.flags & BIAS_N) != 0u) {
+        v += bias[n];
+    }
+    if ((p.flags & BIAS_M) != 0u) {
+        v += bias[m];
+    }
+    let ci = p.c_off + first * p.sc_b + m * p.sc_m + n * p.sc_n;
+    if ((p.flags & ACCUMULATE) != 0u) {
+        v += c[ci];
+    }
+    c[ci] = v;
+}
+
+fn update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM>>, bv: ptr<function, array<vec4<f32>, TN4>>, kk: u32) {
+    for (var i = 0u; i < TM; i++) {
+        let s = vec4<f32>((*av)[i][kk]);
+        for (var jv = 0u; jv < TN4; jv++) {
+            (*acc)[i * TN4 + jv] = fma(s, (*bv)[jv], (*acc)[i * TN4 + jv]);
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn ak_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let sx = lane % WG_X;
+    let sy = lane / WG_X;
+    let m_block = wg.y * WG_Y * TM;
+    let n_block = wg.x * WG_X * TN;
+    let m0 = m_block + sy * TM;
+    let n0 = n_block + sx * TN;
+    var first = wg.z;
+    var last = wg.z + 1u;
+    if ((p.flags & REDUCE_BATCH) != 0u) {
+        first = 0u;
+        last = p.batch;
+    }
+    var acc: array<vec4<f32>, TM * TN4>;
+    for (var e = 0u; e < TM * TN4; e++) {
+        acc[e] = vec4<f32>(0.0);
+    }
+    let sb = p.sb_k / 4u;
+    let k4 = p.k / 4u;
+    // The A rows and the B column group this invocation loads for the subgroup.
+    let a_tile_row = lane / AH;
+    let b_col = n_block + (lane / TN4) * TN + 4u * (lane % TN4);
+    for (var bi = first; bi < last; bi++) {
+        var ai: array<u32, A_SLOTS>;
+        for (var s = 0u; s < A_SLOTS; s++) {
+            let row = min(m_block + a_tile_row * TM + s * AH + lane % AH, p.m - 1u);
+            ai[s] = (p.a_off + bi * p.sa_b + row * p.sa_m) / 4u;
+        }
+        var bj = (p.b_off + bi * p.sb_b + min(b_col, (p.n - 1u) & ~3u)) / 4u;
+        var a_own: array<vec4<f32>, A_SLOTS>;
+        var b_own: array<vec4<f32>, 4>;
+        var av: array<vec4<f32>, TM>;
+        var bv: array<vec4<f32>, TN4>;
+        for (var kq = 0u; kq < k4; kq++) {
+            for (var s = 0u; s < A_SLOTS; s++) {
+                a_own[s] = a[ai[s] + kq];
+            }
+            for (var kk = 0u; kk < 4u; kk++) {
+                b_own[kk] = b[bj];
+                bj += sb;
+            }
+            for (var i = 0u; i < TM; i++) {
+                av[i] = subgroupShuffle(a_own[i / AH], sy * AH + i % AH);
+            }
+            for (var kk = 0u; kk < 4u; kk++) {
+                for (var jv = 0u; jv < TN4; jv++) {
+                    bv[jv] = subgroupShuffle(b_own[kk], sx * TN4 + jv);
+                }
+                update(&acc, &av, &bv, kk);
+            }
+        }
+        // The k % 4 leftover: the lanes of A past k are loaded but not used.
+        let rest = p.k % 4u;
+        if (rest != 0u) {
+            for (var s = 0u; s < A_SLOTS; s++) {
+                a_own[s] = a[ai[s] + k4];
+            }
+            for (var i = 0u; i < TM; i++) {
+                av[i] = subgroupShuffle(a_own[i / AH], sy * AH + i % AH);
+            }
+            for (var kk = 0u; kk < rest; kk++) {
+                b_own[0] = b[bj];
+                bj += sb;
+                for (var jv = 0u; jv < TN4; jv++) {
+                    bv[jv] = subgroupShuffle(b_own[0], sx * TN4 + jv);
+                }
+                update(&acc, &av, &bv, kk);
+            }
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            let v = acc[i * TN4 + jv];
+            for (var q = 0u; q < 4u; q++) {
+                emit(first, m0 + i, n0 + 4u * jv + q, v[q]);
+            }
+        }
+    }
+}
+
+// `am_bn` (A stored [k, m], B row-major [k, n], both read as vec4s along m and n) the same way:
+// per step of k the subgroup needs WG_Y TM / 4 = 8 vec4s of A and WG_X TN / 4 = 8 of B, one of each
+// per invocation.
+fn am_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM / 4u>>, bv: ptr<function, array<vec4<f32>, TN4>>) {
+    for (var iv = 0u; iv < TM / 4u; iv++) {
+        for (var q = 0u; q < 4u; q++) {
+            let s = vec4<f32>((*av)[iv][q]);
+            for (var jv = 0u; jv < TN4; jv++) {
+                (*acc)[(4u * iv + q) * TN4 + jv] = fma(s, (*bv)[jv], (*acc)[(4u * iv + q) * TN4 + jv]);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn am_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let sx = lane % WG_X;
+    let sy = lane / WG_X;
+    let m_block = wg.y * WG_Y * TM;
+    let n_block = wg.x * WG_X * TN;
+    let m0 = m_block + sy * TM;
+    let n0 = n_block + sx * TN;
+    var first = wg.z;
+    var last = wg.z + 1u;
+    if ((p.flags & REDUCE_BATCH) != 0u) {
+        first = 0u;
+        last = p.batch;
+    }
+    var acc: array<vec4<f32>, TM * TN4>;
+    for (var e = 0u; e < TM * TN4; e++) {
+        acc[e] = vec4<f32>(0.0);
+    }
+    let sa = p.sa_k / 4u;
+    let sb = p.sb_k / 4u;
+    for (var bi = first; bi < last; bi++) {
+        var ai = (p.a_off + bi * p.sa_b + min(m_block + 4u * lane, (p.m - 1u) & ~3u)) / 4u;
+        var bj = (p.b_off + bi * p.sb_b + min(n_block + 4u * lane, (p.n - 1u) & ~3u)) / 4u;
+        var av: array<vec4<f32>, TM / 4u>;
+        var bv: array<vec4<f32>, TN4>;
+        for (var kk = 0u; kk < p.k; kk++) {
+            let a_own = a[ai];
+            let b_own = b[bj];
+            ai += sa;
+            bj += sb;
+            for (var iv = 0u; iv < TM / 4u; iv++) {
+                av[iv] = subgroupShuffle(a_own, sy * (TM / 4u) + iv);
+            }
+            for (var jv = 0u; jv < TN4; jv++) {
+                bv[jv] = subgroupShuffle(b_own, sx * TN4 + jv);
+            }
+            am_update(&acc, &av, &bv);
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            let v = acc[i * TN4 + jv];
+            for (var q = 0u; q < 4u; q++) {
+                emit(first, m0 + i, n0 + 4u * jv + q, v[q]);
+            }
+        }
+    }
+}
