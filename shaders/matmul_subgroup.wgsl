@@ -35,6 +35,9 @@ const A_SLOTS: u32 = TM / AH;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+// C as vec4s, for the `_c4` entry points: C contiguous along n, n and every other stride and
+// offset of C multiples of 4 (the launcher checks), so each vec4 of a tile is inside or outside.
+@group(0) @binding(4) var<storage, read_write> c4: array<vec4<f32>>;
 
 fn emit(first: u32, m: u32, n: u32, value: f32) {
     if (m >= p.m || n >= p.n) {
@@ -54,6 +57,81 @@ fn emit(first: u32, m: u32, n: u32, value: f32) {
     c[ci] = v;
 }
 
+// Stores a vec4 of C, elements (m, n .. n + 3), as `emit` does each.
+fn emit4(first: u32, m: u32, n: u32, value: vec4<f32>) {
+    if (m >= p.m || n >= p.n) {
+        return;
+    }
+    var v = value;
+    if ((p.flags & BIAS_N) != 0u) {
+        v += vec4<f32>(bias[n], bias[n + 1u], bias[n + 2u], bias[n + 3u]);
+    }
+    if ((p.flags & BIAS_M) != 0u) {
+        v += vec4<f32>(bias[m]);
+    }
+    let ci = (p.c_off + first * p.sc_b + m * p.sc_m + n) / 4u;
+    if ((p.flags & ACCUMULATE) != 0u) {
+        v += c4[ci];
+    }
+    c4[ci] = v;
+}
+
+// The block of C an invocation computes: its first row and column, and the batch it stores to.
+struct Block {
+    m0: u32,
+    n0: u32,
+    first: u32,
+}
+
+fn block_of(wg: vec3<u32>, lane: u32) -> Block {
+    var first = wg.z;
+    if ((p.flags & REDUCE_BATCH) != 0u) {
+        first = 0u;
+    }
+    return Block(wg.y * WG_Y * TM + (lane / WG_X) * TM, wg.x * WG_X * TN + (lane % WG_X) * TN, first);
+}
+
+fn store(acc: array<vec4<f32>, TM * TN4>, wg: vec3<u32>, lane: u32) {
+    let t = block_of(wg, lane);
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            let v = acc[i * TN4 + jv];
+            for (var q = 0u; q < 4u; q++) {
+                emit(t.first, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+            }
+        }
+    }
+}
+
+fn store4(acc: array<vec4<f32>, TM * TN4>, wg: vec3<u32>, lane: u32) {
+    let t = block_of(wg, lane);
+    for (var i = 0u; i < TM; i++) {
+        for (var jv = 0u; jv < TN4; jv++) {
+            emit4(t.first, t.m0 + i, t.n0 + 4u * jv, acc[i * TN4 + jv]);
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn ak_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    store(ak_bn_tile(wg, lane), wg, lane);
+}
+
+@compute @workgroup_size(8)
+fn ak_bn_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    store4(ak_bn_tile(wg, lane), wg, lane);
+}
+
+@compute @workgroup_size(8)
+fn am_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    store(am_bn_tile(wg, lane), wg, lane);
+}
+
+@compute @workgroup_size(8)
+fn am_bn_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    store4(am_bn_tile(wg, lane), wg, lane);
+}
+
 fn update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM>>, bv: ptr<function, array<vec4<f32>, TN4>>, kk: u32) {
     for (var i = 0u; i < TM; i++) {
         let s = vec4<f32>((*av)[i][kk]);
@@ -63,14 +141,11 @@ fn update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, arra
     }
 }
 
-@compute @workgroup_size(8)
-fn ak_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let sx = lane % WG_X;
     let sy = lane / WG_X;
     let m_block = wg.y * WG_Y * TM;
     let n_block = wg.x * WG_X * TN;
-    let m0 = m_block + sy * TM;
-    let n0 = n_block + sx * TN;
     var first = wg.z;
     var last = wg.z + 1u;
     if ((p.flags & REDUCE_BATCH) != 0u) {
@@ -134,14 +209,7 @@ fn ak_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_i
             }
         }
     }
-    for (var i = 0u; i < TM; i++) {
-        for (var jv = 0u; jv < TN4; jv++) {
-            let v = acc[i * TN4 + jv];
-            for (var q = 0u; q < 4u; q++) {
-                emit(first, m0 + i, n0 + 4u * jv + q, v[q]);
-            }
-        }
-    }
+    return acc;
 }
 
 // `am_bn` (A stored [k, m], B row-major [k, n], both read as vec4s along m and n) the same way:
@@ -158,14 +226,11 @@ fn am_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, a
     }
 }
 
-@compute @workgroup_size(8)
-fn am_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn am_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let sx = lane % WG_X;
     let sy = lane / WG_X;
     let m_block = wg.y * WG_Y * TM;
     let n_block = wg.x * WG_X * TN;
-    let m0 = m_block + sy * TM;
-    let n0 = n_block + sx * TN;
     var first = wg.z;
     var last = wg.z + 1u;
     if ((p.flags & REDUCE_BATCH) != 0u) {
@@ -197,12 +262,5 @@ fn am_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_i
             am_update(&acc, &av, &bv);
         }
     }
-    for (var i = 0u; i < TM; i++) {
-        for (var jv = 0u; jv < TN4; jv++) {
-            let v = acc[i * TN4 + jv];
-            for (var q = 0u; q < 4u; q++) {
-                emit(first, m0 + i, n0 + 4u * jv + q, v[q]);
-            }
-        }
-    }
+    return acc;
 }

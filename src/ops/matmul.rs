@@ -24,6 +24,10 @@ static GEMM_AK_BN_SUBGROUP: KernelSpec =
     KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "ak_bn_sg", bindings: BINDINGS };
 static GEMM_AM_BN_SUBGROUP: KernelSpec =
     KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "am_bn_sg", bindings: BINDINGS };
+static GEMM_AK_BN_SUBGROUP_C4: KernelSpec =
+    KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "ak_bn_sg_c4", bindings: BINDINGS };
+static GEMM_AM_BN_SUBGROUP_C4: KernelSpec =
+    KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "am_bn_sg_c4", bindings: BINDINGS };
 /// The subgroup size the subgroup kernels are written for.
 const SUBGROUP_LANES: u32 = 8;
 /// The smallest m and n that run the subgroup kernels: one subgroup's block of C (32 x 32 with
@@ -304,6 +308,15 @@ impl Variant {
         a_ok && b_ok
     }
 
+    /// The kernel for `g`: the subgroup kernels store C as vec4s where its layout allows.
+    fn kernel_for(self, g: &Gemm) -> &'static KernelSpec {
+        match self {
+            Variant::AkBnSubgroup if vec4_c(g) => &GEMM_AK_BN_SUBGROUP_C4,
+            Variant::AmBnSubgroup if vec4_c(g) => &GEMM_AM_BN_SUBGROUP_C4,
+            v => v.kernel(),
+        }
+    }
+
     fn kernel(self) -> &'static KernelSpec {
         match self {
             Variant::Scalar => &GEMM,
@@ -322,6 +335,15 @@ fn transposed(g: &Gemm) -> Gemm {
     let t = |s: Strides| Strides { row: s.col, col: s.row, ..s };
     let bias_swapped = ((g.flags & BIAS_N) << 1) | ((g.flags & BIAS_M) >> 1);
     Gemm { m: g.n, n: g.m, k: g.k, batch: g.batch, a: t(g.b), b: t(g.a), c: t(g.c), flags: (g.flags & !(BIAS_N | BIAS_M)) | bias_swapped }
+}
+
+/// C can be stored as vec4s along n: contiguous there, and n and every other stride and offset in
+/// use multiples of 4, so that each vec4 of a tile lies wholly inside C or wholly outside. On
+/// lavapipe a store costs as much as a load, one per lane: products with a short k (the seed's
+/// conv2 input gradient: k = 64) spent a quarter of their time storing scalars.
+fn vec4_c(g: &Gemm) -> bool {
+    let batches = if g.flags & REDUCE_BATCH != 0 { 1 } else { g.batch };
+    vec4_operand(g.c.col, (g.c.row, g.m), (g.c.batch, batches), g.c.offset) && g.n.is_multiple_of(4)
 }
 
 /// An operand can be read as vec4s along an axis when its stride there is 1 and every other
@@ -459,7 +481,7 @@ pub fn gemm_variant(
     let z = if g.flags & REDUCE_BATCH != 0 { 1 } else { g.batch as u32 };
     let wg = [super::groups(g.n, (t.tn * t.wg_x) as usize), super::groups(g.m, (t.tm * t.wg_y) as usize), z];
     let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y)];
-    device.dispatch(v.kernel(), &consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
+    device.dispatch(v.kernel_for(g), &consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
 }
 
 /// op(A) * op(B) for 2-D tensors, op = transpose where asked. A is `[m, k]` (`[k, m]` when
@@ -707,6 +729,21 @@ mod tests {
                 check_gemm(&dev, &mut rng, &g, lens, t, v, &format!("{v:?} {t:?} {g:?}"));
             }
         }
+        // C row-major and aligned, n a multiple of 4: stored as vec4s (`_c4`), edges and flags included.
+        let mut stored4 = 0;
+        for case in 0..16 {
+            let v = Variant::SUBGROUP[case % 2];
+            let (mut g, _) = random_gemm(&mut rng, v, true, 80);
+            g.n = g.n.next_multiple_of(4);
+            let (a, a_len) = random_layout(&mut rng, g.m, g.k, g.batch, v == Variant::AmBnSubgroup, true, true);
+            let (b, b_len) = random_layout(&mut rng, g.k, g.n, g.batch, false, true, true);
+            let c_batches = if g.flags & REDUCE_BATCH != 0 { 1 } else { g.batch };
+            let (c, c_len) = random_layout(&mut rng, g.m, g.n, c_batches, false, true, false);
+            (g.a, g.b, g.c) = (a, b, c);
+            stored4 += vec4_c(&g) as usize;
+            check_gemm(&dev, &mut rng, &g, [a_len, b_len, c_len], Tiling::SUBGROUP, v, &format!("{v:?} vec4 C {g:?}"));
+        }
+        assert_eq!(stored4, 16, "every aligned C is stored as vec4s");
         assert!(!Variant::AkBnSubgroup.fits(&Gemm::default(), Tiling::new(8, 16, 8, 8)), "one subgroup per workgroup");
         if !subgroups_allowed(&dev) {
             return;
