@@ -26,6 +26,8 @@ static IM2COL: KernelSpec =
     KernelSpec { name: "conv2d_im2col", source: include_str!("../../shaders/conv2d.wgsl"), entry: "im2col", bindings: BINDINGS };
 static COL2IM: KernelSpec =
     KernelSpec { name: "conv2d_col2im", source: include_str!("../../shaders/conv2d.wgsl"), entry: "col2im", bindings: BINDINGS };
+static COL2IM_S1: KernelSpec =
+    KernelSpec { name: "conv2d_col2im", source: include_str!("../../shaders/conv2d.wgsl"), entry: "col2im_s1", bindings: BINDINGS };
 static DIRECT: KernelSpec = KernelSpec {
     name: "conv2d_direct",
     source: include_str!("../../shaders/conv2d.wgsl"),
@@ -697,7 +699,14 @@ impl Conv2dBackward {
             }
             let dcol = Tensor::uninit(dev, &[chunk.images, k, cs], "conv2d col gradient")?;
             gemm_oriented(dev, &gm, wm, dout, None, &dcol, self.tuning.orient)?;
-            dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
+            if g.stride == 1 {
+                let params = ConvParams::new(g, &chunk);
+                let grid = super::grid_1d(super::groups(chunk.images * g.c_in * g.h, WG));
+                let [kernel_h, kernel_w, ..] = row_constants(g, g.w);
+                dev.dispatch(&COL2IM_S1, &[kernel_h, kernel_w], &params, &[dcol.buffer(), dx.buffer()], grid)?;
+            } else {
+                dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
+            }
         }
         Ok(dx)
     }
