@@ -1,6 +1,7 @@
 // Element-wise sums and scaling on flat f32 buffers: out = a + b, out += a, out = a * s.
 // All entries share one binding layout (a, b, out) so one kernel declaration serves them; an entry
-// that does not use `b` is given `a` again.
+// that does not use `b` is given `a` again. Elements go four at a time (`n` counts vec4s), as in
+// relu.wgsl: the last vec4's lanes past the tensor fall in its buffer's 16-byte padding.
 
 struct Params {
     n: u32, s: f32, _p0: u32, _p1: u32,
@@ -11,9 +12,9 @@ const WG: u32 = 256u;
 const PER_THREAD: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 
 // The first of this invocation's PER_THREAD elements, which are WG apart. Workgroups are spread
 // over x and y (see ops::grid_1d) to stay under 65535 per dimension.

@@ -23,7 +23,8 @@ struct AddParams {
 
 /// Records one launch over `out`'s elements: bindings (a, b, out).
 fn launch(kernel: &KernelSpec, a: &Tensor, b: &Tensor, out: &Tensor, s: f32) -> Result<()> {
-    let n = out.len();
+    // vec4s (see shaders/add.wgsl).
+    let n = out.len().div_ceil(4);
     let params = AddParams { n: n as u32, s, _pad: [0; 2] };
     let wg = super::elementwise_grid(n);
     a.device().dispatch(kernel, &super::ELEMENTWISE_CONSTS, &params, &[a.buffer(), b.buffer(), out.buffer()], wg)

@@ -20,9 +20,9 @@ struct ReluParams {
     _pad: [u32; 3],
 }
 
-/// Records one launch over `out`'s elements: bindings (a, b, out).
+/// Records one launch over `out`'s elements, four per vec4: bindings (a, b, out).
 fn launch(kernel: &KernelSpec, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
-    let n = out.len();
+    let n = out.len().div_ceil(4);
     let params = ReluParams { n: n as u32, _pad: [0; 3] };
     a.device().dispatch(kernel, &super::ELEMENTWISE_CONSTS, &params, &[a.buffer(), b.buffer(), out.buffer()], super::elementwise_grid(n))
 }
