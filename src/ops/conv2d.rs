@@ -7,8 +7,8 @@
 //! `col[n] * dout[n]^T` (`K x c_out`, from a transposed copy of the output gradient, so that both
 //! operands are read along their rows) summed over the batch (per-image partials keep every GEMM
 //! wide enough to fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
-//! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs forward in a direct
-//! kernel instead: no col, vec4 stores.
+//! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs its gradients, and its
+//! forward unless the subgroup GEMM takes that, in direct kernels: no col.
 //! col's rows, and the output gradient's planes in backward-data, are padded with zeros to a multiple
 //! of 4 values so that odd planes (7x7) still run the vec4 GEMMs; a small K's input gradient reads
 //! a transposed copy of the weight.
@@ -510,10 +510,11 @@ struct Tuning {
     orient: Orient,
     /// Which direct kernel may serve small reductions.
     direct: Direct,
-    /// Whether the forward's GEMM may read the weight as `[K, c_out]` ([`weight_transposed`])
-    /// instead of as the weight matrix: it does where that runs the subgroup GEMM, whose
-    /// A-along-m kernel outruns its A-along-k one (the seed's conv2 forward: 1.2x).
-    transposed_weight: bool,
+    /// Whether the forward may run as the subgroup GEMM, where that takes the product: reading the
+    /// weight as `[K, c_out]` ([`weight_transposed`]), since its A-along-m kernel outruns its
+    /// A-along-k one (the seed's conv2 forward: 1.2x), and in place of the direct kernel for a
+    /// small reduction (the seed's conv1 forward: 10.9 against 5.0 GFLOP/s).
+    subgroup_forward: bool,
 }
 
 impl Tuning {
@@ -522,14 +523,14 @@ impl Tuning {
             max_bytes: dev.max_binding_bytes(),
             orient: Orient::from_env(),
             direct: direct_from_env(),
-            transposed_weight: subgroups_allowed(dev),
+            subgroup_forward: subgroups_allowed(dev),
         }
     }
 }
 
 /// [`conv2d`] with the given [`Tuning`].
 fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, tuning: Tuning) -> Result<(Tensor, Conv2dBackward)> {
-    let Tuning { max_bytes, orient, direct, transposed_weight } = tuning;
+    let Tuning { max_bytes, orient, direct, subgroup_forward } = tuning;
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
@@ -538,7 +539,22 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
     let (k, p, cs) = (g.k(), g.p(), g.col_stride());
     let w_matrix = OnceLock::new();
     let mut saved_col = None;
-    if g.suits_direct(direct) {
+    let gemm_for = |a: Strides, chunk: &Chunk, col_offset: u32| Gemm {
+        m: g.c_out,
+        n: p,
+        k,
+        batch: chunk.images,
+        a,
+        b: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: col_offset },
+        c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
+        flags: if b.is_some() { BIAS_M } else { 0 },
+    };
+    let transposed_a = Strides { row: 1, col: g.c_out.next_multiple_of(4) as u32, batch: 0, offset: 0 };
+    // Only where the subgroup kernel would take the product: the plain A-along-m kernel has no
+    // edge, nor the plain GEMMs over the direct kernel.
+    let whole = Chunk { first: 0, images: g.n };
+    let subgroup_forward = subgroup_forward && plan(x.device(), &gemm_for(transposed_a, &whole, 0)).0.is_subgroup();
+    if g.suits_direct(direct) && !subgroup_forward {
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
         match direct {
@@ -547,20 +563,9 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
         }
     } else {
         let chunks = chunks(&g, max_bytes)?;
-        let gemm_for = |a: Strides, chunk: &Chunk, col_offset: u32| Gemm {
-            m: g.c_out,
-            n: p,
-            k,
-            batch: chunk.images,
-            a,
-            b: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: col_offset },
-            c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
-            flags: if b.is_some() { BIAS_M } else { 0 },
-        };
-        let transposed_a = Strides { row: 1, col: g.c_out.next_multiple_of(4) as u32, batch: 0, offset: 0 };
-        // Only where the subgroup kernel would take it: the plain A-along-m kernel has no edge.
-        let transposed_weight = transposed_weight && plan(x.device(), &gemm_for(transposed_a, &chunks[0], 0)).0.is_subgroup();
-        let (wm, a) = if transposed_weight {
+        // The direct weight gradient makes no use of col.
+        let keep_col = chunks.len() == 1 && !g.is_pointwise() && !(direct == Direct::Rows && g.suits_direct(Direct::Rows));
+        let (wm, a) = if subgroup_forward {
             (weight_transposed(w, &g)?.0, transposed_a)
         } else {
             let (wm, w_row) = weight_matrix(w, &g)?;
@@ -570,12 +575,12 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
             let (col, col_offset) = col_for(x, &g, chunk)?;
             gemm_oriented(x.device(), &gemm_for(a, chunk, col_offset), &wm, &col, b, &out, orient)?;
             // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
-            if chunks.len() == 1 && !g.is_pointwise() {
+            if keep_col {
                 saved_col = Some(col);
             }
         }
         // Kept for the input gradient.
-        if !transposed_weight {
+        if !subgroup_forward {
             let _ = w_matrix.set((wm, a.row as usize));
         }
     }
@@ -945,7 +950,7 @@ mod tests {
 
     /// Every knob fixed at the default path (the environment is not read).
     fn pinned(dev: &Device) -> Tuning {
-        Tuning { max_bytes: dev.max_binding_bytes(), orient: Orient::Auto, direct: Direct::Rows, transposed_weight: subgroups_allowed(dev) }
+        Tuning { max_bytes: dev.max_binding_bytes(), orient: Orient::Auto, direct: Direct::Rows, subgroup_forward: subgroups_allowed(dev) }
     }
 
     fn check_gpu_backward(dev: &Device, rng: &mut TestRng, xs: [usize; 4], ws: [usize; 4], cfg: Conv2dConfig, tuning: Tuning) {
@@ -989,14 +994,14 @@ mod tests {
         ] {
             for orient in [Orient::Normal, Orient::Transposed] {
                 // The forward reads the weight matrix or its transpose.
-                for transposed_weight in [false, true] {
+                for subgroup_forward in [false, true] {
                     check_gpu_backward(
                         &dev,
                         &mut rng,
                         xs,
                         ws,
                         cfg,
-                        Tuning { orient, direct: Direct::Off, transposed_weight, ..pinned(&dev) },
+                        Tuning { orient, direct: Direct::Off, subgroup_forward, ..pinned(&dev) },
                     );
                 }
             }
@@ -1106,6 +1111,7 @@ mod tests {
         // K <= 32; channel counts around the block of 8, batch 1, strides, both paddings, rows
         // that the 4 outputs of a `direct` invocation wrap, rows of 26 (4 segments of 7, the
         // last one short), 9 and 5 outputs, kernels from 1x2 to 5x5.
+        let mut subgroup_forwards = 0;
         for (xs, ws, cfg) in [
             ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
             ([1, 1, 6, 7], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid)),
@@ -1127,7 +1133,8 @@ mod tests {
                 let want = cpu::conv2d(&x, &w, bias.then_some(&b[..]), &g);
                 for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
                     dev.start_profile().unwrap();
-                    let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, Tuning { direct, ..pinned(&dev) }).unwrap();
+                    let tuning = Tuning { direct, subgroup_forward: false, ..pinned(&dev) };
+                    let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, tuning).unwrap();
                     let got = out.to_vec().unwrap();
                     let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
                     let expected = match direct {
@@ -1153,6 +1160,26 @@ mod tests {
                     );
                 }
             }
+            // Where the subgroup GEMM takes the product, it runs the forward instead of the direct kernel.
+            let gemm = Gemm {
+                m: g.c_out,
+                n: g.p(),
+                k: g.k(),
+                batch: g.n,
+                a: Strides { row: 1, col: g.c_out.next_multiple_of(4) as u32, batch: 0, offset: 0 },
+                b: Strides { row: g.col_stride() as u32, col: 1, batch: (g.k() * g.col_stride()) as u32, offset: 0 },
+                c: Strides { row: g.p() as u32, col: 1, batch: (g.c_out * g.p()) as u32, offset: 0 },
+                flags: 0,
+            };
+            if subgroups_allowed(&dev) && plan(&dev, &gemm).0.is_subgroup() {
+                dev.start_profile().unwrap();
+                let (out, _) = conv2d_tuned(&xt, &wt, Some(&bt), cfg, pinned(&dev)).unwrap();
+                let got = out.to_vec().unwrap();
+                let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
+                assert!(ran.contains(&"matmul_subgroup") && !ran.contains(&"conv2d_direct_rows"), "{xs:?} {ws:?}: {ran:?}");
+                assert_close(&got, &cpu::conv2d(&x, &w, Some(&b), &g), TOL, &format!("conv2d subgroup forward x{xs:?} w{ws:?}"));
+                subgroup_forwards += 1;
+            }
             // The gradients: direct with `Rows` (the input's at stride 1 only), the GEMMs' otherwise.
             let r = rand_vec(&mut rng, g.out_shape().iter().product());
             let (want_dx, want_dw, _) = cpu::conv2d_backward(&x, &w, &r, &g);
@@ -1172,6 +1199,7 @@ mod tests {
                 }
             }
         }
+        assert!(subgroup_forwards >= 1 || !subgroups_allowed(&dev), "the 28x28 case takes the subgroup GEMM");
         // An odd output plane (5x5) keeps im2col + GEMM with `direct`.
         assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_direct(Direct::Quads));
         // A large reduction and a pointwise convolution keep it with either.
