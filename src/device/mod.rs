@@ -124,6 +124,11 @@ impl Device {
         format!("{} ({:?})", self.inner.info.name, self.inner.info.backend)
     }
 
+    /// The driver's own description, e.g. "Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)".
+    pub fn driver_info(&self) -> &str {
+        &self.inner.info.driver_info
+    }
+
     /// A short identifier for benchmark ids: the adapter's name with only [a-z0-9-].
     pub fn bench_id(&self) -> String {
         let mut s: String = self.inner.info.name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();

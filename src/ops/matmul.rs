@@ -713,8 +713,10 @@ mod tests {
     fn subgroup_variants_match_reference() {
         let dev = device();
         if dev.subgroup_size() != Some(SUBGROUP_LANES) {
-            // lavapipe (CI, and any machine without a GPU) has them: missing there is a regression.
-            assert!(!dev.is_cpu(), "lavapipe should offer subgroups of 8, {} has {:?}", dev.name(), dev.subgroup_size());
+            // lavapipe of Mesa 25 (CI's, from bookworm-backports) has them: missing there is a
+            // regression. Older drivers and GPUs with other sizes never run these kernels.
+            let mesa = dev.driver_info().strip_prefix("Mesa ").and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+            assert!(!(dev.is_cpu() && mesa >= Some(25)), "{} ({}) should offer subgroups of 8", dev.name(), dev.driver_info());
             eprintln!("{} has no subgroups of 8: plan never picks the subgroup kernels there", dev.name());
             return;
         }
