@@ -110,9 +110,8 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         return;
     }
     let y = row % p.h;
-    let t = row / p.h;
-    let c = t % p.c_in;
-    let img = t / p.c_in;
+    let c = (row / p.h) % p.c_in;
+    let img = row / (p.h * p.c_in);
     let kk = p.c_in * p.kh * p.kw;
     let plane = p.col_stride;
     let ys = covering(y, p.pad_top, p.kh, p.oh);
@@ -146,9 +145,8 @@ fn col2im_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         return;
     }
     let y = row % p.h;
-    let t = row / p.h;
-    let c = t % p.c_in;
-    let img = t / p.c_in;
+    let c = (row / p.h) % p.c_in;
+    let img = row / (p.h * p.c_in);
     let kk = p.c_in * DKH * DKW;
     let out = ((p.first_image + img) * p.c_in + c) * p.h * p.w + y * p.w;
     for (var x0 = 0u; x0 < p.w; x0 += 4u) {

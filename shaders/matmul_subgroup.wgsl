@@ -83,11 +83,17 @@ struct Block {
     first: u32,
 }
 
-fn block_of(wg: vec3<u32>, lane: u32) -> Block {
-    var first = wg.z;
+// The batches a workgroup sums over, [x, y): its own (z), or all of them with REDUCE_BATCH (C's
+// batch 0).
+fn batch_range(wg: vec3<u32>) -> vec2<u32> {
     if ((p.flags & REDUCE_BATCH) != 0u) {
-        first = 0u;
+        return vec2<u32>(0u, p.batch);
     }
+    return vec2<u32>(wg.z, wg.z + 1u);
+}
+
+fn block_of(wg: vec3<u32>, lane: u32) -> Block {
+    let first = select(wg.z, 0u, (p.flags & REDUCE_BATCH) != 0u);
     return Block(wg.y * WG_Y * TM + (lane / WG_X) * TM, wg.x * WG_X * TN + (lane % WG_X) * TN, first);
 }
 
@@ -146,22 +152,15 @@ fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let sy = lane / WG_X;
     let m_block = wg.y * WG_Y * TM;
     let n_block = wg.x * WG_X * TN;
-    var first = wg.z;
-    var last = wg.z + 1u;
-    if ((p.flags & REDUCE_BATCH) != 0u) {
-        first = 0u;
-        last = p.batch;
-    }
+    let batches = batch_range(wg);
+    // Zero-initialised, as every function-scope variable.
     var acc: array<vec4<f32>, TM * TN4>;
-    for (var e = 0u; e < TM * TN4; e++) {
-        acc[e] = vec4<f32>(0.0);
-    }
     let sb = p.sb_k / 4u;
     let k4 = p.k / 4u;
     // The A rows and the B column group this invocation loads for the subgroup.
     let a_tile_row = lane / AH;
     let b_col = n_block + (lane / TN4) * TN + 4u * (lane % TN4);
-    for (var bi = first; bi < last; bi++) {
+    for (var bi = batches.x; bi < batches.y; bi++) {
         var ai: array<u32, A_SLOTS>;
         for (var s = 0u; s < A_SLOTS; s++) {
             let row = min(m_block + a_tile_row * TM + s * AH + lane % AH, p.m - 1u);
@@ -231,19 +230,12 @@ fn am_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let sy = lane / WG_X;
     let m_block = wg.y * WG_Y * TM;
     let n_block = wg.x * WG_X * TN;
-    var first = wg.z;
-    var last = wg.z + 1u;
-    if ((p.flags & REDUCE_BATCH) != 0u) {
-        first = 0u;
-        last = p.batch;
-    }
+    let batches = batch_range(wg);
+    // Zero-initialised, as every function-scope variable.
     var acc: array<vec4<f32>, TM * TN4>;
-    for (var e = 0u; e < TM * TN4; e++) {
-        acc[e] = vec4<f32>(0.0);
-    }
     let sa = p.sa_k / 4u;
     let sb = p.sb_k / 4u;
-    for (var bi = first; bi < last; bi++) {
+    for (var bi = batches.x; bi < batches.y; bi++) {
         var ai = (p.a_off + bi * p.sa_b + min(m_block + 4u * lane, (p.m - 1u) & ~3u)) / 4u;
         var bj = (p.b_off + bi * p.sb_b + min(n_block + 4u * lane, (p.n - 1u) & ~3u)) / 4u;
         var av: array<vec4<f32>, TM / 4u>;
