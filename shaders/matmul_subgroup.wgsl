@@ -1,10 +1,10 @@
-// `ak_bn` of matmul_vec4.wgsl (A row-major [m, k] read as vec4s along k, B row-major [k, n] read
-// as vec4s along n) for adapters whose subgroups have 8 invocations (lavapipe on AVX2), one
-// subgroup per workgroup. The subgroup's 8 invocations compute WG_Y x WG_X neighbouring TM x TN tiles
-// and share their operands: each invocation loads an eighth of the A and B vec4s the subgroup
-// needs and receives the rest by shuffles. On lavapipe every per-invocation load is a
-// bounds-checked scalar sequence per lane while a shuffle is a register permute, so the loads
-// drop from TM + TN per four steps of k to (WG_Y TM + WG_X TN) / 8.
+// The vec4 GEMMs of matmul_vec4.wgsl (`ak_bn`, `am_bn`, `ak_bk`: the operands' contiguous axes)
+// for adapters whose subgroups have 8 invocations (lavapipe on AVX2), one subgroup per workgroup.
+// The subgroup's 8 invocations compute WG_Y x WG_X neighbouring TM x TN tiles and share their
+// operands: each invocation loads an eighth of the A and B vec4s the subgroup needs and receives
+// the rest by shuffles. On lavapipe every per-invocation load is a bounds-checked scalar sequence
+// per lane while a shuffle is a register permute, so the loads drop from TM + TN per four steps
+// of k to (WG_Y TM + WG_X TN) / 8. Each kernel has a `_c4` entry that stores C as vec4s.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -129,6 +129,16 @@ fn ak_bn_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocatio
 }
 
 @compute @workgroup_size(8)
+fn ak_bk_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    store(ak_bk_tile(wg, lane), wg, lane);
+}
+
+@compute @workgroup_size(8)
+fn ak_bk_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    store4(ak_bk_tile(wg, lane), wg, lane);
+}
+
+@compute @workgroup_size(8)
 fn am_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store(am_bn_tile(wg, lane), wg, lane);
 }
@@ -203,6 +213,64 @@ fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
                 bj += sb;
                 for (var jv = 0u; jv < TN4; jv++) {
                     bv[jv] = subgroupShuffle(b_own[0], sx * TN4 + jv);
+                }
+                update(&acc, &av, &bv, kk);
+            }
+        }
+    }
+    return acc;
+}
+
+// `ak_bk` (A row-major [m, k], B stored [n, k], both read as vec4s along k) the same way: per
+// four steps of k, each invocation loads A_SLOTS A rows and B_SLOTS B columns of the block and
+// receives its tile's TM rows and TN columns by shuffles; a step's four columns regroup into a
+// vec4 along n for free (lavapipe keeps every component in its own register).
+// Invocations sharing one tile column's B columns, and the B vec4s each loads per four steps.
+const BH: u32 = 8u / WG_X;
+const B_SLOTS: u32 = TN / BH;
+
+fn ak_bk_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
+    let sx = lane % WG_X;
+    let sy = lane / WG_X;
+    let m_block = wg.y * WG_Y * TM;
+    let n_block = wg.x * WG_X * TN;
+    let batches = batch_range(wg);
+    var acc: array<vec4<f32>, TM * TN4>;
+    let passes = p.k / 4u + select(0u, 1u, p.k % 4u != 0u);
+    for (var bi = batches.x; bi < batches.y; bi++) {
+        var ai: array<u32, A_SLOTS>;
+        for (var s = 0u; s < A_SLOTS; s++) {
+            let row = min(m_block + (lane / AH) * TM + s * AH + lane % AH, p.m - 1u);
+            ai[s] = (p.a_off + bi * p.sa_b + row * p.sa_m) / 4u;
+        }
+        var bj: array<u32, B_SLOTS>;
+        for (var s = 0u; s < B_SLOTS; s++) {
+            let col = min(n_block + (lane / BH) * TN + s * BH + lane % BH, p.n - 1u);
+            bj[s] = (p.b_off + bi * p.sb_b + col * p.sb_n) / 4u;
+        }
+        var a_own: array<vec4<f32>, A_SLOTS>;
+        var b_own: array<vec4<f32>, B_SLOTS>;
+        var av: array<vec4<f32>, TM>;
+        var bc: array<vec4<f32>, TN>;
+        var bv: array<vec4<f32>, TN4>;
+        for (var kq = 0u; kq < passes; kq++) {
+            // Lanes past k hold the next row's values or padding (maybe NaN): zero in both.
+            let keep = vec4<u32>(0u, 1u, 2u, 3u) + 4u * kq < vec4<u32>(p.k);
+            for (var s = 0u; s < A_SLOTS; s++) {
+                a_own[s] = select(vec4<f32>(0.0), a[ai[s] + kq], keep);
+            }
+            for (var s = 0u; s < B_SLOTS; s++) {
+                b_own[s] = select(vec4<f32>(0.0), b[bj[s] + kq], keep);
+            }
+            for (var i = 0u; i < TM; i++) {
+                av[i] = subgroupShuffle(a_own[i / AH], sy * AH + i % AH);
+            }
+            for (var j = 0u; j < TN; j++) {
+                bc[j] = subgroupShuffle(b_own[j / BH], sx * BH + j % BH);
+            }
+            for (var kk = 0u; kk < 4u; kk++) {
+                for (var jv = 0u; jv < TN4; jv++) {
+                    bv[jv] = vec4<f32>(bc[4u * jv][kk], bc[4u * jv + 1u][kk], bc[4u * jv + 2u][kk], bc[4u * jv + 3u][kk]);
                 }
                 update(&acc, &av, &bv, kk);
             }
