@@ -528,6 +528,34 @@ impl Tuning {
     }
 }
 
+/// The forward's GEMM for one chunk: weight (`a`) times col into the NCHW output.
+fn forward_gemm(g: &ConvGeometry, a: Strides, chunk: &Chunk, col_offset: u32, bias: bool) -> Gemm {
+    let (k, p, cs) = (g.k(), g.p(), g.col_stride());
+    Gemm {
+        m: g.c_out,
+        n: p,
+        k,
+        batch: chunk.images,
+        a,
+        b: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: col_offset },
+        c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
+        flags: if bias { BIAS_M } else { 0 },
+    }
+}
+
+/// The weight as A stored `[K, c_out]` ([`weight_transposed`]'s layout).
+fn transposed_weight_strides(g: &ConvGeometry) -> Strides {
+    Strides { row: 1, col: g.c_out.next_multiple_of(4) as u32, batch: 0, offset: 0 }
+}
+
+/// Whether the subgroup GEMM would take the forward through the transposed weight: only then
+/// does [`Tuning::subgroup_forward`] pay (the plain A-along-m kernel has no edge, nor the plain
+/// GEMMs over the direct kernel).
+fn subgroup_takes_forward(dev: &Device, g: &ConvGeometry) -> bool {
+    let whole = Chunk { first: 0, images: g.n };
+    plan(dev, &forward_gemm(g, transposed_weight_strides(g), &whole, 0, false)).0.is_subgroup()
+}
+
 /// [`conv2d`] with the given [`Tuning`].
 fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, tuning: Tuning) -> Result<(Tensor, Conv2dBackward)> {
     let Tuning { max_bytes, orient, direct, subgroup_forward } = tuning;
@@ -536,24 +564,9 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
     check_bias(b, &g)?;
     let out = Tensor::uninit(x.device(), &g.out_shape(), "conv2d output")?;
-    let (k, p, cs) = (g.k(), g.p(), g.col_stride());
     let w_matrix = OnceLock::new();
     let mut saved_col = None;
-    let gemm_for = |a: Strides, chunk: &Chunk, col_offset: u32| Gemm {
-        m: g.c_out,
-        n: p,
-        k,
-        batch: chunk.images,
-        a,
-        b: Strides { row: cs as u32, col: 1, batch: (k * cs) as u32, offset: col_offset },
-        c: Strides { row: p as u32, col: 1, batch: (g.c_out * p) as u32, offset: (chunk.first * g.c_out * p) as u32 },
-        flags: if b.is_some() { BIAS_M } else { 0 },
-    };
-    let transposed_a = Strides { row: 1, col: g.c_out.next_multiple_of(4) as u32, batch: 0, offset: 0 };
-    // Only where the subgroup kernel would take the product: the plain A-along-m kernel has no
-    // edge, nor the plain GEMMs over the direct kernel.
-    let whole = Chunk { first: 0, images: g.n };
-    let subgroup_forward = subgroup_forward && plan(x.device(), &gemm_for(transposed_a, &whole, 0)).0.is_subgroup();
+    let subgroup_forward = subgroup_forward && subgroup_takes_forward(x.device(), &g);
     if g.suits_direct(direct) && !subgroup_forward {
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
@@ -566,14 +579,14 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
         // The direct weight gradient makes no use of col.
         let keep_col = chunks.len() == 1 && !g.is_pointwise() && !(direct == Direct::Rows && g.suits_direct(Direct::Rows));
         let (wm, a) = if subgroup_forward {
-            (weight_transposed(w, &g)?.0, transposed_a)
+            (weight_transposed(w, &g)?.0, transposed_weight_strides(&g))
         } else {
             let (wm, w_row) = weight_matrix(w, &g)?;
             (wm, Strides { row: w_row as u32, col: 1, batch: 0, offset: 0 })
         };
         for chunk in &chunks {
             let (col, col_offset) = col_for(x, &g, chunk)?;
-            gemm_oriented(x.device(), &gemm_for(a, chunk, col_offset), &wm, &col, b, &out, orient)?;
+            gemm_oriented(x.device(), &forward_gemm(&g, a, chunk, col_offset, b.is_some()), &wm, &col, b, &out, orient)?;
             // Keeping col saves recomputing it for the weight gradient; only possible when one chunk holds it all.
             if keep_col {
                 saved_col = Some(col);
@@ -1161,17 +1174,7 @@ mod tests {
                 }
             }
             // Where the subgroup GEMM takes the product, it runs the forward instead of the direct kernel.
-            let gemm = Gemm {
-                m: g.c_out,
-                n: g.p(),
-                k: g.k(),
-                batch: g.n,
-                a: Strides { row: 1, col: g.c_out.next_multiple_of(4) as u32, batch: 0, offset: 0 },
-                b: Strides { row: g.col_stride() as u32, col: 1, batch: (g.k() * g.col_stride()) as u32, offset: 0 },
-                c: Strides { row: g.p() as u32, col: 1, batch: (g.c_out * g.p()) as u32, offset: 0 },
-                flags: 0,
-            };
-            if subgroups_allowed(&dev) && plan(&dev, &gemm).0.is_subgroup() {
+            if subgroups_allowed(&dev) && subgroup_takes_forward(&dev, &g) {
                 dev.start_profile().unwrap();
                 let (out, _) = conv2d_tuned(&xt, &wt, Some(&bt), cfg, pinned(&dev)).unwrap();
                 let got = out.to_vec().unwrap();
