@@ -3,8 +3,14 @@
 //! at batch 128: forward, backward-data and backward-weight timed separately, with the adapter in
 //! the benchmark id. The device is synchronised inside the timed
 //! region. Compare with `cargo bench --bench matmul -- 1024` on the same machine.
+//!
+//! The first layer's reduction is only 9 long (4.5 FLOP per byte of its output), so its passes
+//! are bound by writing its output (forward) or reading its output gradient (both backward
+//! passes). Two streaming kernels give that floor in the same run, in GB/s: `stream_write` and
+//! `stream_read` over a buffer of the output's size, vec4 per invocation, neighbours side by side.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use netmorph::device::{Access, DType, KernelSpec};
 use netmorph::ops::conv2d::{conv2d, conv2d_geometry, Conv2dConfig, Padding};
 use netmorph::{Device, Tensor};
 
@@ -18,6 +24,68 @@ const LAYERS: [(&str, [usize; 4], [usize; 4], Padding); 6] = [
     ("gen32_32to32_14x14_k3_same", [128, 32, 14, 14], [32, 32, 3, 3], Padding::Same),
     ("gen32_32to32_7x7_k3_same", [128, 32, 7, 7], [32, 32, 3, 3], Padding::Same),
 ];
+
+/// The layers that get the streaming baselines: those whose reduction is too short to hide memory.
+const STREAM_BASELINE: &[&str] = &["conv1_1to32_28x28_k3"];
+
+const STREAM_SOURCE: &str = r#"
+struct Params { n: u32, nan_bits: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+// Each workgroup streams 64 x 16 vec4s; the invocations of a subgroup touch neighbouring vec4s.
+@compute @workgroup_size(64)
+fn stream_write(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let base = wg.x * 1024u + l;
+    for (var j = 0u; j < 16u; j++) {
+        let i = base + j * 64u;
+        if (i < p.n) { dst[i] = vec4<f32>(f32(l), 1.0, 2.0, 3.0); }
+    }
+}
+
+@compute @workgroup_size(64)
+fn stream_read(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let base = wg.x * 1024u + l;
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < 16u; j++) {
+        let i = base + j * 64u;
+        if (i < p.n) { acc += src[i]; }
+    }
+    // Never true (p.nan_bits is a NaN), but the compiler cannot know: keeps the loads.
+    if (acc.x == bitcast<f32>(p.nan_bits)) { dst[base] = acc; }
+}
+"#;
+static STREAM_WRITE: KernelSpec =
+    KernelSpec { name: "stream_write", source: STREAM_SOURCE, entry: "stream_write", bindings: &[Access::Read, Access::ReadWrite] };
+static STREAM_READ: KernelSpec =
+    KernelSpec { name: "stream_read", source: STREAM_SOURCE, entry: "stream_read", bindings: &[Access::Read, Access::ReadWrite] };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StreamParams {
+    n: u32,
+    nan_bits: u32,
+    _pad: [u32; 2],
+}
+
+/// Times one pass of each streaming kernel over `values` f32s (a multiple of 4).
+fn bench_stream(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>, dev: &Device, name: &str, values: usize) {
+    let n = values.div_ceil(4);
+    let src = dev.upload(&vec![0.5f32; n * 4], DType::F32, "stream source").unwrap();
+    let dst = dev.alloc(n * 4, DType::F32, "stream destination").unwrap();
+    let params = StreamParams { n: n as u32, nan_bits: f32::NAN.to_bits(), _pad: [0; 2] };
+    let groups = [n.div_ceil(1024) as u32, 1, 1];
+    group.throughput(Throughput::Bytes((n * 16) as u64));
+    for (kernel, label) in [(&STREAM_WRITE, "stream_write"), (&STREAM_READ, "stream_read")] {
+        group.bench_function(format!("{name}/{label}"), |bch| {
+            bch.iter(|| {
+                dev.dispatch(kernel, &[], &params, &[&src, &dst], groups).unwrap();
+                dev.sync().unwrap();
+            })
+        });
+    }
+}
 
 /// Deterministic values in [-1, 1) without an RNG dependency.
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -67,6 +135,9 @@ fn bench(c: &mut Criterion) {
                 dw
             })
         });
+        if STREAM_BASELINE.contains(&name) {
+            bench_stream(&mut group, &dev, name, g.out_shape().iter().product());
+        }
     }
     group.finish();
 }

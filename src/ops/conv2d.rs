@@ -68,6 +68,21 @@ static TRANSPOSE_GRAD: KernelSpec = KernelSpec {
     entry: "transpose_grad",
     bindings: BINDINGS,
 };
+const SUBGROUP_SOURCE: &str = include_str!("../../shaders/conv2d_subgroup.wgsl");
+static SUBGROUP_FORWARD: KernelSpec = KernelSpec {
+    name: "conv2d_subgroup_forward",
+    source: SUBGROUP_SOURCE,
+    entry: "forward",
+    // col, out, weight, bias.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
+};
+static SUBGROUP_GRAD_WEIGHT: KernelSpec = KernelSpec {
+    name: "conv2d_subgroup_grad_weight",
+    source: SUBGROUP_SOURCE,
+    entry: "grad_weight",
+    // col, per-image partials, output gradient.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read],
+};
 static SUM_BATCH: KernelSpec =
     KernelSpec { name: "conv2d_sum_batch", source: include_str!("../../shaders/conv2d.wgsl"), entry: "sum_batch", bindings: BINDINGS };
 const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
@@ -164,6 +179,11 @@ impl ConvGeometry {
             Direct::Quads => small && self.p().is_multiple_of(4),
             Direct::Rows => small,
         }
+    }
+    /// Whether `shaders/conv2d_subgroup.wgsl` can take the forward and the weight gradient: a small
+    /// reduction (with a col to read) over planes of whole vec4s.
+    fn suits_subgroup(&self) -> bool {
+        self.suits_direct(Direct::Quads)
     }
     /// A 1x1 stride-1 unpadded convolution: x already is col.
     fn is_pointwise(&self) -> bool {
@@ -515,6 +535,9 @@ struct Tuning {
     /// A-along-k one (the seed's conv2 forward: 1.2x), and in place of the direct kernel for a
     /// small reduction (the seed's conv1 forward: 10.9 against 5.0 GFLOP/s).
     subgroup_forward: bool,
+    /// Whether a small reduction's forward and weight gradient may run as the subgroup kernels of
+    /// `shaders/conv2d_subgroup.wgsl` (ahead of the subgroup GEMM and the direct kernels).
+    subgroup_small_k: bool,
 }
 
 impl Tuning {
@@ -524,6 +547,7 @@ impl Tuning {
             orient: Orient::from_env(),
             direct: direct_from_env(),
             subgroup_forward: subgroups_allowed(dev),
+            subgroup_small_k: subgroups_allowed(dev),
         }
     }
 }
@@ -556,9 +580,28 @@ fn subgroup_takes_forward(dev: &Device, g: &ConvGeometry) -> bool {
     plan(dev, &forward_gemm(g, transposed_weight_strides(g), &whole, 0, false)).0.is_subgroup()
 }
 
+/// Output channels per lane of the subgroup kernels: a whole block of 8 lanes for c_out up to 32.
+/// Each adds a vec4 load (or store) and K multiply-adds per step to a lane's four col rows and K
+/// shuffles, so more would amortise those further, at the price of the registers for K sums each.
+fn subgroup_channels_per_lane(c_out: usize) -> usize {
+    c_out.div_ceil(8).clamp(1, 4)
+}
+
+/// Records one of `shaders/conv2d_subgroup.wgsl`'s kernels over a chunk of images; `buffers` are
+/// its bindings (col first).
+fn subgroup_pass(kernel: &KernelSpec, g: &ConvGeometry, chunk: &Chunk, has_bias: bool, buffers: &[&Tensor]) -> Result<()> {
+    let cpl = subgroup_channels_per_lane(g.c_out);
+    let params = ConvParams { has_bias: has_bias as u32, ..ConvParams::new(g, chunk) };
+    let constants = [("KK", g.k() as u32), ("CPL", cpl as u32)];
+    let grid = [chunk.images as u32, g.c_out.div_ceil(8 * cpl) as u32, 1];
+    let dev = buffers[0].device();
+    let buffers: Vec<_> = buffers.iter().map(|t| t.buffer()).collect();
+    dev.dispatch(kernel, &constants, &params, &buffers, grid)
+}
+
 /// [`conv2d`] with the given [`Tuning`].
 fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, tuning: Tuning) -> Result<(Tensor, Conv2dBackward)> {
-    let Tuning { max_bytes, orient, direct, subgroup_forward } = tuning;
+    let Tuning { max_bytes, orient, direct, subgroup_forward, subgroup_small_k } = tuning;
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
@@ -567,7 +610,17 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
     let w_matrix = OnceLock::new();
     let mut saved_col = None;
     let subgroup_forward = subgroup_forward && subgroup_takes_forward(x.device(), &g);
-    if g.suits_direct(direct) && !subgroup_forward {
+    if subgroup_small_k && g.suits_subgroup() {
+        let chunks = chunks(&g, max_bytes)?;
+        for chunk in &chunks {
+            let (col, _) = col_for(x, &g, chunk)?;
+            subgroup_pass(&SUBGROUP_FORWARD, &g, chunk, b.is_some(), &[&col, &out, w, b.unwrap_or(w)])?;
+            // Kept for the weight gradient, which reads it too.
+            if chunks.len() == 1 {
+                saved_col = Some(col);
+            }
+        }
+    } else if g.suits_direct(direct) && !subgroup_forward {
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
         match direct {
@@ -731,6 +784,10 @@ impl Conv2dBackward {
 
     // dW = sum_n dout[n] col[n]^T (computed transposed: col[n] dout[n]^T).
     pub fn grad_weight(&self, dout: &Tensor) -> Result<Tensor> {
+        if self.tuning.subgroup_small_k && self.geometry.suits_subgroup() {
+            self.check_grad(dout)?;
+            return self.grad_weight_subgroup(dout);
+        }
         if self.direct_weight_gradient() {
             self.check_grad(dout)?;
             return self.grad_weight_direct(dout);
@@ -757,6 +814,26 @@ impl Conv2dBackward {
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let params = ConvParams { len: len as u32, accumulate: 0, ..params };
         dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
+        Ok(dw)
+    }
+
+    /// [`grad_weight`](Self::grad_weight) by `shaders/conv2d_subgroup.wgsl`'s `grad_weight` (per-image
+    /// partials from col: the forward's, or made per chunk) and `sum_batch`.
+    fn grad_weight_subgroup(&self, dout: &Tensor) -> Result<Tensor> {
+        let g = &self.geometry;
+        let dev = dout.device();
+        let len = g.c_out * g.k();
+        let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
+        for (ci, chunk) in chunks(g, self.tuning.max_bytes)?.iter().enumerate() {
+            let col = match &self.col {
+                Some(col) => col.clone(),
+                None => col_for(&self.x, g, chunk)?.0,
+            };
+            let partials = Tensor::uninit(dev, &[chunk.images, len], "conv2d weight gradient partials")?;
+            subgroup_pass(&SUBGROUP_GRAD_WEIGHT, g, chunk, false, &[&col, &partials, dout])?;
+            let params = ConvParams { len: len as u32, accumulate: (ci > 0) as u32, ..ConvParams::new(g, chunk) };
+            dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
+        }
         Ok(dw)
     }
 
@@ -963,7 +1040,18 @@ mod tests {
 
     /// Every knob fixed at the default path (the environment is not read).
     fn pinned(dev: &Device) -> Tuning {
-        Tuning { max_bytes: dev.max_binding_bytes(), orient: Orient::Auto, direct: Direct::Rows, subgroup_forward: subgroups_allowed(dev) }
+        Tuning {
+            max_bytes: dev.max_binding_bytes(),
+            orient: Orient::Auto,
+            direct: Direct::Rows,
+            subgroup_forward: subgroups_allowed(dev),
+            subgroup_small_k: subgroups_allowed(dev),
+        }
+    }
+
+    /// im2col + GEMM for every pass.
+    fn gemm_only(dev: &Device) -> Tuning {
+        Tuning { direct: Direct::Off, subgroup_small_k: false, ..pinned(dev) }
     }
 
     fn check_gpu_backward(dev: &Device, rng: &mut TestRng, xs: [usize; 4], ws: [usize; 4], cfg: Conv2dConfig, tuning: Tuning) {
@@ -1008,14 +1096,7 @@ mod tests {
             for orient in [Orient::Normal, Orient::Transposed] {
                 // The forward reads the weight matrix or its transpose.
                 for subgroup_forward in [false, true] {
-                    check_gpu_backward(
-                        &dev,
-                        &mut rng,
-                        xs,
-                        ws,
-                        cfg,
-                        Tuning { orient, direct: Direct::Off, subgroup_forward, ..pinned(&dev) },
-                    );
+                    check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { orient, subgroup_forward, ..gemm_only(&dev) });
                 }
             }
         }
@@ -1029,7 +1110,7 @@ mod tests {
         let x = Tensor::zeros(&dev, &xs).unwrap();
         let w = Tensor::zeros(&dev, &ws).unwrap();
         dev.start_profile().unwrap();
-        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), Tuning { direct: Direct::Off, ..pinned(&dev) }).unwrap();
+        let (out, bw) = conv2d_tuned(&x, &w, None, Conv2dConfig::default(), gemm_only(&dev)).unwrap();
         bw.grad_input(&out).unwrap();
         bw.grad_weight(&out).unwrap();
         dev.sync().unwrap();
@@ -1042,7 +1123,7 @@ mod tests {
             [([2, 1, 10, 10], [5, 1, 3, 3], true), ([1, 4, 6, 7], [6, 4, 2, 2], true), ([1, 2, 6, 6], [3, 2, 3, 3], false)]
         {
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), Tuning { direct: Direct::Off, ..pinned(&dev) });
+            check_gpu_backward(&dev, &mut rng, xs, ws, Conv2dConfig::new(1, Padding::Same), gemm_only(&dev));
             let profile = dev.finish_profile();
             let kernels: Vec<&str> = profile.iter().map(|t| t.kernel).collect();
             // (Products this small keep the forward on the weight matrix.)
@@ -1091,6 +1172,45 @@ mod tests {
             assert_eq!(calls("matmul_subgroup"), 3, "x{xs:?} w{ws:?} ran {profile:?}");
             assert_eq!(calls("conv2d_transpose_weight"), 1, "x{xs:?} w{ws:?} ran {profile:?}");
         }
+    }
+
+    #[test]
+    fn the_small_k_subgroup_kernels_match_reference() {
+        let dev = Device::new().unwrap();
+        if !has_subgroups_of_8(&dev) {
+            return;
+        }
+        let mut rng = rng(30);
+        // K from 2 to 32 (rows per lane 1 to 4), c_out around the blocks of 8 lanes and the
+        // 1..4 channels per lane (5, 8, 13, 32, 40: a partial second block, 64), batch 1,
+        // stride 2, both paddings; and chunks of images with col made again for the gradient.
+        for (xs, ws, cfg, max_bytes) in [
+            ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
+            ([1, 1, 6, 6], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
+            ([2, 3, 8, 8], [13, 3, 3, 3], Conv2dConfig::new(2, Padding::Same), dev.max_binding_bytes()),
+            ([2, 1, 12, 10], [40, 1, 5, 5], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
+            ([1, 8, 6, 6], [8, 8, 2, 2], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
+            ([2, 2, 7, 8], [64, 2, 1, 2], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
+            ([5, 1, 10, 10], [9, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), 6500),
+        ] {
+            let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
+            assert!(g.suits_subgroup(), "{xs:?} {ws:?} {cfg:?}");
+            if max_bytes < dev.max_binding_bytes() {
+                assert!(chunks(&g, max_bytes).unwrap().len() > 1, "{xs:?}: one chunk");
+            }
+            dev.start_profile().unwrap();
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { max_bytes, ..pinned(&dev) });
+            let profile = dev.finish_profile();
+            let calls = |kernel: &str| profile.iter().find(|t| t.kernel == kernel).map_or(0, |t| t.calls);
+            let chunks = chunks(&g, max_bytes).unwrap().len() as u64;
+            assert_eq!(calls("conv2d_subgroup_forward"), chunks, "x{xs:?} w{ws:?} ran {profile:?}");
+            assert_eq!(calls("conv2d_subgroup_grad_weight"), chunks, "x{xs:?} w{ws:?} ran {profile:?}");
+            // The gradient reads the forward's col when one chunk held it, else makes its own.
+            assert_eq!(calls("conv2d_im2col"), if chunks == 1 { 1 } else { 2 * chunks }, "x{xs:?} w{ws:?} ran {profile:?}");
+        }
+        // Planes not of whole vec4s and large reductions keep the other kernels.
+        assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_subgroup());
+        assert!(!conv2d_geometry(&[1, 32, 6, 6], &[4, 32, 3, 3], Conv2dConfig::default()).unwrap().suits_subgroup());
     }
 
     #[test]
@@ -1146,7 +1266,7 @@ mod tests {
                 let want = cpu::conv2d(&x, &w, bias.then_some(&b[..]), &g);
                 for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
                     dev.start_profile().unwrap();
-                    let tuning = Tuning { direct, subgroup_forward: false, ..pinned(&dev) };
+                    let tuning = Tuning { direct, subgroup_forward: false, subgroup_small_k: false, ..pinned(&dev) };
                     let (out, _) = conv2d_tuned(&xt, &wt, bias.then_some(&bt), cfg, tuning).unwrap();
                     let got = out.to_vec().unwrap();
                     let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
@@ -1176,7 +1296,8 @@ mod tests {
             // Where the subgroup GEMM takes the product, it runs the forward instead of the direct kernel.
             if subgroups_allowed(&dev) && subgroup_takes_forward(&dev, &g) {
                 dev.start_profile().unwrap();
-                let (out, _) = conv2d_tuned(&xt, &wt, Some(&bt), cfg, pinned(&dev)).unwrap();
+                let tuning = Tuning { subgroup_small_k: false, ..pinned(&dev) };
+                let (out, _) = conv2d_tuned(&xt, &wt, Some(&bt), cfg, tuning).unwrap();
                 let got = out.to_vec().unwrap();
                 let ran: Vec<_> = dev.finish_profile().iter().map(|t| t.kernel).collect();
                 assert!(ran.contains(&"matmul_subgroup") && !ran.contains(&"conv2d_direct_rows"), "{xs:?} {ws:?}: {ran:?}");
@@ -1188,7 +1309,8 @@ mod tests {
             let (want_dx, want_dw, _) = cpu::conv2d_backward(&x, &w, &r, &g);
             let rt = tensor(&dev, &r, &g.out_shape());
             for direct in [Direct::Rows, Direct::Off] {
-                let (_, bw) = conv2d_tuned(&xt, &wt, None, cfg, Tuning { direct, ..pinned(&dev) }).unwrap();
+                let tuning = Tuning { direct, subgroup_small_k: false, ..pinned(&dev) };
+                let (_, bw) = conv2d_tuned(&xt, &wt, None, cfg, tuning).unwrap();
                 for (i, kernel, want, direct_here) in [
                     (0, "conv2d_direct_grad_input", &want_dx, direct == Direct::Rows && g.stride == 1),
                     (1, "conv2d_direct_grad_weight", &want_dw, direct == Direct::Rows),
@@ -1261,6 +1383,7 @@ mod tests {
     #[test]
     fn shaders_validate() {
         validate_wgsl("conv2d", include_str!("../../shaders/conv2d.wgsl"));
+        validate_wgsl("conv2d_subgroup", SUBGROUP_SOURCE);
     }
 
     #[test]
