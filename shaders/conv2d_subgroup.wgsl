@@ -2,9 +2,10 @@
 // c_in*kh*kw of 9 for MNIST's 3x3) from its col (shaders/conv2d.wgsl's im2col), for adapters whose
 // subgroups have 8 invocations (lavapipe on AVX2), one subgroup per workgroup:
 //   forward:     out[img][co][q] = bias[co] + sum_k w[co][k] * col[img][k][q]
-//   grad_weight: part[img][co][k] = sum_q dy[img][co][q] * col[img][k][q]   (per-image partials
-//                for conv2d.wgsl's sum_batch)
-// Workgroups: x over the chunk's images, y over blocks of 8*CPL output channels. Lane l owns the
+//   grad_weight: part[x][co][k] = sum over images img = x mod nwg.x, sum_q dy[img][co][q] * col[img][k][q]
+//                (partials for conv2d.wgsl's sum_batch)
+// Workgroups: x over the chunk's images (grad_weight: at most the launcher's count of partials),
+// y over blocks of 8*CPL output channels. Lane l owns the
 // channels block*8*CPL + 8*i + l (i < CPL); the subgroup walks an image's plane 4 positions at a
 // time. The col vec4s of a step are loaded once across the subgroup (lane l loads rows l, l+8, ...)
 // and shuffled to every lane, and each lane loads or stores only its own channels' vec4s. With a
@@ -90,31 +91,33 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 }
 
 @compute @workgroup_size(8)
-fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let img = wg.x;
+fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let q4 = p.col_stride / 4u;
-    var plane: array<u32, CPL>;
-    for (var i = 0u; i < CPL; i++) {
-        plane[i] = ((p.first_image + img) * p.c_out + min(channel(wg.y, i, lane), p.c_out - 1u)) * q4;
-    }
-    let rows = col_rows(img, lane, q4);
     var acc: array<f32, CPL * KK>;
     for (var e = 0u; e < CPL * KK; e++) {
         acc[e] = 0.0;
     }
-    for (var q = 0u; q < q4; q++) {
-        var own: array<vec4<f32>, KL>;
-        for (var r = 0u; r < KL; r++) {
-            own[r] = col[rows[r] + q];
-        }
-        var g: array<vec4<f32>, CPL>;
+    // Workgroup x sums images x, x + nwg.x, ...: fewer partials for sum_batch to add.
+    for (var img = wg.x; img < p.images; img += nwg.x) {
+        var plane: array<u32, CPL>;
         for (var i = 0u; i < CPL; i++) {
-            g[i] = dy4[plane[i] + q];
+            plane[i] = ((p.first_image + img) * p.c_out + min(channel(wg.y, i, lane), p.c_out - 1u)) * q4;
         }
-        for (var k = 0u; k < KK; k++) {
-            let v = subgroupShuffle(own[k / 8u], k % 8u);
+        let rows = col_rows(img, lane, q4);
+        for (var q = 0u; q < q4; q++) {
+            var own: array<vec4<f32>, KL>;
+            for (var r = 0u; r < KL; r++) {
+                own[r] = col[rows[r] + q];
+            }
+            var g: array<vec4<f32>, CPL>;
             for (var i = 0u; i < CPL; i++) {
-                acc[i * KK + k] += dot(g[i], v);
+                g[i] = dy4[plane[i] + q];
+            }
+            for (var k = 0u; k < KK; k++) {
+                let v = subgroupShuffle(own[k / 8u], k % 8u);
+                for (var i = 0u; i < CPL; i++) {
+                    acc[i * KK + k] += dot(g[i], v);
+                }
             }
         }
     }
@@ -122,7 +125,7 @@ fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         let co = channel(wg.y, i, lane);
         if (co < p.c_out) {
             for (var k = 0u; k < KK; k++) {
-                part[(img * p.c_out + co) * KK + k] = acc[i * KK + k];
+                part[(wg.x * p.c_out + co) * KK + k] = acc[i * KK + k];
             }
         }
     }
