@@ -1189,7 +1189,8 @@ mod tests {
         let mut rng = rng(30);
         // K from 2 to 32 (rows per lane 1 to 4), c_out around the blocks of 8 lanes and the
         // 1..4 channels per lane (5, 8, 13, 32, 40: a partial second block, 64), batch 1,
-        // stride 2, both paddings; and chunks of images with col made again for the gradient.
+        // stride 2, both paddings; chunks of images with col made again for the gradient; and a
+        // batch past the weight gradient's partials.
         for (xs, ws, cfg, max_bytes) in [
             ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
             ([1, 1, 6, 6], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
@@ -1198,6 +1199,8 @@ mod tests {
             ([1, 8, 6, 6], [8, 8, 2, 2], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
             ([2, 2, 7, 8], [64, 2, 1, 2], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
             ([5, 1, 10, 10], [9, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), 6500),
+            // More images than the weight gradient's 32 partials: some workgroups sum two.
+            ([37, 1, 6, 6], [6, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ] {
             let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
             assert!(g.suits_subgroup(), "{xs:?} {ws:?} {cfg:?}");
