@@ -2,6 +2,8 @@
 // c_in*kh*kw of 9 for MNIST's 3x3) from its col (shaders/conv2d.wgsl's im2col), for adapters whose
 // subgroups have 8 invocations (lavapipe on AVX2), one subgroup per workgroup:
 //   forward:     out[img][co][q] = bias[co] + sum_k w[co][k] * col[img][k][q]
+//   grad_col:    dcol[img][k][q] = sum_co w[co][k] * dy[img][co][q]   (the input gradient's col, for
+//                conv2d.wgsl's col2im; every output channel in one block: c_out <= 8*CPL)
 //   grad_weight: part[x][co][k] = sum over images img = x mod nwg.x, sum_q dy[img][co][q] * col[img][k][q]
 //                (partials for conv2d.wgsl's sum_batch)
 // Workgroups: x over the chunk's images (grad_weight: at most the launcher's count of partials),
@@ -29,6 +31,8 @@ const KL: u32 = (KK + 7u) / 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> col: array<vec4<f32>>;
+// grad_col: the output gradient, dcol (out4) and the weight.
+@group(0) @binding(1) var<storage, read> dy_in: array<vec4<f32>>;
 // forward: out, weight ([c_out, K]), bias.
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wt: array<f32>;
@@ -85,6 +89,57 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         for (var i = 0u; i < CPL; i++) {
             if (channel(wg.y, i, lane) < p.c_out) {
                 out4[plane[i] + q] = o[i];
+            }
+        }
+    }
+}
+
+// Each lane sums its own channels' products for all K rows, the subgroup adds those up by a
+// butterfly of shuffles (every lane then holds the K sums), and lane l stores rows l, l+8, ...
+@compute @workgroup_size(8)
+fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let img = wg.x;
+    let q4 = p.col_stride / 4u;
+    var w: array<f32, CPL * KK>;
+    var plane: array<u32, CPL>;
+    for (var i = 0u; i < CPL; i++) {
+        let co = channel(0u, i, lane);
+        // Spare lanes read the last channel's gradient, with a weight of 0.
+        let valid = co < p.c_out;
+        let cc = min(co, p.c_out - 1u);
+        for (var k = 0u; k < KK; k++) {
+            w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
+        }
+        plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
+    }
+    for (var q = 0u; q < q4; q++) {
+        var g: array<vec4<f32>, CPL>;
+        for (var i = 0u; i < CPL; i++) {
+            g[i] = dy_in[plane[i] + q];
+        }
+        var d: array<vec4<f32>, KK>;
+        for (var k = 0u; k < KK; k++) {
+            var s = w[k] * g[0];
+            for (var i = 1u; i < CPL; i++) {
+                s += w[i * KK + k] * g[i];
+            }
+            s += subgroupShuffleXor(s, 1u);
+            s += subgroupShuffleXor(s, 2u);
+            s += subgroupShuffleXor(s, 4u);
+            d[k] = s;
+        }
+        for (var r = 0u; r < KL; r++) {
+            // Row r*8 + lane, picked without indexing by the lane (a local array indexed at
+            // run time leaves the registers).
+            var v = d[r * 8u];
+            for (var l = 1u; l < 8u; l++) {
+                if (r * 8u + l < KK) {
+                    v = select(v, d[r * 8u + l], lane == l);
+                }
+            }
+            let row = r * 8u + lane;
+            if (row < KK) {
+                out4[(img * KK + row) * q4 + q] = v;
             }
         }
     }

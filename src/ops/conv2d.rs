@@ -76,6 +76,13 @@ static SUBGROUP_FORWARD: KernelSpec = KernelSpec {
     // col, out, weight, bias.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
 };
+static SUBGROUP_GRAD_COL: KernelSpec = KernelSpec {
+    name: "conv2d_subgroup_grad_col",
+    source: SUBGROUP_SOURCE,
+    entry: "grad_col",
+    // output gradient, dcol, weight.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read],
+};
 static SUBGROUP_GRAD_WEIGHT: KernelSpec = KernelSpec {
     name: "conv2d_subgroup_grad_weight",
     source: SUBGROUP_SOURCE,
@@ -466,6 +473,18 @@ fn im2col(x: &Tensor, g: &ConvGeometry, chunk: &Chunk, col: &Tensor) -> Result<(
     dispatch_rows(x.device(), &IM2COL, &ConvParams::new(g, chunk), x, col, chunk.images * g.k())
 }
 
+/// Records col2im of one chunk's `dcol` into the input gradient `dx`.
+fn col2im(g: &ConvGeometry, chunk: &Chunk, dcol: &Tensor, dx: &Tensor) -> Result<()> {
+    let (dev, params) = (dcol.device(), ConvParams::new(g, chunk));
+    let rows = chunk.images * g.c_in * g.h;
+    if g.stride == 1 {
+        let [kernel_h, kernel_w, ..] = row_constants(g, g.w);
+        dev.dispatch(&COL2IM_S1, &[kernel_h, kernel_w], &params, &[dcol.buffer(), dx.buffer()], super::grid_1d(super::groups(rows, WG)))
+    } else {
+        dispatch_rows(dev, &COL2IM, &params, dcol, dx, rows)
+    }
+}
+
 /// col of one chunk: `x` itself for a pointwise convolution (with the chunk's element offset),
 /// else a new im2col buffer (offset 0).
 fn col_for(x: &Tensor, g: &ConvGeometry, chunk: &Chunk) -> Result<(Tensor, u32)> {
@@ -715,11 +734,35 @@ impl Conv2dBackward {
 
     // dcol[n] = W^T dout[n];  dx = col2im(dcol) (each input sums the col entries it was copied to).
     pub fn grad_input(&self, dout: &Tensor) -> Result<Tensor> {
+        if self.subgroup_input_gradient() {
+            self.check_grad(dout)?;
+            return self.grad_input_subgroup(dout);
+        }
         if self.direct_input_gradient() {
             self.check_grad(dout)?;
             return self.grad_input_direct(dout);
         }
         self.grad_input_padded(&self.padded_grad(dout)?)
+    }
+
+    /// Whether `grad_col` of `shaders/conv2d_subgroup.wgsl` takes dcol: it needs every output
+    /// channel in one subgroup.
+    fn subgroup_input_gradient(&self) -> bool {
+        let g = &self.geometry;
+        self.tuning.subgroup_small_k && g.suits_subgroup() && g.c_out <= 8 * subgroup_channels_per_lane(g.c_out)
+    }
+
+    /// [`grad_input`](Self::grad_input) as dcol by `grad_col`, then col2im.
+    fn grad_input_subgroup(&self, dout: &Tensor) -> Result<Tensor> {
+        let g = &self.geometry;
+        let dev = dout.device();
+        let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
+        for chunk in chunks(g, self.tuning.max_bytes)? {
+            let dcol = Tensor::uninit(dev, &[chunk.images, g.k(), g.col_stride()], "conv2d col gradient")?;
+            subgroup_pass(&SUBGROUP_GRAD_COL, g, &chunk, false, &[dout, &dcol, &self.w], chunk.images)?;
+            col2im(g, &chunk, &dcol, &dx)?;
+        }
+        Ok(dx)
     }
 
     fn direct_input_gradient(&self) -> bool {
@@ -775,14 +818,7 @@ impl Conv2dBackward {
             }
             let dcol = Tensor::uninit(dev, &[chunk.images, k, cs], "conv2d col gradient")?;
             gemm_oriented(dev, &gm, wm, dout, None, &dcol, self.tuning.orient)?;
-            if g.stride == 1 {
-                let params = ConvParams::new(g, &chunk);
-                let grid = super::grid_1d(super::groups(chunk.images * g.c_in * g.h, WG));
-                let [kernel_h, kernel_w, ..] = row_constants(g, g.w);
-                dev.dispatch(&COL2IM_S1, &[kernel_h, kernel_w], &params, &[dcol.buffer(), dx.buffer()], grid)?;
-            } else {
-                dispatch_rows(dev, &COL2IM, &ConvParams::new(g, &chunk), &dcol, &dx, chunk.images * g.c_in * g.h)?;
-            }
+            col2im(g, &chunk, &dcol, &dx)?;
         }
         Ok(dx)
     }
@@ -1214,6 +1250,9 @@ mod tests {
             let chunks = chunks(&g, max_bytes).unwrap().len() as u64;
             assert_eq!(calls("conv2d_subgroup_forward"), chunks, "x{xs:?} w{ws:?} ran {profile:?}");
             assert_eq!(calls("conv2d_subgroup_grad_weight"), chunks, "x{xs:?} w{ws:?} ran {profile:?}");
+            // The input gradient's dcol needs every channel in one subgroup.
+            let grad_cols = if ws[0] <= 32 { chunks } else { 0 };
+            assert_eq!(calls("conv2d_subgroup_grad_col"), grad_cols, "x{xs:?} w{ws:?} ran {profile:?}");
             // The gradient reads the forward's col when one chunk held it, else makes its own.
             assert_eq!(calls("conv2d_im2col"), if chunks == 1 { 1 } else { 2 * chunks }, "x{xs:?} w{ws:?} ran {profile:?}");
         }
