@@ -94,8 +94,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     }
 }
 
-// Each lane sums its own channels' products for all K rows, the subgroup adds those up by a
-// butterfly of shuffles (every lane then holds the K sums), and lane l stores rows l, l+8, ...
+// Each lane sums its own channels' products for all K rows, the subgroup adds those up by
+// shuffles, so that lane l holds the totals of rows l, l+8, ..., and stores them.
 @compute @workgroup_size(8)
 fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let img = wg.x;
@@ -117,32 +117,52 @@ fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         for (var i = 0u; i < CPL; i++) {
             g[i] = dy_in[plane[i] + q];
         }
-        var d: array<vec4<f32>, KK>;
+        // This lane's sums, rows past K zero.
+        var d: array<vec4<f32>, KL * 8u>;
+        for (var k = 0u; k < KL * 8u; k++) {
+            d[k] = vec4<f32>(0.0);
+        }
         for (var k = 0u; k < KK; k++) {
             var s = w[k] * g[0];
             for (var i = 1u; i < CPL; i++) {
                 s += w[i * KK + k] * g[i];
             }
-            s += subgroupShuffleXor(s, 1u);
-            s += subgroupShuffleXor(s, 2u);
-            s += subgroupShuffleXor(s, 4u);
             d[k] = s;
         }
         for (var r = 0u; r < KL; r++) {
-            // Row r*8 + lane, picked without indexing by the lane (a local array indexed at
-            // run time leaves the registers).
-            var v = d[r * 8u];
-            for (var l = 1u; l < 8u; l++) {
-                if (r * 8u + l < KK) {
-                    v = select(v, d[r * 8u + l], lane == l);
-                }
+            let base = r * 8u;
+            var v: vec4<f32>;
+            if (KK - base == 1u) {
+                // A last row alone (K = 9): a butterfly gives every lane its total.
+                v = d[base];
+                v += subgroupShuffleXor(v, 1u);
+                v += subgroupShuffleXor(v, 2u);
+                v += subgroupShuffleXor(v, 4u);
+            } else {
+                v = reduce_scatter(d[base], d[base + 1u], d[base + 2u], d[base + 3u], d[base + 4u], d[base + 5u], d[base + 6u], d[base + 7u], lane);
             }
-            let row = r * 8u + lane;
+            let row = base + lane;
             if (row < KK) {
                 out4[(img * KK + row) * q4 + q] = v;
             }
         }
     }
+}
+
+// The subgroup's total of row `lane` of eight rows: halving the rows at each of three shuffle
+// rounds (7 shuffles, where a butterfly of each row takes 24). Round one keeps the half of the
+// rows on this lane's side of lane ^ 4 and adds the partner's copy of them, and so on.
+fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, lane: u32) -> vec4<f32> {
+    let h4 = (lane & 4u) != 0u;
+    let a0 = select(v0, v4, h4) + subgroupShuffleXor(select(v4, v0, h4), 4u);
+    let a1 = select(v1, v5, h4) + subgroupShuffleXor(select(v5, v1, h4), 4u);
+    let a2 = select(v2, v6, h4) + subgroupShuffleXor(select(v6, v2, h4), 4u);
+    let a3 = select(v3, v7, h4) + subgroupShuffleXor(select(v7, v3, h4), 4u);
+    let h2 = (lane & 2u) != 0u;
+    let b0 = select(a0, a2, h2) + subgroupShuffleXor(select(a2, a0, h2), 2u);
+    let b1 = select(a1, a3, h2) + subgroupShuffleXor(select(a3, a1, h2), 2u);
+    let h1 = (lane & 1u) != 0u;
+    return select(b0, b1, h1) + subgroupShuffleXor(select(b1, b0, h1), 1u);
 }
 
 @compute @workgroup_size(8)
