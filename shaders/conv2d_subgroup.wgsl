@@ -1,19 +1,21 @@
-// Forward and weight gradient of a convolution with a small reduction (a first layer: K =
-// c_in*kh*kw of 9 for MNIST's 3x3) from its col (shaders/conv2d.wgsl's im2col), for adapters whose
-// subgroups have 8 invocations (lavapipe on AVX2), one subgroup per workgroup:
+// Forward and gradients of a convolution with a small reduction (a first layer: K = c_in*kh*kw of
+// 9 for MNIST's 3x3), for adapters whose subgroups have 8 invocations (lavapipe on AVX2), one
+// subgroup per workgroup:
 //   forward:     out[img][co][q] = bias[co] + sum_k w[co][k] * col[img][k][q]
-//   grad_col:    dcol[img][k][q] = sum_co w[co][k] * dy[img][co][q]   (the input gradient's col, for
-//                conv2d.wgsl's col2im; every output channel in one block: c_out <= 8*CPL)
 //   grad_weight: part[x][co][k] = sum over images img = x mod nwg.x, sum_q dy[img][co][q] * col[img][k][q]
 //                (partials for conv2d.wgsl's sum_batch)
+//   grad_col:    dcol[img][k][q] = sum_co w[co][k] * dy[img][co][q]   (the input gradient's col, for
+//                conv2d.wgsl's col2im; every output channel in one block: c_out <= 8*CPL)
+// with col as conv2d.wgsl's im2col defines it, though forward and grad_weight never store it: they
+// gather its values from x.
 // Workgroups: x over the chunk's images (grad_weight: at most the launcher's count of partials),
-// y over blocks of 8*CPL output channels. Lane l owns the
-// channels block*8*CPL + 8*i + l (i < CPL); the subgroup walks an image's plane 4 positions at a
-// time. The col vec4s of a step are loaded once across the subgroup (lane l loads rows l, l+8, ...)
-// and shuffled to every lane, and each lane loads or stores only its own channels' vec4s. With a
-// K this short, every multiply-add of the GEMM's 32x32 blocks came with a fifth of a per-lane load
-// or store; here a lane's weights (forward) or sums (gradient) stay in registers for a whole plane.
-// Needs oh*ow to be a multiple of 4 (col rows are then exactly oh*ow long) and K <= 32.
+// y over blocks of 8*CPL output channels. Lane l owns the channels block*8*CPL + 8*i + l (i <
+// CPL); the subgroup walks an image's plane 4 positions at a time. A step's 4K col values are
+// gathered once across the subgroup (K/2 per lane) and shuffled to every lane, and each lane loads
+// or stores only its own channels' vec4s; a lane's weights (forward) or sums (grad_weight) stay in
+// registers for a whole plane. With a K this short, the GEMM's 32x32 blocks paid a fifth of a
+// per-lane load or store for every multiply-add, and writing col cost a third of the forward.
+// Needs oh*ow to be a multiple of 4 and K <= 32.
 
 struct Params {
     c_in: u32, h: u32, w: u32, kh: u32,
@@ -26,11 +28,12 @@ struct Params {
 // The reduction c_in*kh*kw and the channels per lane (both specialised by the launcher).
 const KK: u32 = 9u;
 const CPL: u32 = 4u;
-// col rows each lane loads per step.
+// grad_col: the rows of dcol each lane stores per step.
 const KL: u32 = (KK + 7u) / 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> col: array<vec4<f32>>;
+// forward and grad_weight: the input x.
+@group(0) @binding(1) var<storage, read> src: array<f32>;
 // grad_col: the output gradient, dcol (out4) and the weight.
 @group(0) @binding(1) var<storage, read> dy_in: array<vec4<f32>>;
 // forward: out, weight ([c_out, K]), bias.
@@ -46,53 +49,6 @@ fn channel(block: u32, i: u32, lane: u32) -> u32 {
     return (block * CPL + i) * 8u + lane;
 }
 
-// This lane's col rows of an image, as vec4 offsets (rows past K repeat the last: loaded, unused).
-fn col_rows(img: u32, lane: u32, q4: u32) -> array<u32, KL> {
-    var rows: array<u32, KL>;
-    for (var r = 0u; r < KL; r++) {
-        rows[r] = (img * KK + min(r * 8u + lane, KK - 1u)) * q4;
-    }
-    return rows;
-}
-
-@compute @workgroup_size(8)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let img = wg.x;
-    let q4 = p.col_stride / 4u;
-    var w: array<f32, CPL * KK>;
-    var b: array<f32, CPL>;
-    var plane: array<u32, CPL>;
-    for (var i = 0u; i < CPL; i++) {
-        let co = min(channel(wg.y, i, lane), p.c_out - 1u);
-        for (var k = 0u; k < KK; k++) {
-            w[i * KK + k] = wt[co * KK + k];
-        }
-        b[i] = select(0.0, bias[co], p.has_bias != 0u);
-        plane[i] = ((p.first_image + img) * p.c_out + co) * q4;
-    }
-    let rows = col_rows(img, lane, q4);
-    for (var q = 0u; q < q4; q++) {
-        var own: array<vec4<f32>, KL>;
-        for (var r = 0u; r < KL; r++) {
-            own[r] = col[rows[r] + q];
-        }
-        var o: array<vec4<f32>, CPL>;
-        for (var i = 0u; i < CPL; i++) {
-            o[i] = vec4<f32>(b[i]);
-        }
-        for (var k = 0u; k < KK; k++) {
-            let v = subgroupShuffle(own[k / 8u], k % 8u);
-            for (var i = 0u; i < CPL; i++) {
-                o[i] += w[i * KK + k] * v;
-            }
-        }
-        for (var i = 0u; i < CPL; i++) {
-            if (channel(wg.y, i, lane) < p.c_out) {
-                out4[plane[i] + q] = o[i];
-            }
-        }
-    }
-}
 
 // Each lane sums its own channels' products for all K rows, the subgroup adds those up by
 // shuffles, so that lane l holds the totals of rows l, l+8, ..., and stores them.
@@ -165,6 +121,98 @@ fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4
     return select(b0, b1, h1) + subgroupShuffleXor(select(b1, b0, h1), 1u);
 }
 
+// Gather slots per lane: a step's 4K col values over 8 lanes.
+const GS: u32 = (KK + 1u) / 2u;
+
+// Value t = 4k + e of a step (tap k of position 4q + e) is gathered by lane t % 8 into its slot
+// t / 8: lane l gathers taps l/4 + 2i of position 4q + l%4.
+struct Gather {
+    row: array<u32, GS>,
+    dy: array<i32, GS>,
+    dx: array<i32, GS>,
+    oy: u32,
+    ox: u32,
+}
+
+fn gather_start(img: u32, lane: u32) -> Gather {
+    var gt: Gather;
+    for (var i = 0u; i < GS; i++) {
+        // Past K (lanes 4-7 of an odd K's last slot): a repeat of the last tap, never shuffled out.
+        let k = min(lane / 4u + 2u * i, KK - 1u);
+        let c = k / (p.kh * p.kw);
+        gt.row[i] = ((p.first_image + img) * p.c_in + c) * p.h;
+        gt.dy[i] = i32((k / p.kw) % p.kh) - i32(p.pad_top);
+        gt.dx[i] = i32(k % p.kw) - i32(p.pad_left);
+    }
+    let e = lane % 4u;
+    gt.oy = e / p.ow;
+    gt.ox = e % p.ow;
+    return gt;
+}
+
+// This lane's slots of the current step, the walker then moved on by 4 positions.
+fn gather_step(gt: ptr<function, Gather>) -> array<f32, GS> {
+    var s: array<f32, GS>;
+    let y0 = i32((*gt).oy * p.stride);
+    let x0 = i32((*gt).ox * p.stride);
+    for (var i = 0u; i < GS; i++) {
+        let y = y0 + (*gt).dy[i];
+        let x = x0 + (*gt).dx[i];
+        let inside = y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w);
+        let at = select(0u, ((*gt).row[i] + u32(y)) * p.w + u32(x), inside);
+        s[i] = select(0.0, src[at], inside);
+    }
+    (*gt).ox += 4u;
+    while ((*gt).ox >= p.ow) {
+        (*gt).ox -= p.ow;
+        (*gt).oy += 1u;
+    }
+    return s;
+}
+
+// The col vec4 of tap k for the step's 4 positions, from the lanes that gathered it.
+fn col_vec(s: array<f32, GS>, k: u32) -> vec4<f32> {
+    let v = s[k / 2u];
+    let l = 4u * (k % 2u);
+    return vec4<f32>(subgroupShuffle(v, l), subgroupShuffle(v, l + 1u), subgroupShuffle(v, l + 2u), subgroupShuffle(v, l + 3u));
+}
+
+@compute @workgroup_size(8)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let img = wg.x;
+    let q4 = p.col_stride / 4u;
+    var w: array<f32, CPL * KK>;
+    var b: array<f32, CPL>;
+    var plane: array<u32, CPL>;
+    for (var i = 0u; i < CPL; i++) {
+        let co = min(channel(wg.y, i, lane), p.c_out - 1u);
+        for (var k = 0u; k < KK; k++) {
+            w[i * KK + k] = wt[co * KK + k];
+        }
+        b[i] = select(0.0, bias[co], p.has_bias != 0u);
+        plane[i] = ((p.first_image + img) * p.c_out + co) * q4;
+    }
+    var gt = gather_start(img, lane);
+    for (var q = 0u; q < q4; q++) {
+        let s = gather_step(&gt);
+        var o: array<vec4<f32>, CPL>;
+        for (var i = 0u; i < CPL; i++) {
+            o[i] = vec4<f32>(b[i]);
+        }
+        for (var k = 0u; k < KK; k++) {
+            let v = col_vec(s, k);
+            for (var i = 0u; i < CPL; i++) {
+                o[i] += w[i * KK + k] * v;
+            }
+        }
+        for (var i = 0u; i < CPL; i++) {
+            if (channel(wg.y, i, lane) < p.c_out) {
+                out4[plane[i] + q] = o[i];
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(8)
 fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let q4 = p.col_stride / 4u;
@@ -172,24 +220,20 @@ fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     for (var e = 0u; e < CPL * KK; e++) {
         acc[e] = 0.0;
     }
-    // Workgroup x sums images x, x + nwg.x, ...: fewer partials for sum_batch to add.
     for (var img = wg.x; img < p.images; img += nwg.x) {
         var plane: array<u32, CPL>;
         for (var i = 0u; i < CPL; i++) {
             plane[i] = ((p.first_image + img) * p.c_out + min(channel(wg.y, i, lane), p.c_out - 1u)) * q4;
         }
-        let rows = col_rows(img, lane, q4);
+        var gt = gather_start(img, lane);
         for (var q = 0u; q < q4; q++) {
-            var own: array<vec4<f32>, KL>;
-            for (var r = 0u; r < KL; r++) {
-                own[r] = col[rows[r] + q];
-            }
+            let s = gather_step(&gt);
             var g: array<vec4<f32>, CPL>;
             for (var i = 0u; i < CPL; i++) {
                 g[i] = dy4[plane[i] + q];
             }
             for (var k = 0u; k < KK; k++) {
-                let v = subgroupShuffle(own[k / 8u], k % 8u);
+                let v = col_vec(s, k);
                 for (var i = 0u; i < CPL; i++) {
                     acc[i * KK + k] += dot(g[i], v);
                 }

@@ -73,7 +73,7 @@ static SUBGROUP_FORWARD: KernelSpec = KernelSpec {
     name: "conv2d_subgroup_forward",
     source: SUBGROUP_SOURCE,
     entry: "forward",
-    // col, out, weight, bias.
+    // x, out, weight, bias.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read, Access::Read],
 };
 static SUBGROUP_GRAD_COL: KernelSpec = KernelSpec {
@@ -87,7 +87,7 @@ static SUBGROUP_GRAD_WEIGHT: KernelSpec = KernelSpec {
     name: "conv2d_subgroup_grad_weight",
     source: SUBGROUP_SOURCE,
     entry: "grad_weight",
-    // col, per-image partials, output gradient.
+    // x, partials, output gradient.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read],
 };
 static SUM_BATCH: KernelSpec =
@@ -635,15 +635,9 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
     let mut saved_col = None;
     let subgroup_forward = subgroup_forward && subgroup_takes_forward(x.device(), &g);
     if subgroup_small_k && g.suits_subgroup() {
-        let chunks = chunks(&g, max_bytes)?;
-        for chunk in &chunks {
-            let (col, _) = col_for(x, &g, chunk)?;
-            subgroup_pass(&SUBGROUP_FORWARD, &g, chunk, b.is_some(), &[&col, &out, w, b.unwrap_or(w)], chunk.images)?;
-            // Kept for the weight gradient, which reads it too.
-            if chunks.len() == 1 {
-                saved_col = Some(col);
-            }
-        }
+        // No col: the kernel gathers it from x (and so does the weight gradient's).
+        let whole = Chunk { first: 0, images: g.n };
+        subgroup_pass(&SUBGROUP_FORWARD, &g, &whole, b.is_some(), &[x, &out, w, b.unwrap_or(w)], g.n)?;
     } else if g.suits_direct(direct) && !subgroup_forward {
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
@@ -858,24 +852,19 @@ impl Conv2dBackward {
         Ok(dw)
     }
 
-    /// [`grad_weight`](Self::grad_weight) by `shaders/conv2d_subgroup.wgsl`'s `grad_weight` (per-image
-    /// partials from col: the forward's, or made per chunk) and `sum_batch`.
+    /// [`grad_weight`](Self::grad_weight) by `shaders/conv2d_subgroup.wgsl`'s `grad_weight`
+    /// (partials over the whole batch, col gathered from x) and `sum_batch`.
     fn grad_weight_subgroup(&self, dout: &Tensor) -> Result<Tensor> {
         let g = &self.geometry;
         let dev = dout.device();
         let len = g.c_out * g.k();
+        let parts = g.n.min(SUBGROUP_WEIGHT_PARTIALS);
+        let partials = Tensor::uninit(dev, &[parts, len], "conv2d weight gradient partials")?;
+        let whole = Chunk { first: 0, images: g.n };
+        subgroup_pass(&SUBGROUP_GRAD_WEIGHT, g, &whole, false, &[&self.x, &partials, dout], parts)?;
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
-        for (ci, chunk) in chunks(g, self.tuning.max_bytes)?.iter().enumerate() {
-            let col = match &self.col {
-                Some(col) => col.clone(),
-                None => col_for(&self.x, g, chunk)?.0,
-            };
-            let parts = chunk.images.min(SUBGROUP_WEIGHT_PARTIALS);
-            let partials = Tensor::uninit(dev, &[parts, len], "conv2d weight gradient partials")?;
-            subgroup_pass(&SUBGROUP_GRAD_WEIGHT, g, chunk, false, &[&col, &partials, dout], parts)?;
-            let params = ConvParams { len: len as u32, accumulate: (ci > 0) as u32, images: parts as u32, ..ConvParams::new(g, chunk) };
-            dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
-        }
+        let params = ConvParams { len: len as u32, images: parts as u32, ..ConvParams::new(g, &whole) };
+        dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
         Ok(dw)
     }
 
@@ -1225,8 +1214,8 @@ mod tests {
         let mut rng = rng(30);
         // K from 2 to 32 (rows per lane 1 to 4), c_out around the blocks of 8 lanes and the
         // 1..4 channels per lane (5, 8, 13, 32, 40: a partial second block, 64), batch 1,
-        // stride 2, both paddings; chunks of images with col made again for the gradient; and a
-        // batch past the weight gradient's partials.
+        // stride 2, both paddings (taps gathered from outside the input); chunks of images for
+        // the input gradient's dcol; and a batch past the weight gradient's partials.
         for (xs, ws, cfg, max_bytes) in [
             ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
             ([1, 1, 6, 6], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
@@ -1235,6 +1224,9 @@ mod tests {
             ([1, 8, 6, 6], [8, 8, 2, 2], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
             ([2, 2, 7, 8], [64, 2, 1, 2], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
             ([5, 1, 10, 10], [9, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), 6500),
+            // Output rows of 2 and 1: each step of 4 positions wraps rows more than once.
+            ([2, 1, 6, 4], [4, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
+            ([1, 2, 6, 3], [3, 2, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
             // More images than the weight gradient's 32 partials: some workgroups sum two.
             ([37, 1, 6, 6], [6, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ] {
@@ -1247,14 +1239,13 @@ mod tests {
             check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { max_bytes, ..pinned(&dev) });
             let profile = dev.finish_profile();
             let calls = |kernel: &str| profile.iter().find(|t| t.kernel == kernel).map_or(0, |t| t.calls);
-            let chunks = chunks(&g, max_bytes).unwrap().len() as u64;
-            assert_eq!(calls("conv2d_subgroup_forward"), chunks, "x{xs:?} w{ws:?} ran {profile:?}");
-            assert_eq!(calls("conv2d_subgroup_grad_weight"), chunks, "x{xs:?} w{ws:?} ran {profile:?}");
-            // The input gradient's dcol needs every channel in one subgroup.
-            let grad_cols = if ws[0] <= 32 { chunks } else { 0 };
+            // Forward and weight gradient in one pass each, gathering col from x: no im2col.
+            assert_eq!(calls("conv2d_subgroup_forward"), 1, "x{xs:?} w{ws:?} ran {profile:?}");
+            assert_eq!(calls("conv2d_subgroup_grad_weight"), 1, "x{xs:?} w{ws:?} ran {profile:?}");
+            assert_eq!(calls("conv2d_im2col"), 0, "x{xs:?} w{ws:?} ran {profile:?}");
+            // The input gradient's dcol, per chunk, needs every channel in one subgroup.
+            let grad_cols = if ws[0] <= 32 { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
             assert_eq!(calls("conv2d_subgroup_grad_col"), grad_cols, "x{xs:?} w{ws:?} ran {profile:?}");
-            // The gradient reads the forward's col when one chunk held it, else makes its own.
-            assert_eq!(calls("conv2d_im2col"), if chunks == 1 { 1 } else { 2 * chunks }, "x{xs:?} w{ws:?} ran {profile:?}");
         }
         // Planes not of whole vec4s and large reductions keep the other kernels.
         assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_subgroup());
