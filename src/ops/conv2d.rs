@@ -599,12 +599,16 @@ fn subgroup_takes_forward(dev: &Device, g: &ConvGeometry) -> bool {
     plan(dev, &forward_gemm(g, transposed_weight_strides(g), &whole, 0, false)).0.is_subgroup()
 }
 
-/// Output channels per lane of the subgroup kernels: a whole block of 8 lanes for c_out up to 32.
-/// Each adds a vec4 load (or store) and K multiply-adds per step to a lane's four col rows and K
-/// shuffles, so more would amortise those further, at the price of the registers for K sums each.
+/// Output channels per lane of the subgroup kernels: the fewest blocks of at most 32 channels (8
+/// lanes x 4), split evenly (48 as two blocks of 24, not 32 + 16 with half a block idle). Each
+/// channel adds a vec4 load (or store) and K multiply-adds per step to a lane's gathered taps and
+/// their shuffles; past 4, its K sums or weights each would crowd the registers.
 fn subgroup_channels_per_lane(c_out: usize) -> usize {
-    c_out.div_ceil(8).clamp(1, 4)
+    c_out.div_ceil(8 * c_out.div_ceil(SUBGROUP_BLOCK))
 }
+
+/// The most output channels one workgroup of the subgroup kernels takes.
+const SUBGROUP_BLOCK: usize = 32;
 
 /// Workgroups (and partial sums) of the subgroup weight gradient: each sums every 32nd image of a
 /// chunk, so that `sum_batch` adds 32 partials, not one per image (the seed's conv1: 0.17 ms for
@@ -743,7 +747,7 @@ impl Conv2dBackward {
     /// channel in one subgroup.
     fn subgroup_input_gradient(&self) -> bool {
         let g = &self.geometry;
-        self.tuning.subgroup_small_k && g.suits_subgroup() && g.c_out <= 8 * subgroup_channels_per_lane(g.c_out)
+        self.tuning.subgroup_small_k && g.suits_subgroup() && g.c_out <= SUBGROUP_BLOCK
     }
 
     /// [`grad_input`](Self::grad_input) as dcol by `grad_col`, then col2im.
@@ -1212,8 +1216,8 @@ mod tests {
             return;
         }
         let mut rng = rng(30);
-        // K from 2 to 32 (rows per lane 1 to 4), c_out around the blocks of 8 lanes and the
-        // 1..4 channels per lane (5, 8, 13, 32, 40: a partial second block, 64), batch 1,
+        // K from 2 to 32, c_out around the blocks of 8 lanes and the 1..4 channels per lane (5,
+        // 8, 13, 32; 40 and 64 in two blocks, of 3 and 4 channels per lane), batch 1,
         // stride 2, both paddings (taps gathered from outside the input); chunks of images for
         // the input gradient's dcol; and a batch past the weight gradient's partials.
         for (xs, ws, cfg, max_bytes) in [
