@@ -8,7 +8,10 @@
 //! operands are read along their rows) summed over the batch (per-image partials keep every GEMM
 //! wide enough to fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
 //! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs its gradients, and its
-//! forward unless the subgroup GEMM takes that, in direct kernels: no col.
+//! forward unless the subgroup GEMM takes that, in direct kernels: no col. On adapters with
+//! subgroups of 8 (lavapipe), such a layer over planes of whole vec4s runs its forward and weight
+//! gradient in `shaders/conv2d_subgroup.wgsl` instead, gathering col from x without storing it,
+//! and its input gradient's dcol there too (then col2im).
 //! col's rows, and the output gradient's planes in backward-data, are padded with zeros to a multiple
 //! of 4 values so that odd planes (7x7) still run the vec4 GEMMs; a small K's input gradient reads
 //! a transposed copy of the weight.
@@ -187,8 +190,8 @@ impl ConvGeometry {
             Direct::Rows => small,
         }
     }
-    /// Whether `shaders/conv2d_subgroup.wgsl` can take the forward and the weight gradient: a small
-    /// reduction (with a col to read) over planes of whole vec4s.
+    /// Whether `shaders/conv2d_subgroup.wgsl` can take the convolution: a small reduction, not
+    /// pointwise, over planes of whole vec4s.
     fn suits_subgroup(&self) -> bool {
         self.suits_direct(Direct::Quads)
     }
@@ -554,8 +557,10 @@ struct Tuning {
     /// A-along-k one (the seed's conv2 forward: 1.2x), and in place of the direct kernel for a
     /// small reduction (the seed's conv1 forward: 10.9 against 5.0 GFLOP/s).
     subgroup_forward: bool,
-    /// Whether a small reduction's forward and weight gradient may run as the subgroup kernels of
-    /// `shaders/conv2d_subgroup.wgsl` (ahead of the subgroup GEMM and the direct kernels).
+    /// Whether a small reduction's forward, weight gradient and input gradient's dcol may run as
+    /// the subgroup kernels of `shaders/conv2d_subgroup.wgsl` (ahead of the subgroup GEMM and the
+    /// direct kernels: the seed's conv1 forward at 40 GFLOP/s against 10–13, its weight
+    /// gradient at 41 against 8–10, its input gradient at 30 against 13).
     subgroup_small_k: bool,
 }
 
@@ -610,13 +615,13 @@ fn subgroup_channels_per_lane(c_out: usize) -> usize {
 /// The most output channels one workgroup of the subgroup kernels takes.
 const SUBGROUP_BLOCK: usize = 32;
 
-/// Workgroups (and partial sums) of the subgroup weight gradient: each sums every 32nd image of a
-/// chunk, so that `sum_batch` adds 32 partials, not one per image (the seed's conv1: 0.17 ms for
+/// Workgroups (and partial sums) of the subgroup weight gradient: each sums every 32nd image of
+/// the batch, so that `sum_batch` adds 32 partials, not one per image (the seed's conv1: 0.17 ms for
 /// 128), while 32 workgroups still keep every thread of lavapipe busy.
 const SUBGROUP_WEIGHT_PARTIALS: usize = 32;
 
 /// Records one of `shaders/conv2d_subgroup.wgsl`'s kernels over a chunk of images, `groups`
-/// workgroups along x; `buffers` are its bindings (col first).
+/// workgroups along x; `buffers` are its bindings 1, 2, ....
 fn subgroup_pass(kernel: &KernelSpec, g: &ConvGeometry, chunk: &Chunk, has_bias: bool, buffers: &[&Tensor], groups: usize) -> Result<()> {
     let cpl = subgroup_channels_per_lane(g.c_out);
     let params = ConvParams { has_bias: has_bias as u32, ..ConvParams::new(g, chunk) };
