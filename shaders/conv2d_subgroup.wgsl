@@ -5,7 +5,7 @@
 //   grad_weight: part[x][co][k] = sum over images img = x mod nwg.x, sum_q dy[img][co][q] * col[img][k][q]
 //                (partials for conv2d.wgsl's sum_batch)
 //   grad_col:    dcol[img][k][q] = sum_co w[co][k] * dy[img][co][q]   (the input gradient's col, for
-//                conv2d.wgsl's col2im; every output channel in one block: c_out <= 8*CPL)
+//                conv2d.wgsl's col2im; every output channel in one workgroup: c_out <= 8*CPL)
 // with col as conv2d.wgsl's im2col defines it, though forward and grad_weight never store it: they
 // gather its values from x.
 // Workgroups: x over the chunk's images (grad_weight: at most the launcher's count of partials),

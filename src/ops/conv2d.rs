@@ -614,6 +614,10 @@ fn subgroup_channels_per_lane(c_out: usize) -> usize {
 
 /// The most output channels one workgroup of the subgroup kernels takes.
 const SUBGROUP_BLOCK: usize = 32;
+/// The most output channels `grad_col` takes, all in one workgroup (8 per lane): its sums run
+/// over every channel, and its per-lane registers (the channels' weights and gradients) grow with
+/// them. The search's CNN generator's first layer at width 48: 1.8x the direct input gradient.
+const SUBGROUP_GRAD_COL_MAX: usize = 64;
 
 /// Workgroups (and partial sums) of the subgroup weight gradient: each sums every 32nd image of
 /// the batch, so that `sum_batch` adds 32 partials, not one per image (the seed's conv1: 0.17 ms for
@@ -621,9 +625,16 @@ const SUBGROUP_BLOCK: usize = 32;
 const SUBGROUP_WEIGHT_PARTIALS: usize = 32;
 
 /// Records one of `shaders/conv2d_subgroup.wgsl`'s kernels over a chunk of images, `groups`
-/// workgroups along x; `buffers` are its bindings 1, 2, ....
-fn subgroup_pass(kernel: &KernelSpec, g: &ConvGeometry, chunk: &Chunk, has_bias: bool, buffers: &[&Tensor], groups: usize) -> Result<()> {
-    let cpl = subgroup_channels_per_lane(g.c_out);
+/// workgroups along x, `cpl` channels per lane; `buffers` are its bindings 1, 2, ....
+fn subgroup_pass(
+    kernel: &KernelSpec,
+    g: &ConvGeometry,
+    chunk: &Chunk,
+    has_bias: bool,
+    buffers: &[&Tensor],
+    groups: usize,
+    cpl: usize,
+) -> Result<()> {
     let params = ConvParams { has_bias: has_bias as u32, ..ConvParams::new(g, chunk) };
     let constants = [("KK", g.k() as u32), ("CPL", cpl as u32)];
     let grid = [groups as u32, g.c_out.div_ceil(8 * cpl) as u32, 1];
@@ -646,7 +657,7 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
     if subgroup_small_k && g.suits_subgroup() {
         // No col: the kernel gathers it from x (and so does the weight gradient's).
         let whole = Chunk { first: 0, images: g.n };
-        subgroup_pass(&SUBGROUP_FORWARD, &g, &whole, b.is_some(), &[x, &out, w, b.unwrap_or(w)], g.n)?;
+        subgroup_pass(&SUBGROUP_FORWARD, &g, &whole, b.is_some(), &[x, &out, w, b.unwrap_or(w)], g.n, subgroup_channels_per_lane(g.c_out))?;
     } else if g.suits_direct(direct) && !subgroup_forward {
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
@@ -752,7 +763,7 @@ impl Conv2dBackward {
     /// channel in one subgroup.
     fn subgroup_input_gradient(&self) -> bool {
         let g = &self.geometry;
-        self.tuning.subgroup_small_k && g.suits_subgroup() && g.c_out <= SUBGROUP_BLOCK
+        self.tuning.subgroup_small_k && g.suits_subgroup() && g.c_out <= SUBGROUP_GRAD_COL_MAX
     }
 
     /// [`grad_input`](Self::grad_input) as dcol by `grad_col`, then col2im.
@@ -762,7 +773,7 @@ impl Conv2dBackward {
         let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
         for chunk in chunks(g, self.tuning.max_bytes)? {
             let dcol = Tensor::uninit(dev, &[chunk.images, g.k(), g.col_stride()], "conv2d col gradient")?;
-            subgroup_pass(&SUBGROUP_GRAD_COL, g, &chunk, false, &[dout, &dcol, &self.w], chunk.images)?;
+            subgroup_pass(&SUBGROUP_GRAD_COL, g, &chunk, false, &[dout, &dcol, &self.w], chunk.images, g.c_out.div_ceil(8))?;
             col2im(g, &chunk, &dcol, &dx)?;
         }
         Ok(dx)
@@ -870,7 +881,7 @@ impl Conv2dBackward {
         let parts = g.n.min(SUBGROUP_WEIGHT_PARTIALS);
         let partials = Tensor::uninit(dev, &[parts, len], "conv2d weight gradient partials")?;
         let whole = Chunk { first: 0, images: g.n };
-        subgroup_pass(&SUBGROUP_GRAD_WEIGHT, g, &whole, false, &[&self.x, &partials, dout], parts)?;
+        subgroup_pass(&SUBGROUP_GRAD_WEIGHT, g, &whole, false, &[&self.x, &partials, dout], parts, subgroup_channels_per_lane(g.c_out))?;
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let params = ConvParams { len: len as u32, images: parts as u32, ..ConvParams::new(g, &whole) };
         dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
@@ -1253,7 +1264,7 @@ mod tests {
             assert_eq!(calls("conv2d_subgroup_grad_weight"), 1, "x{xs:?} w{ws:?} ran {profile:?}");
             assert_eq!(calls("conv2d_im2col"), 0, "x{xs:?} w{ws:?} ran {profile:?}");
             // The input gradient's dcol, per chunk, needs every channel in one subgroup.
-            let grad_cols = if ws[0] <= 32 { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
+            let grad_cols = if ws[0] <= SUBGROUP_GRAD_COL_MAX { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
             assert_eq!(calls("conv2d_subgroup_grad_col"), grad_cols, "x{xs:?} w{ws:?} ran {profile:?}");
         }
         // Planes not of whole vec4s and large reductions keep the other kernels.
