@@ -1256,7 +1256,8 @@ mod tests {
                 assert!(chunks(&g, max_bytes).unwrap().len() > 1, "{xs:?}: one chunk");
             }
             dev.start_profile().unwrap();
-            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { max_bytes, ..pinned(&dev) });
+            // Pinned on, whatever NETMORPH_GEMM_SUBGROUP says: the adapter has the subgroups.
+            check_gpu_backward(&dev, &mut rng, xs, ws, cfg, Tuning { max_bytes, subgroup_small_k: true, ..pinned(&dev) });
             let profile = dev.finish_profile();
             let calls = |kernel: &str| profile.iter().find(|t| t.kernel == kernel).map_or(0, |t| t.calls);
             // Forward and weight gradient in one pass each, gathering col from x: no im2col.
