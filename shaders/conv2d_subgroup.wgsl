@@ -49,78 +49,6 @@ fn channel(block: u32, i: u32, lane: u32) -> u32 {
     return (block * CPL + i) * 8u + lane;
 }
 
-
-// Each lane sums its own channels' products for all K rows, the subgroup adds those up by
-// shuffles, so that lane l holds the totals of rows l, l+8, ..., and stores them.
-@compute @workgroup_size(8)
-fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let img = wg.x;
-    let q4 = p.col_stride / 4u;
-    var w: array<f32, CPL * KK>;
-    var plane: array<u32, CPL>;
-    for (var i = 0u; i < CPL; i++) {
-        let co = channel(0u, i, lane);
-        // Spare lanes read the last channel's gradient, with a weight of 0.
-        let valid = co < p.c_out;
-        let cc = min(co, p.c_out - 1u);
-        for (var k = 0u; k < KK; k++) {
-            w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
-        }
-        plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
-    }
-    for (var q = 0u; q < q4; q++) {
-        var g: array<vec4<f32>, CPL>;
-        for (var i = 0u; i < CPL; i++) {
-            g[i] = dy_in[plane[i] + q];
-        }
-        // This lane's sums, rows past K zero.
-        var d: array<vec4<f32>, KL * 8u>;
-        for (var k = 0u; k < KL * 8u; k++) {
-            d[k] = vec4<f32>(0.0);
-        }
-        for (var k = 0u; k < KK; k++) {
-            var s = w[k] * g[0];
-            for (var i = 1u; i < CPL; i++) {
-                s += w[i * KK + k] * g[i];
-            }
-            d[k] = s;
-        }
-        for (var r = 0u; r < KL; r++) {
-            let base = r * 8u;
-            var v: vec4<f32>;
-            if (KK - base == 1u) {
-                // A last row alone (K = 9): a butterfly gives every lane its total.
-                v = d[base];
-                v += subgroupShuffleXor(v, 1u);
-                v += subgroupShuffleXor(v, 2u);
-                v += subgroupShuffleXor(v, 4u);
-            } else {
-                v = reduce_scatter(d[base], d[base + 1u], d[base + 2u], d[base + 3u], d[base + 4u], d[base + 5u], d[base + 6u], d[base + 7u], lane);
-            }
-            let row = base + lane;
-            if (row < KK) {
-                out4[(img * KK + row) * q4 + q] = v;
-            }
-        }
-    }
-}
-
-// The subgroup's total of row `lane` of eight rows: halving the rows at each of three shuffle
-// rounds (7 shuffles, where a butterfly of each row takes 24). Round one keeps the half of the
-// rows on this lane's side of lane ^ 4 and adds the partner's copy of them, and so on.
-fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, lane: u32) -> vec4<f32> {
-    let h4 = (lane & 4u) != 0u;
-    let a0 = select(v0, v4, h4) + subgroupShuffleXor(select(v4, v0, h4), 4u);
-    let a1 = select(v1, v5, h4) + subgroupShuffleXor(select(v5, v1, h4), 4u);
-    let a2 = select(v2, v6, h4) + subgroupShuffleXor(select(v6, v2, h4), 4u);
-    let a3 = select(v3, v7, h4) + subgroupShuffleXor(select(v7, v3, h4), 4u);
-    let h2 = (lane & 2u) != 0u;
-    let b0 = select(a0, a2, h2) + subgroupShuffleXor(select(a2, a0, h2), 2u);
-    let b1 = select(a1, a3, h2) + subgroupShuffleXor(select(a3, a1, h2), 2u);
-    let h1 = (lane & 1u) != 0u;
-    return select(b0, b1, h1) + subgroupShuffleXor(select(b1, b0, h1), 1u);
-}
-
 // Gather slots per lane: a step's 4K col values over 8 lanes.
 const GS: u32 = (KK + 1u) / 2u;
 
@@ -248,4 +176,75 @@ fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             }
         }
     }
+}
+
+// Each lane sums its own channels' products for all K rows, the subgroup adds those up by
+// shuffles, so that lane l holds the totals of rows l, l+8, ..., and stores them.
+@compute @workgroup_size(8)
+fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let img = wg.x;
+    let q4 = p.col_stride / 4u;
+    var w: array<f32, CPL * KK>;
+    var plane: array<u32, CPL>;
+    for (var i = 0u; i < CPL; i++) {
+        let co = channel(0u, i, lane);
+        // Spare lanes read the last channel's gradient, with a weight of 0.
+        let valid = co < p.c_out;
+        let cc = min(co, p.c_out - 1u);
+        for (var k = 0u; k < KK; k++) {
+            w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
+        }
+        plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
+    }
+    for (var q = 0u; q < q4; q++) {
+        var g: array<vec4<f32>, CPL>;
+        for (var i = 0u; i < CPL; i++) {
+            g[i] = dy_in[plane[i] + q];
+        }
+        // This lane's sums, rows past K zero.
+        var d: array<vec4<f32>, KL * 8u>;
+        for (var k = 0u; k < KL * 8u; k++) {
+            d[k] = vec4<f32>(0.0);
+        }
+        for (var k = 0u; k < KK; k++) {
+            var s = w[k] * g[0];
+            for (var i = 1u; i < CPL; i++) {
+                s += w[i * KK + k] * g[i];
+            }
+            d[k] = s;
+        }
+        for (var r = 0u; r < KL; r++) {
+            let base = r * 8u;
+            var v: vec4<f32>;
+            if (KK - base == 1u) {
+                // A last row alone (K = 9): a butterfly gives every lane its total.
+                v = d[base];
+                v += subgroupShuffleXor(v, 1u);
+                v += subgroupShuffleXor(v, 2u);
+                v += subgroupShuffleXor(v, 4u);
+            } else {
+                v = reduce_scatter(d[base], d[base + 1u], d[base + 2u], d[base + 3u], d[base + 4u], d[base + 5u], d[base + 6u], d[base + 7u], lane);
+            }
+            let row = base + lane;
+            if (row < KK) {
+                out4[(img * KK + row) * q4 + q] = v;
+            }
+        }
+    }
+}
+
+// The subgroup's total of row `lane` of eight rows: halving the rows at each of three shuffle
+// rounds (7 shuffles, where a butterfly of each row takes 24). Round one keeps the half of the
+// rows on this lane's side of lane ^ 4 and adds the partner's copy of them, and so on.
+fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, lane: u32) -> vec4<f32> {
+    let h4 = (lane & 4u) != 0u;
+    let a0 = select(v0, v4, h4) + subgroupShuffleXor(select(v4, v0, h4), 4u);
+    let a1 = select(v1, v5, h4) + subgroupShuffleXor(select(v5, v1, h4), 4u);
+    let a2 = select(v2, v6, h4) + subgroupShuffleXor(select(v6, v2, h4), 4u);
+    let a3 = select(v3, v7, h4) + subgroupShuffleXor(select(v7, v3, h4), 4u);
+    let h2 = (lane & 2u) != 0u;
+    let b0 = select(a0, a2, h2) + subgroupShuffleXor(select(a2, a0, h2), 2u);
+    let b1 = select(a1, a3, h2) + subgroupShuffleXor(select(a3, a1, h2), 2u);
+    let h1 = (lane & 1u) != 0u;
+    return select(b0, b1, h1) + subgroupShuffleXor(select(b1, b0, h1), 1u);
 }
