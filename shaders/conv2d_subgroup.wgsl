@@ -248,3 +248,136 @@ fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4
     let h1 = (lane & 1u) != 0u;
     return select(b0, b1, h1) + subgroupShuffleXor(select(b1, b0, h1), 1u);
 }
+
+// The input gradient at stride 1 in two passes that move a third of dcol's values: `grad_rowsum`
+// sums dcol's taps along each kernel row as the subgroup walks the output rows,
+//   srow[img][g][oy][x] = sum_j dcol[img][g*kw + j][oy*ow + x + pad_left - j]   (g = c*kh + i),
+// and `col2im_rowsum` adds those rows up along the kernel's height:
+//   dx[img][c][y][x] = sum_i srow[img][c*kh + i][y + pad_top - i][x].
+// Lane g of the subgroup takes group g (needs c_in*kh <= 8) and keeps a window of the next RW
+// (kw, specialised) columns in registers: one store per position and group, where grad_col stores
+// all kw*kh*c_in taps and col2im reads them back one by one.
+const RW: u32 = 3u;
+@group(0) @binding(1) var<storage, read> srow4: array<vec4<f32>>;
+
+@compute @workgroup_size(8)
+fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let img = wg.x;
+    let q4 = p.col_stride / 4u;
+    var w: array<f32, CPL * KK>;
+    var plane: array<u32, CPL>;
+    for (var i = 0u; i < CPL; i++) {
+        let co = channel(0u, i, lane);
+        // Spare lanes read the last channel's gradient, with a weight of 0.
+        let valid = co < p.c_out;
+        let cc = min(co, p.c_out - 1u);
+        for (var k = 0u; k < KK; k++) {
+            w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
+        }
+        plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
+    }
+    let groups = p.c_in * p.kh;
+    var win: array<f32, RW>;
+    for (var m = 0u; m < RW; m++) {
+        win[m] = 0.0;
+    }
+    var oy = 0u;
+    var ox = 0u;
+    for (var q = 0u; q < q4; q++) {
+        var vr: array<vec4<f32>, KL>;
+        var g: array<vec4<f32>, CPL>;
+        for (var i = 0u; i < CPL; i++) {
+            g[i] = dy_in[plane[i] + q];
+        }
+        // This lane's sums, rows past K zero.
+        var d: array<vec4<f32>, KL * 8u>;
+        for (var k = 0u; k < KL * 8u; k++) {
+            d[k] = vec4<f32>(0.0);
+        }
+        for (var k = 0u; k < KK; k++) {
+            var s = w[k] * g[0];
+            for (var i = 1u; i < CPL; i++) {
+                s += w[i * KK + k] * g[i];
+            }
+            d[k] = s;
+        }
+        for (var r = 0u; r < KL; r++) {
+            let base = r * 8u;
+            var v: vec4<f32>;
+            if (KK - base == 1u) {
+                // A last row alone (K = 9): a butterfly gives every lane its total.
+                v = d[base];
+                v += subgroupShuffleXor(v, 1u);
+                v += subgroupShuffleXor(v, 2u);
+                v += subgroupShuffleXor(v, 4u);
+            } else {
+                v = reduce_scatter(d[base], d[base + 1u], d[base + 2u], d[base + 3u], d[base + 4u], d[base + 5u], d[base + 6u], d[base + 7u], lane);
+            }
+            vr[r] = v;
+        }
+        // Lane g (< c_in*kh) gathers its group's RW rows k = g*RW + j from the lanes holding them.
+        var t: array<vec4<f32>, RW>;
+        for (var j = 0u; j < RW; j++) {
+            let k = min(lane * RW + j, KK - 1u);
+            var v = vec4<f32>(0.0);
+            for (var r = 0u; r < KL; r++) {
+                v = select(v, subgroupShuffle(vr[r], k % 8u), k / 8u == r);
+            }
+            t[j] = v;
+        }
+        // The step's 4 positions in order: each adds its taps into the window of the next RW
+        // columns; the window's first column is then complete, and the row's last flushes it all.
+        for (var e = 0u; e < 4u; e++) {
+            for (var m = 0u; m < RW; m++) {
+                win[m] += t[m][e];
+            }
+            let row = ((img * groups + min(lane, groups - 1u)) * p.oh + oy) * p.w;
+            let x = i32(ox) - i32(p.pad_left);
+            if (lane < groups && x >= 0 && x < i32(p.w)) {
+                part[row + u32(x)] = win[0];
+            }
+            for (var m = 0u; m + 1u < RW; m++) {
+                win[m] = win[m + 1u];
+            }
+            win[RW - 1u] = 0.0;
+            if (ox + 1u == p.ow) {
+                for (var m = 0u; m + 1u < RW; m++) {
+                    let xm = x + 1 + i32(m);
+                    if (lane < groups && xm >= 0 && xm < i32(p.w)) {
+                        part[row + u32(xm)] = win[m];
+                    }
+                    win[m] = 0.0;
+                }
+                ox = 0u;
+                oy += 1u;
+            } else {
+                ox += 1u;
+            }
+        }
+    }
+}
+
+// One invocation per input row (img, c, y), walking its vec4s (w a multiple of 4): the divisions
+// once per row, not per vec4.
+@compute @workgroup_size(64)
+fn col2im_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = (wg.x + wg.y * nwg.x) * 64u + lid;
+    if (r >= p.images * p.c_in * p.h) {
+        return;
+    }
+    let w4 = p.w / 4u;
+    let y = r % p.h;
+    let c = (r / p.h) % p.c_in;
+    let img = r / (p.h * p.c_in);
+    let out = ((p.first_image + img) * p.c_in * p.h + r - img * p.c_in * p.h) * w4;
+    for (var x4 = 0u; x4 < w4; x4++) {
+        var acc = vec4<f32>(0.0);
+        for (var i = 0u; i < p.kh; i++) {
+            let oy = i32(y + p.pad_top) - i32(i);
+            if (oy >= 0 && oy < i32(p.oh)) {
+                acc += srow4[(((img * p.c_in + c) * p.kh + i) * p.oh + u32(oy)) * w4 + x4];
+            }
+        }
+        out4[out + x4] = acc;
+    }
+}

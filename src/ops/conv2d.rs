@@ -86,6 +86,15 @@ static SUBGROUP_GRAD_COL: KernelSpec = KernelSpec {
     // output gradient, dcol, weight.
     bindings: &[Access::Read, Access::ReadWrite, Access::Read],
 };
+static SUBGROUP_GRAD_ROWSUM: KernelSpec = KernelSpec {
+    name: "conv2d_subgroup_grad_rowsum",
+    source: SUBGROUP_SOURCE,
+    entry: "grad_rowsum",
+    // output gradient, row sums, weight.
+    bindings: &[Access::Read, Access::ReadWrite, Access::Read],
+};
+static COL2IM_ROWSUM: KernelSpec =
+    KernelSpec { name: "conv2d_col2im_rowsum", source: SUBGROUP_SOURCE, entry: "col2im_rowsum", bindings: BINDINGS };
 static SUBGROUP_GRAD_WEIGHT: KernelSpec = KernelSpec {
     name: "conv2d_subgroup_grad_weight",
     source: SUBGROUP_SOURCE,
@@ -771,7 +780,24 @@ impl Conv2dBackward {
         let g = &self.geometry;
         let dev = dout.device();
         let dx = Tensor::uninit(dev, &g.x_shape(), "conv2d input gradient")?;
+        let groups = g.c_in * g.kh;
+        let rowsum = g.stride == 1 && groups <= 8 && g.w.is_multiple_of(4);
         for chunk in chunks(g, self.tuning.max_bytes)? {
+            if rowsum {
+                let srow = Tensor::uninit(dev, &[chunk.images, groups, g.oh, g.w], "conv2d row sums of dcol")?;
+                let params = ConvParams::new(g, &chunk);
+                let constants = [("KK", g.k() as u32), ("CPL", g.c_out.div_ceil(8) as u32), ("RW", g.kw as u32)];
+                dev.dispatch(
+                    &SUBGROUP_GRAD_ROWSUM,
+                    &constants,
+                    &params,
+                    &[dout.buffer(), srow.buffer(), self.w.buffer()],
+                    [chunk.images as u32, 1, 1],
+                )?;
+                let rows = chunk.images * g.c_in * g.h;
+                dev.dispatch(&COL2IM_ROWSUM, &[], &params, &[srow.buffer(), dx.buffer()], super::grid_1d(super::groups(rows, 64)))?;
+                continue;
+            }
             let dcol = Tensor::uninit(dev, &[chunk.images, g.k(), g.col_stride()], "conv2d col gradient")?;
             subgroup_pass(&SUBGROUP_GRAD_COL, g, &chunk, false, &[dout, &dcol, &self.w], chunk.images, g.c_out.div_ceil(8))?;
             col2im(g, &chunk, &dcol, &dx)?;
@@ -1247,6 +1273,9 @@ mod tests {
             // Output rows of 2 and 1: each step of 4 positions wraps rows more than once.
             ([2, 1, 6, 4], [4, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
             ([1, 2, 6, 3], [3, 2, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
+            // Row sums of dcol with 'same' padding (taps off both edges) and in chunks.
+            ([2, 1, 8, 12], [7, 1, 3, 3], Conv2dConfig::new(1, Padding::Same), dev.max_binding_bytes()),
+            ([5, 1, 12, 12], [9, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), 6500),
             // More images than the weight gradient's 32 partials: some workgroups sum two.
             ([37, 1, 6, 6], [6, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ] {
@@ -1264,9 +1293,13 @@ mod tests {
             assert_eq!(calls("conv2d_subgroup_forward"), 1, "x{xs:?} w{ws:?} ran {profile:?}");
             assert_eq!(calls("conv2d_subgroup_grad_weight"), 1, "x{xs:?} w{ws:?} ran {profile:?}");
             assert_eq!(calls("conv2d_im2col"), 0, "x{xs:?} w{ws:?} ran {profile:?}");
-            // The input gradient's dcol, per chunk, needs every channel in one subgroup.
-            let grad_cols = if ws[0] <= SUBGROUP_GRAD_COL_MAX { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
-            assert_eq!(calls("conv2d_subgroup_grad_col"), grad_cols, "x{xs:?} w{ws:?} ran {profile:?}");
+            // The input gradient needs every channel in one subgroup: per chunk, the row sums of
+            // dcol at stride 1 (a lane per kernel row and input channel, rows of whole vec4s),
+            // else dcol itself.
+            let chunks = if ws[0] <= SUBGROUP_GRAD_COL_MAX { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
+            let rowsum = cfg.stride == 1 && xs[1] * ws[2] <= 8 && xs[3].is_multiple_of(4);
+            assert_eq!(calls("conv2d_subgroup_grad_rowsum"), if rowsum { chunks } else { 0 }, "x{xs:?} w{ws:?} ran {profile:?}");
+            assert_eq!(calls("conv2d_subgroup_grad_col"), if rowsum { 0 } else { chunks }, "x{xs:?} w{ws:?} ran {profile:?}");
         }
         // Planes not of whole vec4s and large reductions keep the other kernels.
         assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_subgroup());
