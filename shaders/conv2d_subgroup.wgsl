@@ -6,6 +6,7 @@
 //                (partials for conv2d.wgsl's sum_batch)
 //   grad_col:    dcol[img][k][q] = sum_co w[co][k] * dy[img][co][q]   (the input gradient's col, for
 //                conv2d.wgsl's col2im; every output channel in one workgroup: c_out <= 8*CPL)
+//   grad_rowsum, col2im_rowsum: the input gradient at stride 1 through dcol's row sums (below)
 // with col as conv2d.wgsl's im2col defines it, though forward and grad_weight never store it: they
 // gather its values from x.
 // Workgroups: x over the chunk's images (grad_weight: at most the launcher's count of partials),

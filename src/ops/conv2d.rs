@@ -768,14 +768,16 @@ impl Conv2dBackward {
         self.grad_input_padded(&self.padded_grad(dout)?)
     }
 
-    /// Whether `grad_col` of `shaders/conv2d_subgroup.wgsl` takes dcol: it needs every output
+    /// Whether `shaders/conv2d_subgroup.wgsl` takes the input gradient: it needs every output
     /// channel in one subgroup.
     fn subgroup_input_gradient(&self) -> bool {
         let g = &self.geometry;
         self.tuning.subgroup_small_k && g.suits_subgroup() && g.c_out <= SUBGROUP_GRAD_COL_MAX
     }
 
-    /// [`grad_input`](Self::grad_input) as dcol by `grad_col`, then col2im.
+    /// [`grad_input`](Self::grad_input) per chunk: at stride 1 as dcol's row sums by
+    /// `grad_rowsum` (a lane per input channel and kernel row, so at most 8 of them; rows of whole
+    /// vec4s for `col2im_rowsum`), else as dcol by `grad_col` and then col2im.
     fn grad_input_subgroup(&self, dout: &Tensor) -> Result<Tensor> {
         let g = &self.geometry;
         let dev = dout.device();
