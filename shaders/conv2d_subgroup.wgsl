@@ -316,15 +316,16 @@ fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             }
             vr[r] = v;
         }
-        // Lane g (< c_in*kh) gathers its group's RW rows k = g*RW + j from the lanes holding them.
+        // Lane g (< c_in*kh) takes its group's RW rows k = g*RW + j from the lanes holding them:
+        // one broadcast per row from a lane known at compile time (a shuffle from a lane computed
+        // at run time is a loop over the lanes on lavapipe).
         var t: array<vec4<f32>, RW>;
         for (var j = 0u; j < RW; j++) {
-            let k = min(lane * RW + j, KK - 1u);
-            var v = vec4<f32>(0.0);
-            for (var r = 0u; r < KL; r++) {
-                v = select(v, subgroupShuffle(vr[r], k % 8u), k / 8u == r);
-            }
-            t[j] = v;
+            t[j] = vec4<f32>(0.0);
+        }
+        for (var k = 0u; k < KK; k++) {
+            let v = subgroupShuffle(vr[k / 8u], k % 8u);
+            t[k % RW] = select(t[k % RW], v, lane == k / RW);
         }
         // The step's 4 positions in order: each adds its taps into the window of the next RW
         // columns; the window's first column is then complete, and the row's last flushes it all.
