@@ -359,8 +359,10 @@ fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// One invocation per input row (img, c, y), walking its vec4s (w a multiple of 4): the divisions
-// once per row, not per vec4.
+// One invocation per input row (img, c, y), walking its vec4s (w a multiple of 4); the row's
+// divisions and its RH (kh, specialised) source rows are worked out once, not per vec4.
+const RH: u32 = 3u;
+
 @compute @workgroup_size(64)
 fn col2im_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = (wg.x + wg.y * nwg.x) * 64u + lid;
@@ -371,13 +373,20 @@ fn col2im_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let y = r % p.h;
     let c = (r / p.h) % p.c_in;
     let img = r / (p.h * p.c_in);
+    // Each kernel row's source row of srow, or none (past the output plane's edge).
+    var src: array<u32, RH>;
+    var live: array<bool, RH>;
+    for (var i = 0u; i < RH; i++) {
+        let oy = i32(y + p.pad_top) - i32(i);
+        live[i] = oy >= 0 && oy < i32(p.oh);
+        src[i] = (((img * p.c_in + c) * RH + i) * p.oh + u32(max(oy, 0))) * w4;
+    }
     let out = ((p.first_image + img) * p.c_in * p.h + r - img * p.c_in * p.h) * w4;
     for (var x4 = 0u; x4 < w4; x4++) {
         var acc = vec4<f32>(0.0);
-        for (var i = 0u; i < p.kh; i++) {
-            let oy = i32(y + p.pad_top) - i32(i);
-            if (oy >= 0 && oy < i32(p.oh)) {
-                acc += srow4[(((img * p.c_in + c) * p.kh + i) * p.oh + u32(oy)) * w4 + x4];
+        for (var i = 0u; i < RH; i++) {
+            if (live[i]) {
+                acc += srow4[src[i] + x4];
             }
         }
         out4[out + x4] = acc;

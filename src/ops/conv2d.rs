@@ -797,7 +797,8 @@ impl Conv2dBackward {
                     [chunk.images as u32, 1, 1],
                 )?;
                 let rows = chunk.images * g.c_in * g.h;
-                dev.dispatch(&COL2IM_ROWSUM, &[], &params, &[srow.buffer(), dx.buffer()], super::grid_1d(super::groups(rows, 64)))?;
+                let grid = super::grid_1d(super::groups(rows, 64));
+                dev.dispatch(&COL2IM_ROWSUM, &[("RH", g.kh as u32)], &params, &[srow.buffer(), dx.buffer()], grid)?;
                 continue;
             }
             let dcol = Tensor::uninit(dev, &[chunk.images, g.k(), g.col_stride()], "conv2d col gradient")?;
