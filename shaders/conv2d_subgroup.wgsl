@@ -179,56 +179,76 @@ fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-// Each lane sums its own channels' products for all K rows, the subgroup adds those up by
-// shuffles, so that lane l holds the totals of rows l, l+8, ..., and stores them.
-@compute @workgroup_size(8)
-fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let img = wg.x;
-    let q4 = p.col_stride / 4u;
-    var w: array<f32, CPL * KK>;
-    var plane: array<u32, CPL>;
+// This lane's weights and output gradient planes for dcol, every output channel being in the
+// one workgroup. Passed by pointer: by value, the arrays left the registers (5x slower).
+struct DcolLane {
+    w: array<f32, CPL * KK>,
+    plane: array<u32, CPL>,
+}
+
+fn dcol_lane(img: u32, lane: u32, q4: u32) -> DcolLane {
+    var d: DcolLane;
     for (var i = 0u; i < CPL; i++) {
         let co = channel(0u, i, lane);
         // Spare lanes read the last channel's gradient, with a weight of 0.
         let valid = co < p.c_out;
         let cc = min(co, p.c_out - 1u);
         for (var k = 0u; k < KK; k++) {
-            w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
+            d.w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
         }
-        plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
+        d.plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
     }
+    return d;
+}
+
+// Rows l, l+8, ... (l this lane) of dcol at positions 4q .. 4q+3: each lane sums its own
+// channels' products for all K rows, and the subgroup adds those up by shuffles.
+fn dcol_rows(d: ptr<function, DcolLane>, q: u32, lane: u32) -> array<vec4<f32>, KL> {
+    var g: array<vec4<f32>, CPL>;
+    for (var i = 0u; i < CPL; i++) {
+        g[i] = dy_in[(*d).plane[i] + q];
+    }
+    // This lane's sums, rows past K zero.
+    var s: array<vec4<f32>, KL * 8u>;
+    for (var k = 0u; k < KL * 8u; k++) {
+        s[k] = vec4<f32>(0.0);
+    }
+    for (var k = 0u; k < KK; k++) {
+        var t = (*d).w[k] * g[0];
+        for (var i = 1u; i < CPL; i++) {
+            t += (*d).w[i * KK + k] * g[i];
+        }
+        s[k] = t;
+    }
+    var rows: array<vec4<f32>, KL>;
+    for (var r = 0u; r < KL; r++) {
+        let base = r * 8u;
+        if (KK - base == 1u) {
+            // A last row alone (K = 9): a butterfly gives every lane its total.
+            var v = s[base];
+            v += subgroupShuffleXor(v, 1u);
+            v += subgroupShuffleXor(v, 2u);
+            v += subgroupShuffleXor(v, 4u);
+            rows[r] = v;
+        } else {
+            rows[r] = reduce_scatter(s[base], s[base + 1u], s[base + 2u], s[base + 3u], s[base + 4u], s[base + 5u], s[base + 6u], s[base + 7u], lane);
+        }
+    }
+    return rows;
+}
+
+// Lane l stores dcol's rows l, l+8, ... (`dcol_rows`).
+@compute @workgroup_size(8)
+fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let img = wg.x;
+    let q4 = p.col_stride / 4u;
+    var d = dcol_lane(img, lane, q4);
     for (var q = 0u; q < q4; q++) {
-        var g: array<vec4<f32>, CPL>;
-        for (var i = 0u; i < CPL; i++) {
-            g[i] = dy_in[plane[i] + q];
-        }
-        // This lane's sums, rows past K zero.
-        var d: array<vec4<f32>, KL * 8u>;
-        for (var k = 0u; k < KL * 8u; k++) {
-            d[k] = vec4<f32>(0.0);
-        }
-        for (var k = 0u; k < KK; k++) {
-            var s = w[k] * g[0];
-            for (var i = 1u; i < CPL; i++) {
-                s += w[i * KK + k] * g[i];
-            }
-            d[k] = s;
-        }
+        let rows = dcol_rows(&d, q, lane);
         for (var r = 0u; r < KL; r++) {
-            let base = r * 8u;
-            var v: vec4<f32>;
-            if (KK - base == 1u) {
-                // A last row alone (K = 9): a butterfly gives every lane its total.
-                v = d[base];
-                v += subgroupShuffleXor(v, 1u);
-                v += subgroupShuffleXor(v, 2u);
-                v += subgroupShuffleXor(v, 4u);
-            } else {
-                v = reduce_scatter(d[base], d[base + 1u], d[base + 2u], d[base + 3u], d[base + 4u], d[base + 5u], d[base + 6u], d[base + 7u], lane);
-            }
-            let row = base + lane;
+            let row = r * 8u + lane;
             if (row < KK) {
-                out4[(img * KK + row) * q4 + q] = v;
+                out4[(img * KK + row) * q4 + q] = rows[r];
             }
         }
     }
@@ -265,18 +285,7 @@ const RW: u32 = 3u;
 fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
-    var w: array<f32, CPL * KK>;
-    var plane: array<u32, CPL>;
-    for (var i = 0u; i < CPL; i++) {
-        let co = channel(0u, i, lane);
-        // Spare lanes read the last channel's gradient, with a weight of 0.
-        let valid = co < p.c_out;
-        let cc = min(co, p.c_out - 1u);
-        for (var k = 0u; k < KK; k++) {
-            w[i * KK + k] = select(0.0, wt[cc * KK + k], valid);
-        }
-        plane[i] = ((p.first_image + img) * p.c_out + cc) * q4;
-    }
+    var d = dcol_lane(img, lane, q4);
     let groups = p.c_in * p.kh;
     var win: array<f32, RW>;
     for (var m = 0u; m < RW; m++) {
@@ -285,37 +294,7 @@ fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     var oy = 0u;
     var ox = 0u;
     for (var q = 0u; q < q4; q++) {
-        var vr: array<vec4<f32>, KL>;
-        var g: array<vec4<f32>, CPL>;
-        for (var i = 0u; i < CPL; i++) {
-            g[i] = dy_in[plane[i] + q];
-        }
-        // This lane's sums, rows past K zero.
-        var d: array<vec4<f32>, KL * 8u>;
-        for (var k = 0u; k < KL * 8u; k++) {
-            d[k] = vec4<f32>(0.0);
-        }
-        for (var k = 0u; k < KK; k++) {
-            var s = w[k] * g[0];
-            for (var i = 1u; i < CPL; i++) {
-                s += w[i * KK + k] * g[i];
-            }
-            d[k] = s;
-        }
-        for (var r = 0u; r < KL; r++) {
-            let base = r * 8u;
-            var v: vec4<f32>;
-            if (KK - base == 1u) {
-                // A last row alone (K = 9): a butterfly gives every lane its total.
-                v = d[base];
-                v += subgroupShuffleXor(v, 1u);
-                v += subgroupShuffleXor(v, 2u);
-                v += subgroupShuffleXor(v, 4u);
-            } else {
-                v = reduce_scatter(d[base], d[base + 1u], d[base + 2u], d[base + 3u], d[base + 4u], d[base + 5u], d[base + 6u], d[base + 7u], lane);
-            }
-            vr[r] = v;
-        }
+        let vr = dcol_rows(&d, q, lane);
         // Lane g (< c_in*kh) takes its group's RW rows k = g*RW + j from the lanes holding them:
         // one broadcast per row from a lane known at compile time (a shuffle from a lane computed
         // at run time is a loop over the lanes on lavapipe).
