@@ -568,8 +568,8 @@ struct Tuning {
     subgroup_forward: bool,
     /// Whether a small reduction's forward, weight gradient and input gradient's dcol may run as
     /// the subgroup kernels of `shaders/conv2d_subgroup.wgsl` (ahead of the subgroup GEMM and the
-    /// direct kernels: the seed's conv1 forward at 40 GFLOP/s against 10–13, its weight
-    /// gradient at 41 against 8–10, its input gradient at 30 against 13).
+    /// direct kernels: the seed's conv1 forward at 42–44 GFLOP/s against 10–13, its weight
+    /// gradient at 38–42 against 8–10, its input gradient at 34–37 against 12–13).
     subgroup_small_k: bool,
 }
 
