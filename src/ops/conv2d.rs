@@ -564,7 +564,8 @@ struct Tuning {
     /// Whether the forward may run as the subgroup GEMM, where that takes the product: reading the
     /// weight as `[K, c_out]` ([`weight_transposed`]), since its A-along-m kernel outruns its
     /// A-along-k one (the seed's conv2 forward: 1.2x), and in place of the direct kernel for a
-    /// small reduction (the seed's conv1 forward: 10.9 against 5.0 GFLOP/s).
+    /// small reduction that `subgroup_small_k` leaves to it (conv1's forward: 10.9 against 5.0
+    /// GFLOP/s, before the small-K kernels).
     subgroup_forward: bool,
     /// Whether a small reduction's forward, weight gradient and input gradient's dcol may run as
     /// the subgroup kernels of `shaders/conv2d_subgroup.wgsl` (ahead of the subgroup GEMM and the
@@ -662,8 +663,10 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
     let out = Tensor::uninit(x.device(), &g.out_shape(), "conv2d output")?;
     let w_matrix = OnceLock::new();
     let mut saved_col = None;
-    let subgroup_forward = subgroup_forward && subgroup_takes_forward(x.device(), &g);
-    if subgroup_small_k && g.suits_subgroup() {
+    let small_k_subgroup = subgroup_small_k && g.suits_subgroup();
+    // Asked only when the small-K kernels do not take the layer (it plans a GEMM, and logs it).
+    let subgroup_forward = !small_k_subgroup && subgroup_forward && subgroup_takes_forward(x.device(), &g);
+    if small_k_subgroup {
         // No col: the kernel gathers it from x (and so does the weight gradient's).
         let whole = Chunk { first: 0, images: g.n };
         subgroup_pass(&SUBGROUP_FORWARD, &g, &whole, b.is_some(), &[x, &out, w, b.unwrap_or(w)], g.n, subgroup_channels_per_lane(g.c_out))?;

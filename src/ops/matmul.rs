@@ -260,6 +260,7 @@ pub enum Variant {
 impl Variant {
     /// One variant per layout, each running on any adapter.
     pub const ALL: [Variant; 5] = [Variant::Scalar, Variant::AkBn, Variant::AmBn, Variant::AkBk, Variant::AmBk];
+    /// The variants that need subgroups of 8, one per layout they share with `ALL`.
     pub const SUBGROUP: [Variant; 3] = [Variant::AkBnSubgroup, Variant::AmBnSubgroup, Variant::AkBkSubgroup];
 
     pub fn is_subgroup(self) -> bool {
