@@ -1,6 +1,6 @@
 //! Architecture graphs: shape inference, generators, summary, CPU forward, save and load.
 
-use netmorph::graph::{CnnConfig, Graph, LayerId, Op, Padding, ResNetConfig, Sequential};
+use netmorph::graph::{ChannelNorm, CnnConfig, Graph, LayerId, Op, Padding, ResNetConfig, Sequential};
 use netmorph::testing::{rand_vec, rng};
 use std::collections::BTreeMap;
 
@@ -164,6 +164,10 @@ fn save_and_load_round_trip_exactly() {
         ("keras", Graph::keras_mnist_convnet(&[1, 12, 12], 10, 13).unwrap()),
     ] {
         let mut g = g;
+        if name == "cnn" {
+            g.set_input_normalization(Some(ChannelNorm { mean: vec![0.5, 0.25, 0.125], std: vec![0.2, 0.3, 0.4] })).unwrap();
+            g.set_class_names(["cat", "dog", "eel", "fox"].map(String::from).to_vec()).unwrap();
+        }
         // Non-trivial statistics, so that every tensor matters.
         let mut r = rng(5);
         g.for_each_param_mut(|_, _, t| t.data.iter_mut().for_each(|v| *v += rand::Rng::random_range(&mut r, 0.0..0.5)));
@@ -283,8 +287,11 @@ fn zoo() -> Vec<(&'static str, Graph)> {
         .dense(5)
         .build(5)
         .unwrap();
+    let mut normalised = Graph::resnet(&[3, 8, 8], 3, &ResNetConfig { width: 4, stages: 2, blocks: 1 }, 6).unwrap();
+    normalised.set_input_normalization(Some(ChannelNorm { mean: vec![0.4, 0.5, 0.6], std: vec![0.25, 0.5, 2.0] })).unwrap();
     let graphs = vec![
         ("cnn", cnn),
+        ("normalised resnet", normalised),
         ("resnet", Graph::resnet(&[2, 8, 8], 3, &ResNetConfig { width: 4, stages: 2, blocks: 1 }, 2).unwrap()),
         ("keras convnet", Graph::keras_mnist_convnet(&[1, 10, 10], 10, 3).unwrap()),
         ("morphed cnn", morphed),
@@ -382,4 +389,33 @@ fn a_loaded_model_gives_bit_identical_outputs() {
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{name}: outputs differ after save and load");
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn input_normalisation_shifts_and_scales_each_channel() {
+    let plain = Sequential::new(&[2, 3, 3]).conv2d(2, 2).flatten().dense(3).build(1).unwrap();
+    let norm = ChannelNorm { mean: vec![0.5, -1.0], std: vec![0.25, 4.0] };
+    let mut normalised = plain.clone();
+    normalised.set_input_normalization(Some(norm.clone())).unwrap();
+    let x = random_input(&plain, 2, 3);
+    let by_hand: Vec<f64> = x.iter().enumerate().map(|(i, v)| (v - norm.mean[(i / 9) % 2] as f64) / norm.std[(i / 9) % 2] as f64).collect();
+    assert_eq!(normalised.forward_cpu(&x, 2).unwrap(), plain.forward_cpu(&by_hand, 2).unwrap());
+
+    // Statistics of bytes: channel 0 holds 0 and 255 (mean 0.5, deviation 0.5), channel 1 is constant.
+    let images = [0u8, 255, 7, 7, 255, 0, 7, 7];
+    let stats = ChannelNorm::of_images(&images, 2, 2, 1.0 / 255.0);
+    assert!((stats.mean[0] - 0.5).abs() < 1e-6 && (stats.std[0] - 0.5).abs() < 1e-6, "{stats:?}");
+    assert!((stats.mean[1] - 7.0 / 255.0).abs() < 1e-6 && stats.std[1] == 1.0, "a constant channel keeps its scale: {stats:?}");
+
+    let mut g = plain.clone();
+    for (bad, why) in [
+        (ChannelNorm { mean: vec![0.0], std: vec![1.0] }, "1 means and 1 deviations for 2 channels"),
+        (ChannelNorm { mean: vec![0.0, 0.0], std: vec![1.0, 0.0] }, "deviation 0 must be positive"),
+        (ChannelNorm { mean: vec![f32::NAN, 0.0], std: vec![1.0, 1.0] }, "mean NaN is not finite"),
+    ] {
+        let e = g.set_input_normalization(Some(bad)).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    let e = g.set_class_names(vec!["a".into(), "b".into()]).unwrap_err().to_string();
+    assert!(e.contains("2 class names for an output of shape [3]"), "{e}");
 }

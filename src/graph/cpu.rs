@@ -35,7 +35,17 @@ impl Graph {
             let ins: Vec<&Activation> = layer.inputs.iter().map(|i| &acts[i]).collect();
             let p = |name: &str| -> Vec<f64> { layer.param(name).data.iter().map(|&v| v as f64).collect() };
             let out = match &layer.op {
-                Op::Input { shape } => Activation { shape: [&[batch], shape.as_slice()].concat(), data: x.to_vec() },
+                Op::Input { shape, normalization } => {
+                    let mut data = x.to_vec();
+                    if let Some(norm) = normalization {
+                        let plane: usize = shape[1..].iter().product();
+                        for (i, v) in data.iter_mut().enumerate() {
+                            let c = (i / plane) % shape[0];
+                            *v = (*v - norm.mean[c] as f64) / norm.std[c] as f64;
+                        }
+                    }
+                    Activation { shape: [&[batch], shape.as_slice()].concat(), data }
+                }
                 Op::Conv2d { filters, kernel, stride, padding, bias } => {
                     let b = if *bias { p("bias") } else { vec![0.0; *filters] };
                     conv2d(ins[0], &p("kernel"), &b, *filters, *kernel, *stride, *padding)?

@@ -19,13 +19,20 @@ pub fn average_logits(members: &[Graph]) -> Result<Graph> {
     }
     let scale = 1.0 / members.len() as f32;
     let mut merged = Graph::new(first.input_shape());
+    merged.set_input_normalization(first.input_normalization().cloned())?;
     let mut outputs = Vec::with_capacity(members.len());
     for (m, member) in members.iter().enumerate() {
         member.validate()?;
-        if member.input_shape() != first.input_shape() {
+        if member.input_shape() != first.input_shape() || member.input_normalization() != first.input_normalization() {
             return Err(Error::shape(
                 "ensemble",
-                format!("member {m} takes {:?} but member 0 takes {:?}", member.input_shape(), first.input_shape()),
+                format!(
+                    "member {m} takes {:?} normalised by {:?} but member 0 takes {:?} normalised by {:?}",
+                    member.input_shape(),
+                    member.input_normalization(),
+                    first.input_shape(),
+                    first.input_normalization()
+                ),
             ));
         }
         let (out_shape, want) = (member.shape_of(member.output().id)?, first.shape_of(first.output().id)?);
@@ -53,6 +60,7 @@ pub fn average_logits(members: &[Graph]) -> Result<Graph> {
         outputs.push(out);
     }
     merged.push(Op::Add, &outputs);
+    merged.set_class_names(first.class_names().to_vec())?;
     merged.validate()?;
     Ok(merged)
 }

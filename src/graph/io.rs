@@ -18,6 +18,9 @@ struct GraphFile {
     format: String,
     version: u32,
     next_id: usize,
+    /// Output class names (absent: unnamed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    class_names: Vec<String>,
     layers: Vec<LayerSpec>,
 }
 
@@ -38,8 +41,13 @@ impl Graph {
             .iter()
             .map(|l| serde_json::to_string(&LayerSpec { id: l.id, op: l.op.clone(), inputs: l.inputs.clone() }).expect("layers serialise"))
             .collect();
+        let class_names = if self.class_names().is_empty() {
+            String::new()
+        } else {
+            format!("  \"class_names\": {},\n", serde_json::to_string(self.class_names()).expect("strings serialise"))
+        };
         format!(
-            "{{\n  \"format\": \"{FORMAT}\",\n  \"version\": {VERSION},\n  \"next_id\": {},\n  \"layers\": [\n    {}\n  ]\n}}\n",
+            "{{\n  \"format\": \"{FORMAT}\",\n  \"version\": {VERSION},\n  \"next_id\": {},\n{class_names}  \"layers\": [\n    {}\n  ]\n}}\n",
             self.next_id(),
             layers.join(",\n    ")
         )
@@ -146,7 +154,8 @@ fn from_json_at(json: &str, path: &Path) -> Result<Graph> {
     }
     let layers: Vec<Layer> =
         file.layers.into_iter().map(|l| Layer { id: l.id, op: l.op, inputs: l.inputs, params: BTreeMap::new() }).collect();
-    let graph = Graph::from_parts(layers, file.next_id);
+    let mut graph = Graph::from_parts(layers, file.next_id);
     graph.validate_architecture().map_err(|e| Error::format(path, e.to_string()))?;
+    graph.set_class_names(file.class_names).map_err(|e| Error::format(path, e.to_string()))?;
     Ok(graph)
 }

@@ -49,19 +49,95 @@ pub enum Padding {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Op {
-    Input { shape: Vec<usize> },
-    Conv2d { filters: usize, kernel: usize, stride: usize, padding: Padding, bias: bool },
-    BatchNorm { momentum: f32, eps: f32 },
+    /// The network's input: pixels scaled to [0, 1], then, with `normalization`, shifted and
+    /// scaled per channel (so a saved or exported model takes the same input as the data set).
+    Input {
+        shape: Vec<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        normalization: Option<ChannelNorm>,
+    },
+    Conv2d {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        bias: bool,
+    },
+    BatchNorm {
+        momentum: f32,
+        eps: f32,
+    },
     Relu,
-    MaxPool { kernel: usize, stride: usize },
-    AvgPool { kernel: usize, stride: usize },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+    },
     GlobalAvgPool,
-    Dense { units: usize, bias: bool },
-    Dropout { rate: f32 },
+    Dense {
+        units: usize,
+        bias: bool,
+    },
+    Dropout {
+        rate: f32,
+    },
     Flatten,
     Add,
     Concat,
     Softmax,
+}
+
+/// Per-channel normalisation of the input: channel `c` becomes `(x - mean[c]) / std[c]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelNorm {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl ChannelNorm {
+    /// Each channel's mean and standard deviation over NCHW `images` of `channels` planes of
+    /// `plane` pixels each, bytes times `scale`; a constant channel gets a deviation of 1, not 0.
+    pub fn of_images(images: &[u8], channels: usize, plane: usize, scale: f32) -> ChannelNorm {
+        let mut sum = vec![0.0f64; channels];
+        let mut sq = vec![0.0f64; channels];
+        if channels > 0 && plane > 0 {
+            for (i, chunk) in images.chunks(plane).enumerate() {
+                let c = i % channels;
+                for &b in chunk {
+                    let v = b as f64;
+                    sum[c] += v;
+                    sq[c] += v * v;
+                }
+            }
+        }
+        let count = (images.len() / channels.max(1)).max(1) as f64;
+        let scale = scale as f64;
+        let (mut mean, mut std) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
+        for c in 0..channels {
+            let m = sum[c] / count;
+            let s = (sq[c] / count - m * m).max(0.0).sqrt() * scale;
+            mean.push((m * scale) as f32);
+            std.push(if s > 1e-6 { s as f32 } else { 1.0 });
+        }
+        ChannelNorm { mean, std }
+    }
+
+    /// Checks that there is one positive, finite deviation and one finite mean per channel.
+    fn check(&self, channels: usize) -> std::result::Result<(), String> {
+        if self.mean.len() != channels || self.std.len() != channels {
+            return Err(format!("normalization has {} means and {} deviations for {channels} channels", self.mean.len(), self.std.len()));
+        }
+        if let Some(bad) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("normalization mean {bad} is not finite"));
+        }
+        if let Some(bad) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!("normalization deviation {bad} must be positive and finite"));
+        }
+        Ok(())
+    }
 }
 
 /// Keras defaults for batch normalisation.
@@ -186,9 +262,12 @@ impl Op {
             Ok((size - k) / s + 1)
         };
         match self {
-            Op::Input { shape } => {
+            Op::Input { shape, normalization } => {
                 if shape.is_empty() || shape.contains(&0) || !(shape.len() == 1 || shape.len() == 3) {
                     return Err(format!("input shape {shape:?} must be [c, h, w] or [features], all positive"));
+                }
+                if let Some(norm) = normalization {
+                    norm.check(shape[0])?;
                 }
                 Ok(shape.clone())
             }
@@ -298,13 +377,16 @@ impl Layer {
 pub struct Graph {
     layers: Vec<Layer>,
     next_id: usize,
+    /// What each output means, for people and exported models; morphisms keep it.
+    class_names: Vec<String>,
 }
 
 impl Graph {
     /// A graph holding only its input layer (id 0). Add layers with [`Graph::push`].
     pub fn new(input_shape: &[usize]) -> Graph {
-        let input = Layer { id: LayerId(0), op: Op::Input { shape: input_shape.to_vec() }, inputs: vec![], params: BTreeMap::new() };
-        Graph { layers: vec![input], next_id: 1 }
+        let op = Op::Input { shape: input_shape.to_vec(), normalization: None };
+        let input = Layer { id: LayerId(0), op, inputs: vec![], params: BTreeMap::new() };
+        Graph { layers: vec![input], next_id: 1, class_names: vec![] }
     }
 
     /// Appends a layer (without weights: see [`Graph::init_weights`]) and returns its id.
@@ -325,9 +407,40 @@ impl Graph {
     }
     pub fn input_shape(&self) -> &[usize] {
         match &self.layers[0].op {
-            Op::Input { shape } => shape,
+            Op::Input { shape, .. } => shape,
             op => panic!("first layer is {op}, not the input"),
         }
+    }
+    /// The input's per-channel normalisation, if any.
+    pub fn input_normalization(&self) -> Option<&ChannelNorm> {
+        match &self.layers[0].op {
+            Op::Input { normalization, .. } => normalization.as_ref(),
+            _ => None,
+        }
+    }
+    /// Sets (or, with `None`, removes) the input's per-channel normalisation.
+    pub fn set_input_normalization(&mut self, norm: Option<ChannelNorm>) -> Result<()> {
+        let Op::Input { shape, normalization } = &mut self.layers[0].op else {
+            return Err(Error::Invalid("the graph's first layer is not its input".into()));
+        };
+        if let Some(n) = &norm {
+            n.check(shape[0]).map_err(|msg| Error::shape("graph input", msg))?;
+        }
+        *normalization = norm;
+        Ok(())
+    }
+    /// The names of the output classes, in output order (empty: unnamed).
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+    /// Names the output classes; there must be one name per output.
+    pub fn set_class_names(&mut self, names: Vec<String>) -> Result<()> {
+        let out = self.shape_of(self.output().id)?;
+        if !names.is_empty() && out != [names.len()] {
+            return Err(Error::shape("graph", format!("{} class names for an output of shape {out:?}", names.len())));
+        }
+        self.class_names = names;
+        Ok(())
     }
     pub fn position(&self, id: LayerId) -> Option<usize> {
         self.layers.iter().position(|l| l.id == id)
@@ -603,7 +716,7 @@ impl Graph {
     }
 
     pub(crate) fn from_parts(layers: Vec<Layer>, next_id: usize) -> Graph {
-        Graph { layers, next_id }
+        Graph { layers, next_id, class_names: vec![] }
     }
 
     fn err(&self, layer: &Layer, msg: String) -> Error {

@@ -21,6 +21,8 @@ pub struct Model {
     weights: HashMap<LayerId, BTreeMap<String, Tensor>>,
     /// Position of each layer's last consumer: activations are dropped after it.
     last_use: HashMap<LayerId, usize>,
+    /// The input's normalisation as an evaluation-mode batch norm (gamma, beta, mean, variance).
+    input_norm: Option<[Tensor; 4]>,
 }
 
 impl Model {
@@ -41,7 +43,23 @@ impl Model {
                 last_use.insert(i, pos);
             }
         }
-        Ok(Model { graph: graph.clone(), weights, last_use })
+        let input_norm = match graph.input_normalization() {
+            None => None,
+            Some(norm) => {
+                // (x - mean) / sqrt(std^2 + eps) * gamma with gamma = sqrt(std^2 + eps) / std is
+                // (x - mean) / std: batch norm's evaluation kernel, with no kernel of its own.
+                let var: Vec<f32> = norm.std.iter().map(|s| s * s).collect();
+                let gamma: Vec<f32> = norm.std.iter().map(|s| (s * s + INPUT_NORM_EPS).sqrt() / s).collect();
+                let c = [norm.std.len()];
+                Some([
+                    Tensor::from_slice(device, &gamma, &c)?,
+                    Tensor::zeros(device, &c)?,
+                    Tensor::from_slice(device, &norm.mean, &c)?,
+                    Tensor::from_slice(device, &var, &c)?,
+                ])
+            }
+        };
+        Ok(Model { graph: graph.clone(), weights, last_use, input_norm })
     }
 
     /// The architecture (with the weights as they were when the model was built).
@@ -100,7 +118,13 @@ impl Network for Model {
             let param = |name: &str| tape.param(self.weight(layer.id, name));
             let bias = |has: bool| has.then(|| param("bias"));
             let y = match &layer.op {
-                Op::Input { .. } => x.clone(),
+                Op::Input { .. } => match &self.input_norm {
+                    None => x.clone(),
+                    Some([gamma, beta, mean, var]) => {
+                        let cfg = BatchNormConfig { momentum: 0.0, eps: INPUT_NORM_EPS, training: false };
+                        tape.batch_norm(x, &tape.constant(gamma.clone()), &tape.constant(beta.clone()), mean, var, cfg)?
+                    }
+                },
                 Op::Conv2d { stride, padding, bias: b, .. } => {
                     let padding = match padding {
                         super::Padding::Valid => conv2d::Padding::Valid,
@@ -167,6 +191,10 @@ impl Network for Model {
         self.graph.layers().iter().flat_map(|l| self.weights[&l.id].values().cloned()).collect()
     }
 }
+
+/// Batch norm's epsilon where it applies the input normalisation (any positive value: gamma
+/// cancels it).
+const INPUT_NORM_EPS: f32 = 1e-5;
 
 /// A dropout layer's mask seed: differs per layer and per step.
 fn layer_seed(seed: u64, id: LayerId) -> u64 {
