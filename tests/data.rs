@@ -3,8 +3,11 @@
 
 use netmorph::data::idx::{encode_idx, gzip};
 use netmorph::data::mnist::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
-use netmorph::data::{default_data_dir, download_files, BatchOrder, DeviceDataset, ImageSet, Mnist, RandomShift, MNIST_SHA256};
+use netmorph::data::{
+    default_data_dir, download_files, Augmentation, BatchOrder, DeviceDataset, ImageAugment, ImageSet, Mnist, RandomShift, MNIST_SHA256,
+};
 use netmorph::Error;
+use rand::Rng;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -297,6 +300,64 @@ fn shifted_batches_equal_the_cpu_reference() {
     let e = data.batch_shifted(&[0], &[[3, 0]]).unwrap_err().to_string();
     assert!(e.contains("[3, 0]") && e.contains("2x3"), "{e}");
     assert!(data.batch_shifted(&[0, 0], &[[0, 0]]).unwrap_err().to_string().contains("1 shifts for a batch of 2"));
+}
+
+#[test]
+fn flipped_and_shifted_batches_equal_the_cpu_reference() {
+    let dev = netmorph::testing::device();
+    let mut r = netmorph::testing::rng(21);
+    for round in 0..12 {
+        // Random shapes, widths odd and even (the middle column of an odd width stays put).
+        let (c, h, w) = (r.random_range(1..=4), r.random_range(1..=20), r.random_range(1..=20));
+        let (n, batch) = (r.random_range(1..=60), r.random_range(1..=300));
+        let images: Vec<u8> = (0..n * c * h * w).map(|_| r.random()).collect();
+        let labels: Vec<u8> = (0..n).map(|_| r.random_range(0..5)).collect();
+        let set = ImageSet::new(images, labels, c, h, w, 5).unwrap();
+        let data = DeviceDataset::new(&dev, &set).unwrap();
+        let indices: Vec<u32> = (0..batch).map(|_| r.random_range(0..n as u32)).collect();
+        // Every image flipped, then a random mix of flips and shifts.
+        let shift = RandomShift { max: h.min(w).saturating_sub(1).min(3) };
+        let all_flipped: Vec<ImageAugment> = shift.draw(batch, round).into_iter().map(|shift| ImageAugment { shift, flip: true }).collect();
+        let mixed = Augmentation { shift, flip: true }.draw(batch, round);
+        for augments in [all_flipped, mixed] {
+            let (x, y) = data.batch_augmented(&indices, &augments).unwrap();
+            assert!(
+                x.to_vec().unwrap() == set.gather_f32_augmented(&indices, &augments),
+                "{c}x{h}x{w}, batch {batch}, augments {augments:?}"
+            );
+            let want: Vec<u32> = indices.iter().map(|&i| set.labels[i as usize] as u32).collect();
+            assert_eq!(y.to_u32_vec().unwrap(), want);
+        }
+        let unflipped: Vec<ImageAugment> = shift.draw(batch, round).into_iter().map(|shift| ImageAugment { shift, flip: false }).collect();
+        let shifts: Vec<[i32; 2]> = unflipped.iter().map(|a| a.shift).collect();
+        assert_eq!(set.gather_f32_augmented(&indices, &unflipped), set.gather_f32_shifted(&indices, &shifts));
+    }
+    // By hand: a 2x3 image mirrored, then moved one right and one up.
+    let set = ImageSet::new(vec![1, 2, 3, 4, 5, 6], vec![0], 1, 2, 3, 1).unwrap();
+    let s = 1.0 / 255.0;
+    let flip_right_up = [ImageAugment { shift: [1, -1], flip: true }];
+    assert_eq!(set.gather_f32_augmented(&[0], &flip_right_up), vec![0.0, 6.0 * s, 5.0 * s, 0.0, 0.0, 0.0]);
+    let flip = [ImageAugment { shift: [0, 0], flip: true }];
+    assert_eq!(set.gather_f32_augmented(&[0], &flip), vec![3.0 * s, 2.0 * s, 1.0 * s, 6.0 * s, 5.0 * s, 4.0 * s]);
+    let data = DeviceDataset::new(&dev, &set).unwrap();
+    assert_eq!(data.batch_augmented(&[0], &flip_right_up).unwrap().0.to_vec().unwrap(), set.gather_f32_augmented(&[0], &flip_right_up));
+    let e = data.batch_augmented(&[0, 0], &flip).unwrap_err().to_string();
+    assert!(e.contains("1 augmentations for a batch of 2"), "{e}");
+}
+
+#[test]
+fn flips_are_seeded_half_the_time_and_leave_the_shifts_alone() {
+    let on = Augmentation { shift: RandomShift { max: 2 }, flip: true };
+    let a = on.draw(1000, 4);
+    assert_eq!(a, on.draw(1000, 4), "same seed, same augmentation");
+    let flipped = a.iter().filter(|x| x.flip).count();
+    assert!((400..=600).contains(&flipped), "{flipped} of 1000 flipped");
+    let shifts: Vec<[i32; 2]> = a.iter().map(|x| x.shift).collect();
+    assert_eq!(shifts, RandomShift { max: 2 }.draw(1000, 4), "turning flips on keeps a run's shifts");
+    assert!(Augmentation { flip: false, ..on }.draw(100, 4).iter().all(|x| !x.flip));
+    assert!(Augmentation::NONE.draw(10, 1).iter().all(ImageAugment::is_identity));
+    assert_eq!(Augmentation::for_image(1, 28, 28), Augmentation { shift: RandomShift { max: 2 }, flip: false }, "digits are not mirrored");
+    assert_eq!(Augmentation::for_image(3, 32, 32), Augmentation { shift: RandomShift { max: 2 }, flip: true }, "photographs are");
 }
 
 #[test]

@@ -6,7 +6,7 @@ pub mod download;
 pub mod idx;
 pub mod mnist;
 
-pub use dataset::{BatchOrder, DeviceDataset, RandomShift};
+pub use dataset::{Augmentation, BatchOrder, Batches, DeviceDataset, ImageAugment, RandomShift, Residency};
 pub use download::{download_files, download_mnist, DEFAULT_MIRROR, MNIST_SHA256};
 pub use idx::{read_idx, IdxArray};
 pub use mnist::{default_data_dir, ImageSet, Mnist, PIXEL_SCALE};

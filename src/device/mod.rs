@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct Device {
     inner: Arc<Inner>,
+    /// A lower binding limit than the adapter's (tests of code that splits work at the limit).
+    max_binding_cap: Option<u64>,
 }
 
 struct Inner {
@@ -116,6 +118,7 @@ impl Device {
                 lost,
                 profile: Mutex::new(None),
             }),
+            max_binding_cap: None,
         })
     }
 
@@ -156,7 +159,15 @@ impl Device {
 
     /// The largest buffer one storage binding may cover, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size)
+        let adapter = self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size);
+        self.max_binding_cap.map_or(adapter, |cap| cap.min(adapter))
+    }
+
+    /// This device (the same queue, caches and pending commands) with its binding limit lowered
+    /// to `bytes`: allocations above it fail and [`max_binding_bytes`](Self::max_binding_bytes)
+    /// reports it, so that tests can make data sets "too large" at small sizes.
+    pub fn with_max_binding_bytes(&self, bytes: u64) -> Device {
+        Device { inner: self.inner.clone(), max_binding_cap: Some(bytes) }
     }
 
     /// A buffer of at least `len` elements of `dtype`, from the pool. Its contents are undefined:

@@ -17,7 +17,7 @@ use super::ensemble::{select_members, SelectionStep};
 use super::searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
 use super::store::{commit_temporary, temporary_path, write_atomic, ModelRecord, SearchStore};
-use crate::data::{DeviceDataset, ImageSet, RandomShift};
+use crate::data::{Augmentation, DeviceDataset, ImageSet, RandomShift};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{ensemble::average_logits, CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
@@ -122,6 +122,9 @@ pub struct ClassifierConfig {
     /// Random-shift augmentation of the training batches, in the search and the final fit; `None`:
     /// [`RandomShift::for_image`] (2 pixels on MNIST). Validation never sees shifted images.
     pub shift: Option<RandomShift>,
+    /// Random horizontal flips of the training images; `None`: on for colour images, off for one
+    /// channel (digits and text, which a mirror changes), as [`Augmentation::for_image`].
+    pub flip: Option<bool>,
     /// Stop after this many models (tests), if set.
     pub max_models: Option<usize>,
     /// The most searched models averaged into the final model, chosen on the validation set
@@ -157,6 +160,7 @@ impl Default for ClassifierConfig {
             bn_momentum: 0.9,
             morph_noise: crate::morph::DEFAULT_NOISE,
             shift: None,
+            flip: None,
             max_models: None,
             ensemble_size: 4,
             model_share: 0.4,
@@ -172,6 +176,10 @@ impl ClassifierConfig {
     /// The augmentation for `data`'s images.
     fn shift_for(&self, data: &DeviceDataset) -> RandomShift {
         self.shift.unwrap_or_else(|| RandomShift::for_image(data.height, data.width))
+    }
+
+    fn flip_for(&self, data: &DeviceDataset) -> bool {
+        self.flip.unwrap_or_else(|| Augmentation::for_image(data.channels, data.height, data.width).flip)
     }
 }
 
@@ -310,6 +318,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 restore_best: true,
                 lr_schedule: self.config.lr_schedule,
                 shift: self.config.shift_for(&self.train),
+                flip: self.config.flip_for(&self.train),
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
@@ -616,6 +625,7 @@ impl ImageClassifier {
             restore_best: false,
             lr_schedule: self.config.final_lr_schedule,
             shift: self.config.shift_for(&data),
+            flip: self.config.flip_for(&data),
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;

@@ -5,7 +5,7 @@
 mod progress;
 
 use crate::autograd::{Tape, Var};
-use crate::data::dataset::{BatchOrder, DeviceDataset, RandomShift};
+use crate::data::dataset::{Augmentation, BatchOrder, DeviceDataset, RandomShift};
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::optim::Optimizer;
@@ -112,6 +112,8 @@ pub struct FitConfig {
     pub lr_schedule: LrSchedule,
     /// Augmentation of the training batches (validation and evaluation see the images as they are).
     pub shift: RandomShift,
+    /// Mirror each training image left-right with probability one half (see [`Augmentation::flip`]).
+    pub flip: bool,
 }
 
 impl Default for FitConfig {
@@ -127,6 +129,7 @@ impl Default for FitConfig {
             restore_best: false,
             lr_schedule: LrSchedule::Constant,
             shift: RandomShift::default(),
+            flip: false,
         }
     }
 }
@@ -213,7 +216,7 @@ pub fn train_step(net: &dyn Network, opt: &mut dyn Optimizer, x: Tensor, y: Tens
     Ok(loss.value().clone())
 }
 
-/// Keeps the shifts' generator apart from the dropout masks', which share the step's seed.
+/// Keeps the augmentation's generators apart from the dropout masks', which share the step's seed.
 const SHIFT_STREAM: u64 = 0x5817_F7ED_0000_0001;
 
 /// Trains `net` on `train`, evaluating on `val` after each epoch.
@@ -257,6 +260,7 @@ fn fit_epochs(
     let mut best: Option<Snapshot> = None;
     // The first epoch, not yet timed, assumes all of them.
     let mut schedule = PlannedSchedule::new(cfg.lr_schedule, steps, cfg.epochs);
+    let augmentation = Augmentation { shift: cfg.shift, flip: cfg.flip };
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let correct = Tensor::zeros(&device, &[1])?;
@@ -265,14 +269,17 @@ fn fit_epochs(
         let mut loss_sum = 0.0;
         let mut progress = Progress::new(cfg.verbose, epoch, cfg.epochs, train.len());
         let mut seen = 0;
-        for (step, idx) in order.epoch(epoch as u64).iter().enumerate() {
+        // A streamed set uploads the epoch's chunks as the steps reach them.
+        let mut batches = train.batches(order.epoch(epoch as u64))?;
+        for step in 0..batches.len() {
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
-            let (x, y) = train.batch_shifted(idx, &cfg.shift.draw(idx.len(), seed ^ SHIFT_STREAM))?;
+            let count = batches.indices(step).len();
+            let (x, y) = batches.gather(step, &augmentation.draw(count, seed ^ SHIFT_STREAM))?;
             opt.set_learning_rate(base_lr * schedule.factor(epoch, step));
             let loss = train_step(net, opt, x, y, seed, &correct)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
-            seen += idx.len();
+            seen += count;
             if (step + 1) % cfg.log_every == 0 || step + 1 == steps {
                 let n = step % cfg.log_every + 1;
                 let losses = &window.to_vec()?[..n];
@@ -367,8 +374,9 @@ pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> R
     let device = data.device().clone();
     // [correct count, summed cross-entropy], accumulated on the device and read once.
     let metrics = Tensor::zeros(&device, &[2])?;
-    for idx in BatchOrder::new(data.len(), batch_size, 0)?.sequential() {
-        let (x, y) = data.batch(&idx)?;
+    let mut batches = data.batches(BatchOrder::new(data.len(), batch_size, 0)?.sequential())?;
+    for step in 0..batches.len() {
+        let (x, y) = batches.gather(step, &[])?;
         let tape = Tape::no_grad();
         let logits = net.forward(&tape, &tape.constant(x), false, 0)?;
         ops::softmax::count_correct(logits.value(), &y, &metrics)?;
@@ -382,8 +390,9 @@ pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> R
 /// The logits `[n, classes]` (row-major) of every image of `data`, in order (evaluation mode).
 pub fn logits(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> Result<Vec<f32>> {
     let mut out = Vec::new();
-    for idx in BatchOrder::new(data.len(), batch_size, 0)?.sequential() {
-        let (x, _) = data.batch(&idx)?;
+    let mut batches = data.batches(BatchOrder::new(data.len(), batch_size, 0)?.sequential())?;
+    for step in 0..batches.len() {
+        let (x, _) = batches.gather(step, &[])?;
         let tape = Tape::no_grad();
         out.extend(net.forward(&tape, &tape.constant(x), false, 0)?.value().to_vec()?);
     }
