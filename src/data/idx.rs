@@ -17,12 +17,40 @@ pub struct IdxArray {
 
 /// Reads an IDX file, raw or gzip-compressed (recognised by its magic bytes 1f 8b). The whole
 /// file is checked before anything is returned: header, element type, and that the data holds
-/// exactly the bytes the header promises.
+/// exactly the bytes the header promises. Nothing is allocated from the declared dimensions: a raw
+/// file is read at its actual length, and a gzip stream is decompressed only up to one byte past
+/// what its (decompressed) header promises, so a gzip bomb stops with an error instead of filling
+/// memory.
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = if is_gzip(&bytes) { gunzip(path, &bytes)? } else { bytes };
+    let bytes = if is_gzip(&bytes) { gunzip_idx(path, &bytes)? } else { bytes };
     parse_idx(path, &bytes)
+}
+
+/// Decompresses a gzip-compressed IDX file: the header first, then at most the data bytes it
+/// declares plus one (so that trailing data is still detected by [`parse_idx`]).
+fn gunzip_idx(path: &Path, compressed: &[u8]) -> Result<Vec<u8>> {
+    let corrupt = |e: std::io::Error| Error::format(path, format!("corrupt gzip data: {e}"));
+    let mut stream = flate2::read::MultiGzDecoder::new(compressed);
+    // The magic number, then one u32 per dimension; a short stream is left to parse_idx to name.
+    let mut header = Vec::with_capacity(4 + 4 * 255);
+    (&mut stream).take(4).read_to_end(&mut header).map_err(corrupt)?;
+    if header.len() == 4 {
+        let dims_len = 4 * header[3] as u64;
+        (&mut stream).take(dims_len).read_to_end(&mut header).map_err(corrupt)?;
+    }
+    let declared = match header.get(3) {
+        Some(&ndims) if header.len() == 4 + 4 * ndims as usize => {
+            header[4..].chunks_exact(4).try_fold(1u64, |acc, c| acc.checked_mul(u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64))
+        }
+        _ => Some(0),
+    };
+    // An overflowing declaration is reported by parse_idx from the header alone.
+    let cap = declared.map_or(0, |d| d.saturating_add(1));
+    let mut out = header;
+    (&mut stream).take(cap).read_to_end(&mut out).map_err(corrupt)?;
+    Ok(out)
 }
 
 pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
