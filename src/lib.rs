@@ -8,6 +8,7 @@ pub mod autograd;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod graph;
 pub mod morph;
 pub mod ops;
