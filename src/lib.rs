@@ -5,6 +5,7 @@
 //! `search` -> `morph` -> `graph` -> `train` -> `optim`, `data` -> `autograd` -> `ops` -> `device`.
 
 pub mod autograd;
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -92,6 +92,40 @@ impl ImageSet {
         self.range(0, n.min(self.n))
     }
 
+    /// The images shrunk by averaging `factor`x`factor` blocks (edge rows and columns that fill no
+    /// whole block are dropped): quick runs, such as 14x14 MNIST with a factor of 2.
+    pub fn downsample(&self, factor: usize) -> Result<ImageSet> {
+        if factor == 0 || factor > self.height || factor > self.width {
+            return Err(Error::Invalid(format!(
+                "cannot downsample {}x{} images by a factor of {factor}: use 1 to {}",
+                self.height,
+                self.width,
+                self.height.min(self.width)
+            )));
+        }
+        if factor == 1 {
+            return Ok(self.clone());
+        }
+        let (h, w) = (self.height / factor, self.width / factor);
+        let mut images = Vec::with_capacity(self.n * self.channels * h * w);
+        for i in 0..self.n {
+            let image = self.image(i);
+            for c in 0..self.channels {
+                for y in 0..h {
+                    for x in 0..w {
+                        let mut sum = 0u32;
+                        for dy in 0..factor {
+                            let row = (c * self.height + y * factor + dy) * self.width + x * factor;
+                            sum += image[row..row + factor].iter().map(|&b| b as u32).sum::<u32>();
+                        }
+                        images.push((sum / (factor * factor) as u32) as u8);
+                    }
+                }
+            }
+        }
+        Ok(ImageSet { images, height: h, width: w, ..self.clone() })
+    }
+
     /// Splits off the last `n_val` images as a validation set: (training, validation).
     pub fn split(&self, n_val: usize) -> Result<(ImageSet, ImageSet)> {
         if n_val > self.n {

@@ -85,6 +85,12 @@ impl Graph {
         std::fs::write(weights, self.weights_to_safetensors()?).map_err(|e| Error::io(weights, e))
     }
 
+    /// Reads an architecture (no weights) from a JSON file; errors name the file.
+    pub fn load_architecture(json: &Path) -> Result<Graph> {
+        let text = std::fs::read_to_string(json).map_err(|e| Error::io(json, e))?;
+        from_json_at(&text, json)
+    }
+
     /// Reads a graph saved with [`Graph::save`].
     pub fn load(json: &Path, weights: &Path) -> Result<Graph> {
         let text = std::fs::read_to_string(json).map_err(|e| Error::io(json, e))?;

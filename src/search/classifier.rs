@@ -17,10 +17,10 @@ use super::ensemble::{select_members, SelectionStep};
 use super::searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
 use super::store::{commit_temporary, temporary_path, write_atomic, ModelRecord, SearchStore};
-use crate::data::{Augmentation, DeviceDataset, ImageSet, RandomShift};
+use crate::data::{Augmentation, DeviceDataset, ImageSet, RandomShift, PIXEL_SCALE};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::{ensemble::average_logits, CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
+use crate::graph::{ensemble::average_logits, ChannelNorm, CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
 use crate::optim::{Adadelta, Adam, Optimizer, Sgd};
 use crate::train::{self, EarlyStopping, Evaluation, FitConfig, History, LrSchedule};
 use rand::rngs::StdRng;
@@ -125,6 +125,12 @@ pub struct ClassifierConfig {
     /// Random horizontal flips of the training images; `None`: on for colour images, off for one
     /// channel (digits and text, which a mirror changes), as [`Augmentation::for_image`].
     pub flip: Option<bool>,
+    /// Per-channel normalisation of the input, its statistics taken from the search's training
+    /// split and kept in every model (so saved and exported models take plain pixels); `None`: on
+    /// for colour images, off for one channel, where the MNIST figures were measured without it.
+    pub normalize: Option<bool>,
+    /// The classes' names, kept in every model (empty: unnamed).
+    pub class_names: Vec<String>,
     /// Stop after this many models (tests), if set.
     pub max_models: Option<usize>,
     /// The most searched models averaged into the final model, chosen on the validation set
@@ -161,6 +167,8 @@ impl Default for ClassifierConfig {
             morph_noise: crate::morph::DEFAULT_NOISE,
             shift: None,
             flip: None,
+            normalize: None,
+            class_names: vec![],
             max_models: None,
             ensemble_size: 4,
             model_share: 0.4,
@@ -176,6 +184,14 @@ impl ClassifierConfig {
     /// The augmentation for `data`'s images.
     fn shift_for(&self, data: &DeviceDataset) -> RandomShift {
         self.shift.unwrap_or_else(|| RandomShift::for_image(data.height, data.width))
+    }
+
+    /// The input normalisation of models trained on `train`, if [`normalize`](Self::normalize)
+    /// asks for one.
+    fn normalization_for(&self, train: &ImageSet) -> Option<ChannelNorm> {
+        self.normalize
+            .unwrap_or(train.channels >= 3)
+            .then(|| ChannelNorm::of_images(&train.images, train.channels, train.height * train.width, PIXEL_SCALE))
     }
 
     fn flip_for(&self, data: &DeviceDataset) -> bool {
@@ -378,6 +394,13 @@ pub enum FinalFit {
     NewMember,
 }
 
+/// The widths [`ImageClassifier::generator_width`] chooses from: AutoKeras's 64 and narrower ones
+/// for slower adapters.
+pub const AUTO_WIDTHS: [usize; 5] = [64, 48, 32, 24, 16];
+
+/// Epochs the first model should have time for when the generator's width is chosen by timing.
+pub const AUTO_WIDTH_EPOCHS: usize = 10;
+
 /// Searched models the selection may average, the best first: more would add little (each later
 /// one is a worse model) and cost one pass over the validation set each.
 const ENSEMBLE_CANDIDATES: usize = 8;
@@ -407,6 +430,30 @@ impl ImageClassifier {
     pub fn load(device: &Device, json: &Path, weights: &Path) -> Result<ImageClassifier> {
         let graph = Graph::load(json, weights)?;
         let mut classifier = ImageClassifier::new(device, ClassifierConfig::default());
+        classifier.set_models(graph, vec![])?;
+        Ok(classifier)
+    }
+
+    /// A classifier around a given architecture (its weights, if any, are replaced): freshly
+    /// initialised, with the input normalisation and class names of `config` for `train`. Train
+    /// it with [`final_fit`](Self::final_fit) and [`FinalFit::Retrain`].
+    pub fn from_architecture(device: &Device, config: ClassifierConfig, architecture: &Graph, train: &ImageSet) -> Result<ImageClassifier> {
+        let mut graph = architecture.without_weights();
+        graph.validate_architecture()?;
+        if graph.input_shape() != train.image_shape() {
+            return Err(Error::shape(
+                "architecture",
+                format!("takes images {:?} but the data's are {:?}", graph.input_shape(), train.image_shape()),
+            ));
+        }
+        let outputs = graph.shape_of(graph.output().id)?;
+        if outputs != [train.classes] {
+            return Err(Error::shape("architecture", format!("gives outputs {outputs:?} but the data has {} classes", train.classes)));
+        }
+        graph.set_input_normalization(config.normalization_for(train))?;
+        graph.set_class_names(config.class_names.clone())?;
+        graph.init_weights(config.seed)?;
+        let mut classifier = ImageClassifier::new(device, config);
         classifier.set_models(graph, vec![])?;
         Ok(classifier)
     }
@@ -466,10 +513,16 @@ impl ImageClassifier {
             );
         }
         let input = train.image_shape();
+        let normalization = cfg.normalization_for(&search_train);
         let generators: Vec<Architecture> = cfg
             .generators
             .iter()
-            .map(|g| g.build(&input, train.classes, cfg.seed, cfg.bn_momentum).map(|graph| Architecture::of(&graph)))
+            .map(|g| {
+                let mut graph = g.build(&input, train.classes, cfg.seed, cfg.bn_momentum)?;
+                graph.set_input_normalization(normalization.clone())?;
+                graph.set_class_names(cfg.class_names.clone())?;
+                Ok(Architecture::of(&graph))
+            })
             .collect::<Result<_>>()?;
         let calibration_count = CALIBRATION_IMAGES.min(search_train.n);
         let indices: Vec<u32> = (0..calibration_count as u32).collect();
@@ -728,11 +781,50 @@ impl ImageClassifier {
 
     /// The predicted class of each image (the set's labels are ignored).
     pub fn predict(&self, images: &ImageSet) -> Result<Vec<usize>> {
+        Ok(self.probabilities(images)?.iter().map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b })).collect())
+    }
+
+    /// Each image's class probabilities (the softmax of the model's logits).
+    pub fn probabilities(&self, images: &ImageSet) -> Result<Vec<Vec<f32>>> {
         self.check_images(images, "predict")?;
         let model = Model::new(self.served()?, &self.device)?;
         let logits = train::logits(&model, &DeviceDataset::new(&self.device, images)?, self.config.batch_size.max(1))?;
         let classes = logits.len() / images.n.max(1);
-        Ok(logits.chunks(classes.max(1)).map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b })).collect())
+        Ok(logits
+            .chunks(classes.max(1))
+            .map(|row| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let exp: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
+                let sum: f32 = exp.iter().sum();
+                exp.iter().map(|e| e / sum).collect()
+            })
+            .collect())
+    }
+
+    /// The CNN generator's width for a search in `config().search_dir`: the one a resumed search
+    /// started with (kept in the directory's `generator_width`), else `choice` where it is a
+    /// number, else the widest of [`AUTO_WIDTHS`] whose first model can train
+    /// [`AUTO_WIDTH_EPOCHS`] epochs within `budget` on this adapter (see
+    /// [`affordable_cnn_width`](Self::affordable_cnn_width)). Refuses an existing search without
+    /// `resume` before anything is written, and records the width it returns.
+    pub fn generator_width(&self, train: &ImageSet, base: &CnnConfig, choice: Option<usize>, budget: Duration) -> Result<usize> {
+        let dir = &self.config.search_dir;
+        SearchStore::open(dir, self.config.resume)?;
+        let file = dir.join("generator_width");
+        let stored = if self.config.resume { std::fs::read_to_string(&file).ok() } else { None };
+        let width = match (stored, choice) {
+            (Some(text), _) => text
+                .trim()
+                .parse()
+                .map_err(|_| Error::format(&file, format!("`{}` is not a width: delete the file to choose again", text.trim())))?,
+            (None, Some(width)) => width,
+            (None, None) => self.affordable_cnn_width(train, base, &AUTO_WIDTHS, AUTO_WIDTH_EPOCHS, budget)?,
+        };
+        if width == 0 {
+            return Err(Error::Invalid("the generator's width must be at least 1".into()));
+        }
+        write_atomic(&file, width.to_string().as_bytes())?;
+        Ok(width)
     }
 
     /// Writes the model (the best with its ensemble partners, as one graph): architecture JSON and

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use std::time::Duration;
 
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let invalid = || Error::Invalid(format!("`{text}` is not a duration: write it like 90s, 30m, 2h or 1h30m"));
+    let invalid = || Error::Invalid(format!("`{text}` is not a duration of at most a year: write it like 90s, 30m, 2h or 1h30m"));
     let s = text.trim();
     if s.is_empty() {
         return Err(invalid());
@@ -37,8 +37,12 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     seconds_to_duration(total).ok_or_else(invalid)
 }
 
+/// The longest time limit taken: a year. Longer ones are typing errors, and deadlines past an
+/// `Instant`'s range would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 fn seconds_to_duration(seconds: f64) -> Option<Duration> {
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    (seconds.is_finite() && seconds >= 0.0 && seconds <= MAX_DURATION.as_secs_f64()).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// "1h 05m", "12m 30s", "45.2s".
@@ -67,7 +71,7 @@ mod tests {
         assert_eq!(secs("1h30m"), 5400.0);
         assert_eq!(secs("1.5h"), 5400.0);
         assert_eq!(secs("1d"), 86400.0);
-        for bad in ["", "h", "2x", "1h30", "-5", "m30"] {
+        for bad in ["", "h", "2x", "1h30", "-5", "m30", "1e30", "NaN", "inf", "367d", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "`{bad}` accepted");
         }
         assert_eq!(format_duration(Duration::from_secs(3900)), "1h 05m");

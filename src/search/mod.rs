@@ -4,15 +4,18 @@
 //! result so a search can be resumed after any crash.
 
 pub mod bayesian;
+pub mod budget;
 pub mod classifier;
 pub mod duration;
 pub mod ensemble;
 pub mod gp;
+pub mod options;
 pub mod report;
 pub mod searcher;
 pub mod space;
 pub mod store;
 
+pub use budget::TimeBudget;
 pub use bayesian::{BayesianConfig, BayesianOptimizer, Planner, Proposal, SearchSpace};
 pub use duration::{format_duration, parse_duration};
 pub use searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};

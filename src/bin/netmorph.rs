@@ -1,0 +1,58 @@
+//! `netmorph`: architecture search by network morphism on your own images, and the model's
+//! life after it (train, evaluate, predict, export to ONNX, summary). The options and the work
+//! live in the library (`netmorph::cli`); this file parses and dispatches.
+
+use clap::{Parser, Subcommand};
+use netmorph::cli::model::{EvaluateArgs, ExportArgs, PredictArgs, SummaryArgs, TrainArgs};
+use netmorph::cli::search::{run_search, SearchArgs};
+use netmorph::cli::DataArgs;
+use netmorph::{Device, Result};
+
+#[derive(Parser)]
+#[command(name = "netmorph", version, about = "Architecture search by network morphism on any GPU (wgpu)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Search architectures within a time limit, then export the best (with its ensemble).
+    Search {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        search: SearchArgs,
+    },
+    /// Train a given architecture (graph JSON) from scratch.
+    Train(TrainArgs),
+    /// Loss and accuracy of a saved model on a data set.
+    Evaluate(EvaluateArgs),
+    /// Predict the class of image files: CSV of file, class, probability.
+    Predict(PredictArgs),
+    /// Write a saved model as ONNX.
+    Export(ExportArgs),
+    /// Layers, shapes, parameters, input normalisation and classes of a saved model.
+    Summary(SummaryArgs),
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse().command) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Search { data, search } => {
+            let loaded = data.load(search.seed)?;
+            run_search(&Device::new()?, &search, &loaded.train, &loaded.test, loaded.class_names)
+        }
+        Command::Train(args) => netmorph::cli::model::train(&Device::new()?, &args),
+        Command::Evaluate(args) => netmorph::cli::model::evaluate(&Device::new()?, &args),
+        Command::Predict(args) => netmorph::cli::model::predict(&Device::new()?, &args),
+        Command::Export(args) => netmorph::cli::model::export(&args),
+        Command::Summary(args) => netmorph::cli::model::summary(&args),
+    }
+}

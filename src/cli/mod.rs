@@ -1,0 +1,177 @@
+//! What the `netmorph` command and the examples share: their options (`clap`), each checked with
+//! an error that names the flag and the value, and the jobs they run. The binaries only parse and
+//! call these; everything a flag does is a library call.
+
+pub mod model;
+pub mod search;
+
+use crate::data::{load_data, ImageSet, LoadOptions, LoadedData, DEFAULT_TEST_FRACTION};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Where a data set comes from, and what to do to it on the way in.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// The data: a folder with one subfolder of images per class (optionally inside `train/` and
+    /// `test/`), CIFAR-10 or CIFAR-100 binary batches, IDX files (MNIST, Fashion-MNIST, KMNIST,
+    /// EMNIST) or NumPy arrays (`x_train.npy`, `y_train.npy`, ...).
+    pub data: PathBuf,
+    /// Resize every image to HxW (such as 32x32); without it, images of mixed sizes are an error.
+    #[arg(long, value_parser = parse_size)]
+    pub resize: Option<[usize; 2]>,
+    /// Skip images that cannot be read (they are counted) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// The share of the images held out as a test set (stratified, seeded) when the data has none.
+    #[arg(long, default_value_t = DEFAULT_TEST_FRACTION, value_parser = parse_fraction)]
+    pub test_fraction: f64,
+    /// Use only the first N training images.
+    #[arg(long, value_parser = parse_positive)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long, value_parser = parse_positive)]
+    pub test_limit: Option<usize>,
+    /// Shrink the images by averaging FxF blocks (quick runs: 2 gives 14x14 MNIST).
+    #[arg(long, default_value_t = 1, value_parser = parse_positive)]
+    pub downsample: usize,
+}
+
+impl DataArgs {
+    /// Loads the data (the test split seeded by `seed`), applies the limits and the downsampling,
+    /// and says what it read.
+    pub fn load(&self, seed: u64) -> Result<LoadedData> {
+        let options = LoadOptions { resize: self.resize, skip_bad: self.skip_bad, test_fraction: self.test_fraction, seed };
+        let mut data = load_data(&self.data, &options)?;
+        data.train = limit_and_shrink(&data.train, self.train_limit, self.downsample)?;
+        data.test = limit_and_shrink(&data.test, self.test_limit, self.downsample)?;
+        let set = &data.train;
+        println!(
+            "Data: {} ({:?}): {} training and {} test images{} of {}x{}x{}, {} classes",
+            self.data.display(),
+            data.format,
+            data.train.n,
+            data.test.n,
+            if data.test_was_split { format!(" (a {:.0}% stratified split)", self.test_fraction * 100.0) } else { String::new() },
+            set.channels,
+            set.height,
+            set.width,
+            set.classes
+        );
+        if !data.skipped.is_empty() {
+            println!("Skipped {} unreadable files, such as {}: {}", data.skipped.len(), data.skipped[0].0.display(), data.skipped[0].1);
+        }
+        Ok(data)
+    }
+}
+
+/// The first `limit` images, shrunk by `factor`.
+pub fn limit_and_shrink(set: &ImageSet, limit: Option<usize>, factor: usize) -> Result<ImageSet> {
+    let set = match limit {
+        Some(n) => set.take(n),
+        None => set.clone(),
+    };
+    set.downsample(factor)
+}
+
+/// A saved model's two files from what a user may name: `m.json`, `m.safetensors`, `m` (the
+/// stem), or a folder holding `model.json` (as `mnist_baseline --save` writes) or `final.json`
+/// (a search directory).
+pub fn model_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let stem = if path.is_dir() {
+        ["model", "final"]
+            .iter()
+            .map(|name| path.join(name))
+            .find(|stem| stem.with_extension("json").is_file())
+            .ok_or_else(|| Error::format(path, "the folder holds neither model.json nor final.json"))?
+    } else {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json" | "safetensors") => path.with_extension(""),
+            _ => path.to_path_buf(),
+        }
+    };
+    let (json, weights) = (stem.with_extension("json"), stem.with_extension("safetensors"));
+    for file in [&json, &weights] {
+        if !file.is_file() {
+            return Err(Error::format(file, "not found: a model is a .json architecture with its .safetensors weights beside it"));
+        }
+    }
+    Ok((json, weights))
+}
+
+/// `HxW`, both positive, such as `32x32`.
+pub fn parse_size(text: &str) -> std::result::Result<[usize; 2], String> {
+    let bad = || format!("`{text}` is not a size: write HEIGHTxWIDTH, such as 32x32");
+    let (h, w) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
+    if h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE {
+        return Err(format!("{h}x{w}: each side must be between 1 and {MAX_SIDE} pixels"));
+    }
+    Ok([h, w])
+}
+
+/// The largest image side `--resize` takes.
+pub const MAX_SIDE: usize = 4096;
+
+/// A whole number of at least 1.
+pub fn parse_positive(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number of at least 1")),
+    }
+}
+
+/// A number of at least 0 and below 1.
+pub fn parse_fraction(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}` is not a fraction of at least 0 and below 1")),
+    }
+}
+
+/// A number in (0, 1].
+pub fn parse_share(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("`{text}` is not a share above 0 and at most 1")),
+    }
+}
+
+/// A positive, finite number.
+pub fn parse_positive_real(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
+        _ => Err(format!("`{text}` is not a positive number")),
+    }
+}
+
+/// A duration of at most a year, such as 90s, 30m, 2h or 1h30m.
+pub fn parse_time_limit(text: &str) -> std::result::Result<std::time::Duration, String> {
+    match crate::search::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("the time limit must be above zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_checked() {
+        assert_eq!(parse_size("32x24").unwrap(), [32, 24]);
+        for bad in ["32", "0x4", "4x", "ax3", "5000x5000", "-1x3"] {
+            assert!(parse_size(bad).is_err(), "`{bad}` accepted");
+        }
+        assert!(parse_positive("0").is_err() && parse_positive("-2").is_err() && parse_positive("1").is_ok());
+        for bad in ["NaN", "1", "-0.1", "inf"] {
+            assert!(parse_fraction(bad).is_err(), "`{bad}` accepted");
+        }
+        for bad in ["NaN", "0", "1.5", "inf"] {
+            assert!(parse_share(bad).is_err(), "`{bad}` accepted");
+        }
+        assert!(parse_positive_real("NaN").is_err() && parse_positive_real("0").is_err() && parse_positive_real("1e-3").is_ok());
+        assert!(parse_time_limit("1e30").unwrap_err().contains("at most a year"));
+        assert!(parse_time_limit("0").is_err() && parse_time_limit("2h").is_ok());
+    }
+}

@@ -1,0 +1,182 @@
+//! The search job as `netmorph search` and the `autokeras_search` example run it: search within a
+//! time limit, choose the ensemble on the validation set, train the final member, export the
+//! model (JSON + safetensors, and ONNX), and report test accuracy. The test set chooses nothing.
+
+use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit};
+use crate::data::{ImageSet, RandomShift};
+use crate::device::Device;
+use crate::error::Result;
+use crate::graph::{CnnConfig, ResNetConfig};
+use crate::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
+use crate::search::options::{AutoOr, FinalFitKind, OptimizerKind, ScheduleKind};
+use crate::search::{format_duration, TimeBudget};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The search's options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SearchArgs {
+    /// The time for everything, search and final fit, such as 30m or 2h (at most a year).
+    #[arg(long, default_value = "2h", value_parser = parse_time_limit)]
+    pub time_limit: Duration,
+    /// The share of --time-limit kept for the ensemble selection and the final fit (the search gets
+    /// the rest). Without a final fit (--final-epochs 0), 2% for the selection alone.
+    #[arg(long, default_value_t = 0.25, value_parser = parse_fraction)]
+    pub final_share: f64,
+    /// Where the history, every model and the best are kept.
+    #[arg(long, default_value = "autokeras-search")]
+    pub search_dir: PathBuf,
+    /// Continue the search in --search-dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seeds the search: the same seed gives the same sequence of architectures on the same adapter.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Width (filters) of the generator's convolutions, or `auto`: the widest of 64 (AutoKeras's),
+    /// 48, 32, 24 and 16 whose first model can train 10 epochs within its share of the search
+    /// time, judged by timing a few training steps on this adapter.
+    #[arg(long, default_value_t = AutoOr::Auto)]
+    pub width: AutoOr,
+    /// Number of the generator's conv blocks.
+    #[arg(long, default_value_t = 3, value_parser = parse_positive)]
+    pub blocks: usize,
+    /// Also start from a small ResNet.
+    #[arg(long)]
+    pub resnet: bool,
+    /// Epoch cap of the generators' models.
+    #[arg(long, default_value_t = 40, value_parser = parse_positive)]
+    pub max_epochs: usize,
+    /// Epoch cap of children (they start from their father's trained weights).
+    #[arg(long, default_value_t = 15, value_parser = parse_positive)]
+    pub child_epochs: usize,
+    #[arg(long, default_value_t = 128, value_parser = parse_positive)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
+    #[arg(long, value_parser = parse_positive_real)]
+    pub lr: Option<f32>,
+    /// Each searched model's learning rate: down along a cosine to 2% over the epochs its time
+    /// share holds, or constant.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
+    pub lr_schedule: ScheduleKind,
+    /// The most of the search time left that one model may train for (1: no cap, as AutoKeras).
+    #[arg(long, default_value_t = 0.4, value_parser = parse_share)]
+    pub model_share: f64,
+    /// Random-shift augmentation of the training images, at most this many pixels along each axis
+    /// (0: none), or `auto`: 2 for images of 16 pixels or more a side.
+    #[arg(long, default_value_t = AutoOr::Auto)]
+    pub shift: AutoOr,
+    /// Random horizontal flips of the training images (default: on for colour images, off for
+    /// one channel, where a mirror changes digits and letters).
+    #[arg(long, value_name = "BOOL")]
+    pub flip: Option<bool>,
+    /// Per-channel normalisation of the input, kept inside the model (default: on for colour
+    /// images, off for one channel).
+    #[arg(long, value_name = "BOOL")]
+    pub normalize: Option<bool>,
+    /// Stop the search after this many models in the search directory.
+    #[arg(long, value_parser = parse_positive)]
+    pub max_models: Option<usize>,
+    /// The most searched models averaged into the final model, chosen on the validation set by
+    /// greedy selection (1: the best alone, as AutoKeras).
+    #[arg(long, default_value_t = 4, value_parser = parse_positive)]
+    pub ensemble: usize,
+    /// Most epochs of the final fit on the whole training set (0: none); fewer when the time
+    /// limit would not hold them. Its learning rate falls along a cosine over the epochs it gets.
+    #[arg(long, default_value_t = 30)]
+    pub final_epochs: usize,
+    /// With --final-fit continue, the final fit trains at the learning rate times this
+    /// (default 0.1).
+    #[arg(long, value_parser = parse_positive_real)]
+    pub final_lr_scale: Option<f32>,
+    /// What the final fit trains: a fresh copy of the best architecture that joins the ensemble
+    /// (member), the best from its searched weights (continue), or a fresh copy in the best's
+    /// place (retrain).
+    #[arg(long, value_enum, default_value_t = FinalFitKind::Member)]
+    pub final_fit: FinalFitKind,
+    /// Write the final model here (<path>.json, <path>.safetensors and <path>.onnx); default:
+    /// <search-dir>/final.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+impl SearchArgs {
+    /// The classifier's configuration, the generators not yet chosen (see [`run_search`]).
+    pub fn classifier_config(&self, class_names: Vec<String>) -> Result<ClassifierConfig> {
+        let mut config = ClassifierConfig {
+            search_dir: self.search_dir.clone(),
+            resume: self.resume,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            max_epochs: self.max_epochs,
+            child_epochs: self.child_epochs,
+            optimizer: self.optimizer.config(self.lr)?,
+            lr_schedule: self.lr_schedule.schedule(),
+            max_models: self.max_models,
+            ensemble_size: self.ensemble,
+            model_share: self.model_share,
+            shift: self.shift.value().map(|max| RandomShift { max }),
+            flip: self.flip,
+            normalize: self.normalize,
+            class_names,
+            ..Default::default()
+        };
+        if let Some(scale) = self.final_lr_scale {
+            config.final_lr_scale = scale;
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the whole job on `train` (and reports on `test`, which chooses nothing).
+pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &ImageSet, class_names: Vec<String>) -> Result<()> {
+    let budget = TimeBudget::split(args.time_limit, args.final_share, args.final_epochs, args.ensemble)?;
+    let mut config = args.classifier_config(class_names)?;
+    println!("Device: {}", device.name());
+    let start = Instant::now();
+    let deadline = start + budget.total;
+    println!(
+        "Time limit {}: {} for the search, the rest for the ensemble selection and the final fit",
+        format_duration(budget.total),
+        format_duration(budget.search)
+    );
+    let cnn = CnnConfig { blocks: args.blocks, ..Default::default() };
+    let probe = ImageClassifier::new(device, config.clone());
+    let width = probe.generator_width(train, &cnn, args.width.value(), budget.search.mul_f64(args.model_share))?;
+    println!("Generator width {width}");
+    config.generators = vec![Generator::Cnn(CnnConfig { width, ..cnn })];
+    if args.resnet {
+        config.generators.push(Generator::ResNet(ResNetConfig { width: (width / 4).max(4), ..Default::default() }));
+    }
+    let mut classifier = ImageClassifier::new(device, config);
+    classifier.fit(train, budget.search)?;
+    println!("Search and ensemble selection took {}", format_duration(start.elapsed()));
+    if let Some(graph) = classifier.best_graph() {
+        println!("{}", graph.summary()?);
+    }
+    if let Some(chosen) = classifier.ensemble().last() {
+        println!("Ensemble: models {:?} (val loss {:.4}, val accuracy {:.4})", chosen.members, chosen.val_loss, chosen.val_accuracy);
+    }
+    if args.final_epochs > 0 {
+        println!("Final fit ({:?}) on all {} training images (at most {} epochs)", args.final_fit, train.n, args.final_epochs);
+        classifier.final_fit(train, args.final_epochs, args.final_fit.into(), Some(deadline))?;
+        println!("Search and final fit took {} (limit {})", format_duration(start.elapsed()), format_duration(budget.total));
+    }
+    let export = args.export.clone().unwrap_or_else(|| args.search_dir.join("final"));
+    let (json, weights, onnx) = (export.with_extension("json"), export.with_extension("safetensors"), export.with_extension("onnx"));
+    classifier.export(&json, &weights)?;
+    println!("Exported the model to {} and {}", json.display(), weights.display());
+    let served = classifier.model_graph().expect("exported above");
+    // The model is saved already: an ONNX failure is reported, and loses nothing.
+    match crate::export::write_onnx(served, &onnx) {
+        Ok(()) => println!("Exported the model as ONNX to {}", onnx.display()),
+        Err(e) => eprintln!("warning: no ONNX export ({e}); the model is in {}", json.display()),
+    }
+    if test.n > 0 {
+        let eval = classifier.evaluate(test)?;
+        println!("Test loss: {:.4}", eval.loss);
+        println!("Test accuracy: {:.4}", eval.accuracy);
+    }
+    Ok(())
+}
