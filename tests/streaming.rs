@@ -4,7 +4,7 @@
 //! through lavapipe's real 128 MiB limit.
 
 use netmorph::autograd::{Tape, Var};
-use netmorph::data::{Augmentation, BatchOrder, DeviceDataset, ImageSet, Mnist, Residency};
+use netmorph::data::{Augmentation, BatchOrder, DeviceDataset, ImageAugment, ImageSet, Mnist, Residency};
 use netmorph::optim::sgd::Sgd;
 use netmorph::testing::{device, rng};
 use netmorph::train::{evaluate, fit, logits, FitConfig, Network};
@@ -179,4 +179,56 @@ fn a_300_mb_colour_set_streams_through_the_adapters_own_limit() {
         set.images.len() / 1_000_000,
         start.elapsed().as_secs_f64()
     );
+}
+
+/// Keeps every batch of images it is run on; its logits are a dense layer of zeros.
+struct InputRecorder {
+    weight: Tensor,
+    seen: std::cell::RefCell<Vec<(bool, Vec<f32>)>>,
+}
+
+impl Network for InputRecorder {
+    fn forward(&self, tape: &Tape, x: &Var, training: bool, _seed: u64) -> Result<Var> {
+        self.seen.borrow_mut().push((training, x.value().to_vec()?));
+        let n = x.shape()[0];
+        tape.dense(&tape.reshape(x, &[n, self.weight.shape()[0]])?, &tape.param(&self.weight), None)
+    }
+    fn parameters(&self) -> Vec<Tensor> {
+        vec![self.weight.clone()]
+    }
+}
+
+#[test]
+fn fit_flips_the_training_images_of_a_streamed_set_and_not_the_validation_ones() {
+    let dev = device();
+    let small = dev.with_max_binding_bytes(64 << 10);
+    let (c, h, w) = (3, 8, 9);
+    let set = synthetic_set(600, c, h, w, 4, 2); // 130 KB over a 64 KiB binding: two chunks
+    let data = DeviceDataset::new(&small, &set).unwrap();
+    assert!(data.is_streamed());
+    let net = InputRecorder { weight: Tensor::zeros(&dev, &[c * h * w, 10]).unwrap(), seen: Default::default() };
+    let cfg = FitConfig { epochs: 1, batch_size: 50, seed: 3, verbose: false, flip: true, ..FitConfig::default() };
+    fit(&net, &mut Sgd::new(0.1), &data, Some(&data), &cfg).unwrap();
+    let seen = net.seen.take();
+    let order = BatchOrder::new(set.n, 50, 3).unwrap();
+    let (training, validation) = seen.split_at(order.batches_per_epoch());
+    let image_len = c * h * w;
+    let mut flipped = 0;
+    for ((is_training, x), indices) in training.iter().zip(order.epoch(1)) {
+        assert!(is_training);
+        for (k, &i) in indices.iter().enumerate() {
+            let image = &x[k * image_len..][..image_len];
+            let mirror = ImageAugment { shift: [0, 0], flip: true };
+            if image == set.gather_f32_augmented(&[i], &[mirror]) {
+                flipped += 1;
+            } else {
+                assert_eq!(image, set.gather_f32(&[i]), "training image {i} is itself or its mirror");
+            }
+        }
+    }
+    assert!((200..=400).contains(&flipped), "about half the images are mirrored: {flipped} of 600");
+    for ((is_training, x), indices) in validation.iter().zip(order.sequential()) {
+        assert!(!is_training);
+        assert!(*x == set.gather_f32(&indices), "validation images are not augmented");
+    }
 }
