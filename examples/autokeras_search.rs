@@ -19,7 +19,7 @@ use netmorph::{Device, Result};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(about = "Architecture search by network morphism on MNIST (AutoKeras 0.3's ImageClassifier)")]
+#[command(about = "Architecture search by network morphism on MNIST (AutoKeras 0.3's ImageClassifier)", allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     search: SearchArgs,

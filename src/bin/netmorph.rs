@@ -18,6 +18,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Search architectures within a time limit, then export the best (with its ensemble).
+    // Negative values reach the option's own check, which names the problem.
+    #[command(allow_negative_numbers = true)]
     Search {
         #[command(flatten)]
         data: DataArgs,
@@ -25,14 +27,19 @@ enum Command {
         search: SearchArgs,
     },
     /// Train a given architecture (graph JSON) from scratch.
+    #[command(allow_negative_numbers = true)]
     Train(TrainArgs),
     /// Loss and accuracy of a saved model on a data set.
+    #[command(allow_negative_numbers = true)]
     Evaluate(EvaluateArgs),
     /// Predict the class of image files: CSV of file, class, probability.
+    #[command(allow_negative_numbers = true)]
     Predict(PredictArgs),
     /// Write a saved model as ONNX.
+    #[command(allow_negative_numbers = true)]
     Export(ExportArgs),
     /// Layers, shapes, parameters, input normalisation and classes of a saved model.
+    #[command(allow_negative_numbers = true)]
     Summary(SummaryArgs),
 }
 

@@ -1,0 +1,153 @@
+//! The `netmorph` command end to end on a tiny image folder: every subcommand, and wrong values
+//! refused with errors that name them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netmorph(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netmorph")).args(args).output().expect("run netmorph")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn succeeds(args: &[&str]) -> String {
+    let out = netmorph(args);
+    assert!(out.status.success(), "netmorph {args:?} failed:\n{}", text(&out));
+    text(&out)
+}
+
+/// A folder of 10x10 RGB PNGs, one subfolder per class: each class a colour, with noise.
+fn image_folder(root: &Path) -> Vec<PathBuf> {
+    let mut files = vec![];
+    for (class, rgb) in [("red", [200u8, 30, 30]), ("green", [30, 200, 30]), ("blue", [30, 30, 200])] {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..15u32 {
+            let image = image::RgbImage::from_fn(10, 10, |x, y| {
+                let noise = ((x * 7 + y * 13 + i * 29) % 40) as u8;
+                image::Rgb(rgb.map(|c| c.saturating_add(noise)))
+            });
+            let path = dir.join(format!("{i}.png"));
+            image.save(&path).unwrap();
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn every_subcommand_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let files = image_folder(&data);
+    let search_dir = tmp.path().join("search");
+    let (data_arg, search_arg) = (data.to_str().unwrap(), search_dir.to_str().unwrap());
+
+    let out = succeeds(&[
+        "search",
+        data_arg,
+        "--search-dir",
+        search_arg,
+        "--time-limit",
+        "5m",
+        "--max-models",
+        "2",
+        "--width",
+        "4",
+        "--blocks",
+        "1",
+        "--max-epochs",
+        "2",
+        "--child-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--final-epochs",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.contains("36 training and 9 test images") && out.contains("3x10x10, 3 classes"), "{out}");
+    assert!(out.contains("Test accuracy"), "{out}");
+    for file in ["final.json", "final.safetensors", "final.onnx", "history.jsonl"] {
+        assert!(search_dir.join(file).is_file(), "the search wrote no {file}:\n{out}");
+    }
+
+    let summary = succeeds(&["summary", search_arg]);
+    assert!(summary.contains("Classes: blue, green, red"), "{summary}");
+    assert!(summary.contains("normalised per channel"), "colour input is normalised by default:\n{summary}");
+
+    let onnx = tmp.path().join("exported.onnx");
+    succeeds(&["export", &format!("{search_arg}/final"), "--onnx", onnx.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&onnx).unwrap(), std::fs::read(search_dir.join("final.onnx")).unwrap(), "the same model, the same file");
+
+    let evaluation = succeeds(&["evaluate", &format!("{search_arg}/final.json"), data_arg, "--split", "all"]);
+    assert!(evaluation.contains("on 45 images"), "{evaluation}");
+
+    let csv_path = tmp.path().join("predictions.csv");
+    let picked = [files[0].to_str().unwrap(), files[20].to_str().unwrap(), files[40].to_str().unwrap()];
+    succeeds(&[&["predict", search_arg, "--output", csv_path.to_str().unwrap()][..], &picked].concat());
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "file,class,probability");
+    assert_eq!(lines.len(), 4, "{csv}");
+    for (line, file) in lines[1..].iter().zip(picked) {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[0], file);
+        assert!(["red", "green", "blue"].contains(&fields[1]), "{line}");
+        let p: f64 = fields[2].parse().unwrap();
+        assert!((1.0 / 3.0 - 1e-6..=1.0).contains(&p), "the top class's probability: {line}");
+    }
+
+    let trained = tmp.path().join("trained/model");
+    let architecture = search_dir.join("models/model_0.json");
+    let out = succeeds(&[
+        "train",
+        data_arg,
+        "--model",
+        architecture.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        trained.to_str().unwrap(),
+    ]);
+    assert!(out.contains("Test loss"), "{out}");
+    for ext in ["json", "safetensors", "onnx"] {
+        assert!(trained.with_extension(ext).is_file(), "train wrote no .{ext}");
+    }
+}
+
+#[test]
+fn wrong_values_get_errors_that_name_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    image_folder(&data);
+    let d = data.to_str().unwrap();
+    let dir = tmp.path().join("never");
+    let s = dir.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["search", d, "--search-dir", s, "--time-limit", "1e30"], "--time-limit"),
+        (vec!["search", d, "--search-dir", s, "--model-share", "NaN"], "--model-share"),
+        (vec!["search", d, "--search-dir", s, "--final-share", "1"], "--final-share"),
+        (vec!["search", d, "--search-dir", s, "--batch-size", "0"], "--batch-size"),
+        (vec!["search", d, "--search-dir", s, "--lr", "-1"], "--lr"),
+        (vec!["search", d, "--search-dir", s, "--width", "wide"], "--width"),
+        (vec!["search", d, "--search-dir", s, "--resize", "0x8"], "--resize"),
+        (vec!["search", d, "--search-dir", s, "--downsample", "11"], "factor of 11"),
+        (vec!["search", "/no/such/folder", "--search-dir", s], "/no/such/folder"),
+        (vec!["evaluate", "/no/such/model", d], "/no/such/model.json"),
+        (vec!["train", d, "--model", d], d),
+        (vec!["summary", d], "neither model.json nor final.json"),
+    ] {
+        let out = netmorph(&args);
+        let said = text(&out);
+        assert!(!out.status.success(), "netmorph {args:?} succeeded:\n{said}");
+        assert!(said.contains(expected), "netmorph {args:?} does not name `{expected}`:\n{said}");
+        assert!(!said.contains("panicked"), "netmorph {args:?} panicked:\n{said}");
+    }
+    assert!(!dir.exists(), "a refused command wrote nothing");
+}
