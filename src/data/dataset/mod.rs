@@ -6,7 +6,7 @@
 //! than lavapipe's 128 MiB binding, or than the GPU's memory) is streamed: a pass over a list of
 //! batches ([`DeviceDataset::batches`]) groups consecutive batches into chunks, gathers each
 //! chunk's images on the host, in the pass's order, and uploads them, two chunks on the device at a
-//! time (see [`stream`]). An epoch's order is then exactly the resident one: a uniform shuffle of
+//! time (see [`Batches`]). An epoch's order is then exactly the resident one: a uniform shuffle of
 //! the whole set, cut into chunks, every image once.
 
 mod augment;
