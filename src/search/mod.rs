@@ -15,8 +15,8 @@ pub mod searcher;
 pub mod space;
 pub mod store;
 
-pub use budget::TimeBudget;
 pub use bayesian::{BayesianConfig, BayesianOptimizer, Planner, Proposal, SearchSpace};
+pub use budget::TimeBudget;
 pub use duration::{format_duration, parse_duration};
 pub use searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
 pub use store::{BestModel, ModelRecord, SearchStore, Status};
