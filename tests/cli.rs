@@ -37,6 +37,17 @@ fn image_folder(root: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Each image's class probabilities from the ONNX file, run by tract on pixels / 255.
+fn run_onnx(model: &Path, files: &[&str]) -> Vec<Vec<f32>> {
+    use tract_onnx::prelude::{tvec, Framework, InferenceModelExt, IntoRunnable, Tensor};
+    let paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    let pixels: Vec<f32> = netmorph::data::read_images(&paths, 3, 10, 10, false).unwrap().iter().map(|&b| b as f32 / 255.0).collect();
+    let model = tract_onnx::onnx().model_for_path(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+    let input = Tensor::from_shape(&[files.len(), 3, 10, 10], &pixels).unwrap();
+    let out = model.run(tvec!(input.into())).unwrap();
+    out[0].to_plain_array_view::<f32>().unwrap().rows().into_iter().map(|r| r.to_vec()).collect()
+}
+
 #[test]
 fn every_subcommand_runs_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -93,12 +104,17 @@ fn every_subcommand_runs_end_to_end() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "file,class,probability");
     assert_eq!(lines.len(), 4, "{csv}");
-    for (line, file) in lines[1..].iter().zip(picked) {
+    let onnx_probabilities = run_onnx(&search_dir.join("final.onnx"), &picked);
+    for ((line, file), onnx) in lines[1..].iter().zip(picked).zip(onnx_probabilities) {
         let fields: Vec<&str> = line.split(',').collect();
         assert_eq!(fields[0], file);
         assert!(["red", "green", "blue"].contains(&fields[1]), "{line}");
-        let p: f64 = fields[2].parse().unwrap();
+        let p: f32 = fields[2].parse().unwrap();
         assert!((1.0 / 3.0 - 1e-6..=1.0).contains(&p), "the top class's probability: {line}");
+        // The exported file, fed pixels / 255, agrees with the command (classes sort: blue, green, red).
+        let top = onnx.iter().enumerate().fold(0, |b, (i, &q)| if q > onnx[b] { i } else { b });
+        assert_eq!(["blue", "green", "red"][top], fields[1], "ONNX {onnx:?} against {line}");
+        assert!((onnx[top] - p).abs() < 1e-4, "ONNX {onnx:?} against {line}");
     }
 
     let trained = tmp.path().join("trained/model");

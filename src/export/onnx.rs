@@ -1,8 +1,8 @@
-//! A graph as an ONNX model (opset 13): the whole classifier, from raw pixels to probabilities.
+//! A graph as an ONNX model (opset 13): the whole classifier, from pixels to probabilities.
 //!
 //! The model's input `input` is float32 `[N, c, h, w]` (or `[N, features]` for a flat input) with a
-//! symbolic batch `N`, holding pixel values in 0..=255 as the data set stores them. The model
-//! divides by 255, applies the input's per-channel normalisation if the graph has one, runs the
+//! symbolic batch `N`, holding pixel values divided by 255 (in [0, 1]), as netmorph's graphs take
+//! them. The model applies the input's per-channel normalisation if the graph has one, runs the
 //! layers in evaluation mode (batch norm with its running statistics, dropout the identity) and
 //! ends in a softmax: its output `probabilities` is `[N, classes]`. The class names travel in the
 //! metadata (`class_names`, a JSON array).
@@ -29,8 +29,6 @@ pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "probabilities";
 /// Name of the symbolic batch dimension.
 pub const BATCH_DIM: &str = "N";
-/// What the model divides its input by: the data set stores bytes, the graph takes [0, 1].
-pub const PIXEL_RANGE: f32 = 255.0;
 /// Metadata key of the class names (a JSON array of strings).
 pub const CLASS_NAMES_KEY: &str = "class_names";
 
@@ -167,7 +165,7 @@ pub fn model(graph: &Graph) -> Result<pb::ModelProto> {
         name: Some("netmorph".into()),
         node: b.nodes,
         initializer: b.initializers,
-        input: vec![value_info(INPUT_NAME, &input_dims, "pixel values in 0..=255, NCHW")],
+        input: vec![value_info(INPUT_NAME, &input_dims, "pixel values divided by 255, NCHW")],
         output: vec![value_info(OUTPUT_NAME, &[Dim::Batch, Dim::Fixed(classes)], "class probabilities (softmax)")],
         ..Default::default()
     };
@@ -178,7 +176,7 @@ pub fn model(graph: &Graph) -> Result<pb::ModelProto> {
         producer_name: Some("netmorph".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         doc_string: Some(format!(
-            "A netmorph graph of {} layers: pixels 0..=255 in, {classes} class probabilities out.",
+            "A netmorph graph of {} layers: pixels / 255 in, {classes} class probabilities out.",
             graph.layers().len()
         )),
         graph: Some(graph_proto),
@@ -259,20 +257,18 @@ impl Builder {
         self.constant(format!("{node}.{param}"), &t.shape, &t.data)
     }
 
-    /// The input scaled to [0, 1], then normalised per channel if the graph says so; returns the
-    /// tensor the input layer stands for (`out`).
+    /// The input normalised per channel if the graph says so; returns the tensor the input layer
+    /// stands for (`out`, or the model's input itself).
     fn prepare_input(&mut self, graph: &Graph, out: &str) -> String {
-        let range = self.constant("pixel_range".into(), &[], &[PIXEL_RANGE]);
         let Some(norm) = graph.input_normalization() else {
-            return self.node("Div", "scale_pixels", vec![INPUT_NAME.into(), range], out, vec![]);
+            return INPUT_NAME.into();
         };
-        let scaled = self.node("Div", "scale_pixels", vec![INPUT_NAME.into(), range], "scaled_input", vec![]);
         // [1, c, 1, 1] (or [1, c] for a flat input) broadcasts over the batch and the pixels.
         let mut dims = vec![1; graph.input_shape().len() + 1];
         dims[1] = norm.mean.len();
         let mean = self.constant("normalization.mean".into(), &dims, &norm.mean);
         let std = self.constant("normalization.std".into(), &dims, &norm.std);
-        let centred = self.node("Sub", "normalize_mean", vec![scaled, mean], "centred_input", vec![]);
+        let centred = self.node("Sub", "normalize_mean", vec![INPUT_NAME.into(), mean], "centred_input", vec![]);
         self.node("Div", "normalize_std", vec![centred, std], out, vec![])
     }
 }
