@@ -1,8 +1,9 @@
 //! netmorph: a deep-learning engine on wgpu with its own WGSL kernels and tape autodiff, and an
 //! architecture search by network morphism.
 //!
-//! Layers, each depending only on those below it:
-//! `search` -> `morph` -> `graph` -> `train` -> `optim`, `data` -> `autograd` -> `ops` -> `device`.
+//! Layers, each depending only on those below it: `cli` (the options and jobs of the `netmorph`
+//! command) -> `export` (ONNX), `search` -> `morph` -> `graph` -> `train` -> `optim`, `data` ->
+//! `autograd` -> `ops` -> `device`.
 
 pub mod autograd;
 pub mod cli;
