@@ -158,6 +158,10 @@ fn from_json_at(json: &str, path: &Path) -> Result<Graph> {
     if file.layers.is_empty() {
         return Err(Error::format(path, "the architecture has no layers"));
     }
+    // Ids grow by one per new layer: a larger next id is corrupt, and would overflow on the next morph.
+    if file.next_id > u32::MAX as usize {
+        return Err(Error::format(path, format!("next_id {} is beyond any real graph (at most {})", file.next_id, u32::MAX)));
+    }
     let layers: Vec<Layer> =
         file.layers.into_iter().map(|l| Layer { id: l.id, op: l.op, inputs: l.inputs, params: BTreeMap::new() }).collect();
     let mut graph = Graph::from_parts(layers, file.next_id);

@@ -144,6 +144,38 @@ impl ChannelNorm {
 pub const BN_MOMENTUM: f32 = 0.99;
 pub const BN_EPS: f32 = 1e-3;
 
+/// The most values one tensor (a weight, or one sample's activation) may hold: 2^30 f32, 4 GiB,
+/// about the largest storage binding a wgpu device offers. Checked by [`Graph::infer_shapes`], so
+/// an architecture read from a file cannot declare sizes that wrap or allocate without bound.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 30;
+/// The most weights a whole graph may hold (8 GiB of f32).
+pub const MAX_GRAPH_PARAMS: usize = 1 << 31;
+
+/// The number of elements of `shape`, or `None` when it overflows.
+fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// Checks a layer's output and weights against [`MAX_TENSOR_ELEMENTS`] and adds its weights to
+/// `total_params`, against [`MAX_GRAPH_PARAMS`].
+fn check_sizes(op: &Op, input: &[usize], output: &[usize], total_params: usize) -> std::result::Result<usize, String> {
+    let too_large = |what: String| format!("{what} is too large (more than {MAX_TENSOR_ELEMENTS} values)");
+    if element_count(output).is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+        return Err(too_large(format!("output {output:?}")));
+    }
+    let mut total = total_params;
+    for spec in op.param_specs(input) {
+        let n = element_count(&spec.shape)
+            .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| too_large(format!("weight `{}` {:?}", spec.name, spec.shape)))?;
+        total = total
+            .checked_add(n)
+            .filter(|&t| t <= MAX_GRAPH_PARAMS)
+            .ok_or_else(|| format!("the graph's weights exceed {MAX_GRAPH_PARAMS} values"))?;
+    }
+    Ok(total)
+}
+
 /// A weight tensor as it lives in the graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
@@ -300,7 +332,7 @@ impl Op {
                 }
                 Ok(vec![*units])
             }
-            Op::Flatten => Ok(vec![inputs[0].iter().product()]),
+            Op::Flatten => Ok(vec![element_count(inputs[0]).ok_or_else(|| format!("input {:?} overflows when flattened", inputs[0]))?]),
             Op::Softmax => {
                 if inputs[0].len() != 1 {
                     return Err(format!("needs flat input [features], got {:?}", inputs[0]));
@@ -332,7 +364,8 @@ impl Op {
                     return Err(format!("inputs must agree on all but the channel axis: {:?} and {s:?}", inputs[0]));
                 }
                 let mut out = inputs[0].to_vec();
-                out[0] = inputs.iter().map(|s| s[0]).sum();
+                out[0] =
+                    inputs.iter().try_fold(0usize, |sum, s| sum.checked_add(s[0])).ok_or("channel counts overflow when concatenated")?;
                 Ok(out)
             }
         }
@@ -475,6 +508,7 @@ impl Graph {
     /// Output shape of every layer (batch excluded), checking that each layer's inputs fit.
     pub fn infer_shapes(&self) -> Result<HashMap<LayerId, Vec<usize>>> {
         let mut shapes: HashMap<LayerId, Vec<usize>> = HashMap::new();
+        let mut total_params = 0usize;
         for layer in &self.layers {
             let ins: Vec<&[usize]> = layer
                 .inputs
@@ -485,6 +519,8 @@ impl Graph {
                 let given: Vec<String> = layer.inputs.iter().zip(&ins).map(|(i, s)| format!("{s:?} from layer {i}")).collect();
                 self.err(layer, format!("{msg} (inputs: {})", if given.is_empty() { "none".into() } else { given.join(", ") }))
             })?;
+            let first_input = ins.first().copied().unwrap_or_default();
+            total_params = check_sizes(&layer.op, first_input, &out, total_params).map_err(|msg| self.err(layer, msg))?;
             shapes.insert(layer.id, out);
         }
         Ok(shapes)
