@@ -102,7 +102,7 @@ pub(crate) fn load(layout: &FolderLayout, options: &LoadOptions, threads: usize)
     let mut kept: Vec<(bool, u8, Pixels)> = vec![]; // (is test, label, pixels)
     for (i, (result, (label, path))) in decoded.into_iter().zip(&files).enumerate() {
         match result {
-            Ok(pixels) => kept.push((i >= n_train, *label, pixels)),
+            Ok(pixels) => kept.push((i >= n_train, *label, Pixels { index: i, ..pixels })),
             Err(e) if options.skip_bad => skipped.push((path.clone(), e.to_string())),
             Err(e) => return Err(e),
         }
@@ -179,7 +179,7 @@ pub fn read_images(paths: &[PathBuf], channels: usize, height: usize, width: usi
     Ok(out)
 }
 
-/// One decoded image: gray or interleaved RGB, and its index in the file list.
+/// One decoded image: gray or interleaved RGB, and its index in the file list (for errors).
 struct Pixels {
     channels: usize,
     height: usize,
@@ -257,8 +257,7 @@ fn check_side(h: usize, w: usize) -> Result<()> {
 
 /// Maps `f` over `items` on `threads` threads (taking the next item as each finishes one), results
 /// in item order.
-fn parallel_map<T: Send + IndexTagged>(items: &[PathBuf], threads: usize, f: impl Fn(&Path) -> Result<T> + Sync) -> Vec<Result<T>>
-{
+fn parallel_map<T: Send>(items: &[PathBuf], threads: usize, f: impl Fn(&Path) -> Result<T> + Sync) -> Vec<Result<T>> {
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, items.len().max(1));
     let mut tagged: Vec<(usize, Result<T>)> = std::thread::scope(|scope| {
@@ -269,7 +268,7 @@ fn parallel_map<T: Send + IndexTagged>(items: &[PathBuf], threads: usize, f: imp
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = items.get(i) else { break };
-                        done.push((i, f(path).map(|v| v.tagged(i))));
+                        done.push((i, f(path)));
                     }
                     done
                 })
@@ -279,21 +278,6 @@ fn parallel_map<T: Send + IndexTagged>(items: &[PathBuf], threads: usize, f: imp
     });
     tagged.sort_by_key(|(i, _)| *i);
     tagged.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Results that remember which file they came from.
-trait IndexTagged {
-    fn tagged(self, index: usize) -> Self;
-}
-impl IndexTagged for Pixels {
-    fn tagged(self, index: usize) -> Pixels {
-        Pixels { index, ..self }
-    }
-}
-impl IndexTagged for Vec<u8> {
-    fn tagged(self, _: usize) -> Vec<u8> {
-        self
-    }
 }
 
 /// The visible subfolders of `dir`, sorted by name; none when `dir` is not a folder.
