@@ -5,8 +5,10 @@
 pub mod model;
 pub mod search;
 
-use crate::data::{load_data, ImageSet, LoadOptions, LoadedData, DEFAULT_TEST_FRACTION};
+use crate::data::{load_data, ImageSet, LoadOptions, LoadedData, RandomShift, DEFAULT_TEST_FRACTION};
 use crate::error::{Error, Result};
+use crate::search::classifier::ClassifierConfig;
+use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind};
 use std::path::{Path, PathBuf};
 
 /// Where a data set comes from, and what to do to it on the way in.
@@ -61,6 +63,54 @@ impl DataArgs {
             println!("Skipped {} unreadable files, such as {}: {}", data.skipped.len(), data.skipped[0].0.display(), data.skipped[0].1);
         }
         Ok(data)
+    }
+}
+
+/// How each model trains: what `netmorph search` and `netmorph train` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainingArgs {
+    #[arg(long, default_value_t = 128, value_parser = parse_positive)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
+    #[arg(long, value_parser = parse_positive_real)]
+    pub lr: Option<f32>,
+    /// Each model's learning rate: down along a cosine to 2% over the epochs it has (a searched
+    /// model: those its time share holds), or constant.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
+    pub lr_schedule: ScheduleKind,
+    /// Random-shift augmentation of the training images, at most this many pixels along each axis
+    /// (0: none), or `auto`: 2 for images of 16 pixels or more a side.
+    #[arg(long, default_value_t = AutoOr::Auto)]
+    pub shift: AutoOr,
+    /// Random horizontal flips of the training images (default: on for colour images, off for
+    /// one channel, where a mirror changes digits and letters).
+    #[arg(long, value_name = "BOOL")]
+    pub flip: Option<bool>,
+    /// Per-channel normalisation of the input, kept inside the model (default: on for colour
+    /// images, off for one channel).
+    #[arg(long, value_name = "BOOL")]
+    pub normalize: Option<bool>,
+}
+
+impl TrainingArgs {
+    /// The classifier's configuration with these choices (the schedule for searched models and
+    /// the final fit alike), otherwise the library's defaults.
+    pub fn classifier_config(&self, seed: u64, class_names: Vec<String>) -> Result<ClassifierConfig> {
+        let schedule = self.lr_schedule.schedule();
+        Ok(ClassifierConfig {
+            seed,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer.config(self.lr)?,
+            lr_schedule: schedule,
+            final_lr_schedule: schedule,
+            shift: self.shift.value().map(|max| RandomShift { max }),
+            flip: self.flip,
+            normalize: self.normalize,
+            class_names,
+            ..Default::default()
+        })
     }
 }
 

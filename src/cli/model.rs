@@ -1,13 +1,12 @@
 //! The commands on one model: train an architecture, evaluate, predict, export to ONNX, and
 //! summarise.
 
-use super::{model_files, parse_positive, parse_positive_real, DataArgs};
-use crate::data::{read_images, ImageSet, RandomShift};
+use super::{model_files, parse_positive, DataArgs, TrainingArgs};
+use crate::data::{read_images, ImageSet};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::search::classifier::{ClassifierConfig, FinalFit, ImageClassifier};
-use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind};
+use crate::search::classifier::{FinalFit, ImageClassifier};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,24 +20,8 @@ pub struct TrainArgs {
     pub model: PathBuf,
     #[arg(long, default_value_t = 12, value_parser = parse_positive)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128, value_parser = parse_positive)]
-    pub batch_size: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
-    pub optimizer: OptimizerKind,
-    /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
-    #[arg(long, value_parser = parse_positive_real)]
-    pub lr: Option<f32>,
-    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
-    pub lr_schedule: ScheduleKind,
-    /// Random-shift augmentation, at most this many pixels (0: none), or `auto`.
-    #[arg(long, default_value_t = AutoOr::Auto)]
-    pub shift: AutoOr,
-    /// Random horizontal flips (default: on for colour images, off for one channel).
-    #[arg(long, value_name = "BOOL")]
-    pub flip: Option<bool>,
-    /// Per-channel input normalisation inside the model (default: on for colour images).
-    #[arg(long, value_name = "BOOL")]
-    pub normalize: Option<bool>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write the trained model here: <path>.json, <path>.safetensors and <path>.onnx.
@@ -50,17 +33,7 @@ pub struct TrainArgs {
 pub fn train(device: &Device, args: &TrainArgs) -> Result<()> {
     let data = args.data.load(args.seed)?;
     let architecture = Graph::load_architecture(&args.model)?;
-    let config = ClassifierConfig {
-        seed: args.seed,
-        batch_size: args.batch_size,
-        optimizer: args.optimizer.config(args.lr)?,
-        final_lr_schedule: args.lr_schedule.schedule(),
-        shift: args.shift.value().map(|max| RandomShift { max }),
-        flip: args.flip,
-        normalize: args.normalize,
-        class_names: data.class_names.clone(),
-        ..Default::default()
-    };
+    let config = args.training.classifier_config(args.seed, data.class_names.clone())?;
     let mut classifier = ImageClassifier::from_architecture(device, config, &architecture, &data.train)?;
     println!("Device: {}", device.name());
     print!("{}", classifier.model_graph().expect("set by from_architecture").summary()?);

@@ -2,13 +2,13 @@
 //! time limit, choose the ensemble on the validation set, train the final member, export the
 //! model (JSON + safetensors, and ONNX), and report test accuracy. The test set chooses nothing.
 
-use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit};
-use crate::data::{ImageSet, RandomShift};
+use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit, TrainingArgs};
+use crate::data::ImageSet;
 use crate::device::Device;
 use crate::error::Result;
 use crate::graph::{CnnConfig, ResNetConfig};
 use crate::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
-use crate::search::options::{AutoOr, FinalFitKind, OptimizerKind, ScheduleKind};
+use crate::search::options::{AutoOr, FinalFitKind};
 use crate::search::{format_duration, TimeBudget};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -49,32 +49,11 @@ pub struct SearchArgs {
     /// Epoch cap of children (they start from their father's trained weights).
     #[arg(long, default_value_t = 15, value_parser = parse_positive)]
     pub child_epochs: usize,
-    #[arg(long, default_value_t = 128, value_parser = parse_positive)]
-    pub batch_size: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
-    pub optimizer: OptimizerKind,
-    /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
-    #[arg(long, value_parser = parse_positive_real)]
-    pub lr: Option<f32>,
-    /// Each searched model's learning rate: down along a cosine to 2% over the epochs its time
-    /// share holds, or constant.
-    #[arg(long, value_enum, default_value_t = ScheduleKind::Cosine)]
-    pub lr_schedule: ScheduleKind,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// The most of the search time left that one model may train for (1: no cap, as AutoKeras).
     #[arg(long, default_value_t = 0.4, value_parser = parse_share)]
     pub model_share: f64,
-    /// Random-shift augmentation of the training images, at most this many pixels along each axis
-    /// (0: none), or `auto`: 2 for images of 16 pixels or more a side.
-    #[arg(long, default_value_t = AutoOr::Auto)]
-    pub shift: AutoOr,
-    /// Random horizontal flips of the training images (default: on for colour images, off for
-    /// one channel, where a mirror changes digits and letters).
-    #[arg(long, value_name = "BOOL")]
-    pub flip: Option<bool>,
-    /// Per-channel normalisation of the input, kept inside the model (default: on for colour
-    /// images, off for one channel).
-    #[arg(long, value_name = "BOOL")]
-    pub normalize: Option<bool>,
     /// Stop the search after this many models in the search directory.
     #[arg(long, value_parser = parse_positive)]
     pub max_models: Option<usize>,
@@ -107,20 +86,12 @@ impl SearchArgs {
         let mut config = ClassifierConfig {
             search_dir: self.search_dir.clone(),
             resume: self.resume,
-            seed: self.seed,
-            batch_size: self.batch_size,
             max_epochs: self.max_epochs,
             child_epochs: self.child_epochs,
-            optimizer: self.optimizer.config(self.lr)?,
-            lr_schedule: self.lr_schedule.schedule(),
             max_models: self.max_models,
             ensemble_size: self.ensemble,
             model_share: self.model_share,
-            shift: self.shift.value().map(|max| RandomShift { max }),
-            flip: self.flip,
-            normalize: self.normalize,
-            class_names,
-            ..Default::default()
+            ..self.training.classifier_config(self.seed, class_names)?
         };
         if let Some(scale) = self.final_lr_scale {
             config.final_lr_scale = scale;
