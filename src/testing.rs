@@ -1,8 +1,11 @@
 //! Helpers shared by the op tests: random shapes and data, f64 references, central finite
-//! differences and an error report. Public so integration tests and benches can use them too.
+//! differences and an error report; and a network that records its inputs, for the training
+//! tests. Public so integration tests and benches can use them too.
 
+use crate::autograd::{Tape, Var};
 use crate::device::Device;
 use crate::tensor::Tensor;
+use crate::train::Network;
 use rand::{Rng, SeedableRng};
 
 pub type TestRng = rand::rngs::StdRng;
@@ -136,4 +139,37 @@ pub fn validate_wgsl(name: &str, source: &str) {
     .subgroup_operations(naga::valid::SubgroupOperationSet::all())
     .validate(&module)
     .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+}
+
+/// A [`Network`] that records every batch it is run on, for tests of what training and
+/// evaluation feed a network (augmentation, order, streaming). Each `forward` keeps `(training,
+/// the batch's values)`; its logits are a dense layer of zeros over the flattened input.
+pub struct InputRecorder {
+    weight: Tensor,
+    seen: std::cell::RefCell<Vec<(bool, Vec<f32>)>>,
+}
+
+impl InputRecorder {
+    /// A recorder for inputs of `features` values each (`c * h * w`), with `classes` logits.
+    pub fn new(device: &Device, features: usize, classes: usize) -> crate::Result<Self> {
+        Ok(InputRecorder { weight: Tensor::zeros(device, &[features, classes])?, seen: Default::default() })
+    }
+
+    /// The batches recorded so far, oldest first, as `(training, values)`; clears the record.
+    pub fn take_seen(&self) -> Vec<(bool, Vec<f32>)> {
+        self.seen.take()
+    }
+}
+
+impl Network for InputRecorder {
+    fn forward(&self, tape: &Tape, x: &Var, training: bool, _seed: u64) -> crate::Result<Var> {
+        self.seen.borrow_mut().push((training, x.value().to_vec()?));
+        let n = x.shape()[0];
+        let flat = tape.reshape(x, &[n, x.shape()[1..].iter().product()])?;
+        tape.dense(&flat, &tape.param(&self.weight), None)
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        vec![self.weight.clone()]
+    }
 }

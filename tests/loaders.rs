@@ -4,6 +4,7 @@
 
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use netmorph::data::idx::{encode_idx, gzip};
+use netmorph::data::npy::encode_npy;
 use netmorph::data::{load_data, read_images, DataFormat, ImageSet, LoadOptions, LoadedData};
 use netmorph::Error;
 use std::path::{Path, PathBuf};
@@ -312,22 +313,6 @@ fn cifar100_uses_fine_labels_and_checks_them() {
 
 // --- NumPy ---
 
-/// A version-1.0 `.npy` file.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 fn i64s(values: &[i64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -337,17 +322,17 @@ fn npy_keras_layout_nhwc_to_nchw_with_test_set() {
     let dir = tempfile::tempdir().unwrap();
     // 2 images of 2x3 pixels, 3 channels, NHWC: value = 100*image + 10*pixel + channel.
     let nhwc: Vec<u8> = (0..2).flat_map(|i| (0..6).flat_map(move |p| (0..3).map(move |c| 100 * i + 10 * p + c))).collect();
-    write(&dir.path().join("x_train.npy"), &npy("|u1", &[2, 2, 3, 3], &nhwc));
-    write(&dir.path().join("y_train.npy"), &npy("<i8", &[2, 1], &i64s(&[4, 1])));
+    write(&dir.path().join("x_train.npy"), &encode_npy("|u1", &[2, 2, 3, 3], &nhwc));
+    write(&dir.path().join("y_train.npy"), &encode_npy("<i8", &[2, 1], &i64s(&[4, 1])));
     let floats: Vec<u8> = [0.0f32, 1.0, 0.5, 0.2, 0.0, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    write(&dir.path().join("x_test.npy"), &npy("<f4", &[1, 2, 3], &floats));
-    write(&dir.path().join("y_test.npy"), &npy("|u1", &[1], &[2]));
+    write(&dir.path().join("x_test.npy"), &encode_npy("<f4", &[1, 2, 3], &floats));
+    write(&dir.path().join("y_test.npy"), &encode_npy("|u1", &[1], &[2]));
     // Train is 3 channels, test 1: an error naming the test file.
     let x_test = dir.path().join("x_test.npy");
     assert_error(load_data(dir.path(), &opts()), &x_test, &["1x2x3", "3x2x3"]);
 
     let floats3: Vec<u8> = std::iter::repeat_n([0.0f32, 1.0, 0.5], 6).flatten().flat_map(|v| v.to_le_bytes()).collect();
-    write(&x_test, &npy("<f4", &[1, 2, 3, 3], &floats3));
+    write(&x_test, &encode_npy("<f4", &[1, 2, 3, 3], &floats3));
     let data = load_data(dir.path(), &opts()).unwrap();
     assert_eq!(data.format, DataFormat::Npy);
     assert_eq!((data.train.n, data.train.channels, data.train.height, data.train.width, data.train.classes), (2, 3, 2, 3, 5));
@@ -362,9 +347,9 @@ fn npy_keras_layout_nhwc_to_nchw_with_test_set() {
 fn npy_images_and_labels_gray_with_split() {
     let dir = tempfile::tempdir().unwrap();
     let n = 20;
-    write(&dir.path().join("images.npy"), &npy("|u1", &[n, 2, 2], &(0..n as u8 * 4).collect::<Vec<u8>>()));
+    write(&dir.path().join("images.npy"), &encode_npy("|u1", &[n, 2, 2], &(0..n as u8 * 4).collect::<Vec<u8>>()));
     let labels: Vec<u8> = (0..n as i32).flat_map(|i| (i % 2).to_be_bytes()).collect();
-    write(&dir.path().join("labels.npy"), &npy(">i4", &[n], &labels));
+    write(&dir.path().join("labels.npy"), &encode_npy(">i4", &[n], &labels));
     let data = load_data(dir.path(), &LoadOptions { test_fraction: 0.2, ..opts() }).unwrap();
     assert!(data.test_was_split);
     assert_eq!((data.train.n, data.test.n, data.train.channels, data.train.classes), (16, 4, 1, 2));
@@ -375,29 +360,29 @@ fn npy_images_and_labels_gray_with_split() {
 fn npy_bad_files_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (x, y) = (dir.path().join("x_train.npy"), dir.path().join("y_train.npy"));
-    write(&x, &npy("|u1", &[2, 2, 2], &[0; 8]));
-    write(&y, &npy("<i8", &[2], &i64s(&[0, -1])));
+    write(&x, &encode_npy("|u1", &[2, 2, 2], &[0; 8]));
+    write(&y, &encode_npy("<i8", &[2], &i64s(&[0, -1])));
     assert_error(load_data(dir.path(), &opts()), &y, &["label -1 of image 1 is out of range"]);
-    write(&y, &npy("<i2", &[2], &[0, 0, 0, 1]));
+    write(&y, &encode_npy("<i2", &[2], &[0, 0, 0, 1]));
     assert_error(load_data(dir.path(), &opts()), &y, &["label 256 of image 1 is out of range"]);
-    write(&y, &npy("<i8", &[2, 3], &i64s(&[0; 6])));
+    write(&y, &encode_npy("<i8", &[2, 3], &i64s(&[0; 6])));
     assert_error(load_data(dir.path(), &opts()), &y, &["one-hot"]);
-    write(&y, &npy("<f4", &[2], &[0; 8]));
+    write(&y, &encode_npy("<f4", &[2], &[0; 8]));
     assert_error(load_data(dir.path(), &opts()), &y, &["integer"]);
-    write(&y, &npy("<i8", &[3], &i64s(&[0, 1, 1])));
+    write(&y, &encode_npy("<i8", &[3], &i64s(&[0, 1, 1])));
     assert_error(load_data(dir.path(), &opts()), &y, &["3 labels", "2 images"]);
-    write(&y, &npy("<i8", &[2], &i64s(&[0, 1])));
-    write(&x, &npy("|u1", &[2, 2, 2], &[0; 7]));
+    write(&y, &encode_npy("<i8", &[2], &i64s(&[0, 1])));
+    write(&x, &encode_npy("|u1", &[2, 2, 2], &[0; 7]));
     assert_error(load_data(dir.path(), &opts()), &x, &["truncated", "8 bytes", "holds 7"]);
-    write(&x, &npy("<f4", &[1, 1, 2], &[2.0f32, 0.5].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+    write(&x, &encode_npy("<f4", &[1, 1, 2], &[2.0f32, 0.5].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
     assert_error(load_data(dir.path(), &opts()), &x, &["element 0 is 2", "[0, 1]"]);
-    write(&x, &npy("|u1", &[2, 2, 2, 2], &[0; 16]));
+    write(&x, &encode_npy("|u1", &[2, 2, 2, 2], &[0; 16]));
     assert_error(load_data(dir.path(), &opts()), &x, &["shape [2, 2, 2, 2]"]);
     write(&x, b"\x93NUMPY\x01\x00\xff\x00{");
     assert_error(load_data(dir.path(), &opts()), &x, &["truncated", "header declares 255 bytes"]);
     write(&x, b"\x93NUMPY\x02\x00\xff\xff\xff\xff{");
     assert_error(load_data(dir.path(), &opts()), &x, &["header of 4294967295 bytes"]);
-    write(&x, &npy("|u1", &[2, 2, 2], &[0; 8]));
+    write(&x, &encode_npy("|u1", &[2, 2, 2], &[0; 8]));
     std::fs::remove_file(&y).unwrap();
     let missing = load_data(dir.path(), &opts());
     assert!(matches!(&missing, Err(Error::Io { path, .. }) if *path == y), "{missing:?}");

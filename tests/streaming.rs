@@ -6,7 +6,7 @@
 use netmorph::autograd::{Tape, Var};
 use netmorph::data::{Augmentation, BatchOrder, DeviceDataset, ImageAugment, ImageSet, Mnist, Residency};
 use netmorph::optim::sgd::Sgd;
-use netmorph::testing::{device, rng};
+use netmorph::testing::{device, rng, InputRecorder};
 use netmorph::train::{evaluate, fit, logits, FitConfig, Network};
 use netmorph::{Device, Result, Tensor};
 use rand::Rng;
@@ -188,23 +188,6 @@ fn a_300_mb_colour_set_streams_through_the_adapters_own_limit() {
     );
 }
 
-/// Keeps every batch of images it is run on; its logits are a dense layer of zeros.
-struct InputRecorder {
-    weight: Tensor,
-    seen: std::cell::RefCell<Vec<(bool, Vec<f32>)>>,
-}
-
-impl Network for InputRecorder {
-    fn forward(&self, tape: &Tape, x: &Var, training: bool, _seed: u64) -> Result<Var> {
-        self.seen.borrow_mut().push((training, x.value().to_vec()?));
-        let n = x.shape()[0];
-        tape.dense(&tape.reshape(x, &[n, self.weight.shape()[0]])?, &tape.param(&self.weight), None)
-    }
-    fn parameters(&self) -> Vec<Tensor> {
-        vec![self.weight.clone()]
-    }
-}
-
 #[test]
 fn fit_flips_the_training_images_of_a_streamed_set_and_not_the_validation_ones() {
     let dev = device();
@@ -213,10 +196,10 @@ fn fit_flips_the_training_images_of_a_streamed_set_and_not_the_validation_ones()
     let set = synthetic_set(600, c, h, w, 4, 2); // 130 KB over a 64 KiB binding: two chunks
     let data = DeviceDataset::new(&small, &set).unwrap();
     assert!(data.is_streamed());
-    let net = InputRecorder { weight: Tensor::zeros(&dev, &[c * h * w, 10]).unwrap(), seen: Default::default() };
+    let net = InputRecorder::new(&dev, c * h * w, 10).unwrap();
     let cfg = FitConfig { epochs: 1, batch_size: 50, seed: 3, verbose: false, flip: true, ..FitConfig::default() };
     fit(&net, &mut Sgd::new(0.1), &data, Some(&data), &cfg).unwrap();
-    let seen = net.seen.take();
+    let seen = net.take_seen();
     let order = BatchOrder::new(set.n, 50, 3).unwrap();
     let (training, validation) = seen.split_at(order.batches_per_epoch());
     let image_len = c * h * w;

@@ -9,7 +9,7 @@ use netmorph::ops::pool::Pool2dConfig;
 use netmorph::optim::adam::Adam;
 use netmorph::optim::sgd::Sgd;
 use netmorph::optim::Optimizer;
-use netmorph::testing::device;
+use netmorph::testing::{device, InputRecorder};
 use netmorph::train::{evaluate, fit, FitConfig, Network};
 use netmorph::{Device, Error, Result, Tensor};
 use rand::{Rng, SeedableRng};
@@ -245,36 +245,18 @@ fn with_a_deadline_the_cosine_ends_where_training_does() {
     assert!(opt.seen.windows(2).all(|w| w[1] <= w[0]), "the rate never rises when the plan changes: {:?}", opt.seen);
 }
 
-/// Keeps every batch of images it is run on; its logits are a dense layer of zeros.
-struct InputRecorder {
-    weight: Tensor,
-    seen: std::cell::RefCell<Vec<(bool, Vec<f32>)>>,
-}
-
-impl Network for InputRecorder {
-    fn forward(&self, tape: &Tape, x: &Var, training: bool, _seed: u64) -> Result<Var> {
-        self.seen.borrow_mut().push((training, x.value().to_vec()?));
-        let n = x.shape()[0];
-        let flat = tape.reshape(x, &[n, x.shape()[1..].iter().product()])?;
-        tape.dense(&flat, &tape.param(&self.weight), None)
-    }
-    fn parameters(&self) -> Vec<Tensor> {
-        vec![self.weight.clone()]
-    }
-}
-
 #[test]
 fn fit_shifts_the_training_batches_and_nothing_else() {
     use netmorph::data::{BatchOrder, RandomShift};
     let dev = device();
     let set = mnist().train.take(40);
     let train = DeviceDataset::new(&dev, &set).unwrap();
-    let net = InputRecorder { weight: Tensor::zeros(&dev, &[28 * 28, 10]).unwrap(), seen: Default::default() };
+    let net = InputRecorder::new(&dev, 28 * 28, 10).unwrap();
     let mut opt = RateRecorder { lr: 0.1, seen: Vec::new(), pause: std::time::Duration::ZERO };
     let shift = RandomShift { max: 2 };
     let cfg = FitConfig { epochs: 1, batch_size: 16, seed: 5, verbose: false, shift, ..FitConfig::default() };
     fit(&net, &mut opt, &train, Some(&train), &cfg).unwrap();
-    let seen = net.seen.take();
+    let seen = net.take_seen();
     let order = BatchOrder::new(40, 16, 5).unwrap();
     let (training, validation) = seen.split_at(order.batches_per_epoch());
     let mut moved = 0;

@@ -210,6 +210,26 @@ struct Array {
     data: Vec<u8>,
 }
 
+/// A version-1.0 `.npy` file of a C-order array (for writing test data and caches): `descr` is
+/// numpy's type string (`"|u1"`, `"<f4"`, `">i4"`, ...), `data` the elements' bytes as they are to
+/// be stored. The header is padded so that the data starts at a multiple of 64 bytes, as numpy
+/// writes it.
+pub fn encode_npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // 10 bytes of prelude (magic, version, header length), the header and its newline.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
 /// numpy's own default limit on the header (`max_header_size`).
 const MAX_HEADER_LEN: usize = 10_000;
 /// Deeper nesting than any real header, shallow enough for a recursive parser's stack.
