@@ -43,12 +43,14 @@ impl DataArgs {
     /// and says what it read.
     pub fn load(&self, seed: u64) -> Result<LoadedData> {
         let options = LoadOptions { resize: self.resize, skip_bad: self.skip_bad, test_fraction: self.test_fraction, seed };
+        let start = std::time::Instant::now();
         let mut data = load_data(&self.data, &options)?;
+        let seconds = start.elapsed().as_secs_f64();
         data.train = limit_and_shrink(&data.train, self.train_limit, self.downsample)?;
         data.test = limit_and_shrink(&data.test, self.test_limit, self.downsample)?;
         let set = &data.train;
         println!(
-            "Data: {} ({:?}): {} training and {} test images{} of {}x{}x{}, {} classes",
+            "Data: {} ({:?}, read in {seconds:.1}s): {} training and {} test images{} of {}x{}x{}, {} classes",
             self.data.display(),
             data.format,
             data.train.n,
