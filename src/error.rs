@@ -37,6 +37,10 @@ pub enum Error {
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
 
+    /// The search's store (a PostgreSQL database) failed, or refused what was asked.
+    #[error("{0}")]
+    Store(String),
+
     #[error("training diverged: {0}")]
     Diverged(String),
 

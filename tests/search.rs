@@ -4,7 +4,7 @@
 use netmorph::data::{default_data_dir, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, Graph};
 use netmorph::search::classifier::{ClassifierConfig, FinalFit, Generator, ImageClassifier};
-use netmorph::search::{ModelRecord, SearchStore, Status};
+use netmorph::search::{ModelRecord, SearchDir, Status, Store};
 use netmorph::train::LrSchedule;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -76,10 +76,10 @@ fn a_small_search_trains_children_within_its_limit() {
     assert!(best.val_accuracy.unwrap() > 0.4, "best validation accuracy {:?}", best.val_accuracy);
 
     // The stored history is the same, and the best model loads on its own.
-    let store = SearchStore::open(&dir, true).unwrap();
+    let store = SearchDir::open(&dir, true, "test").unwrap();
     let history: Vec<ModelRecord<Value>> = store.load_history().unwrap();
     assert_eq!(history.len(), result.records.len());
-    assert_eq!(store.read_best().unwrap().unwrap().id, best.id);
+    assert_eq!(store.best().unwrap().unwrap().id, best.id);
     let graph = Graph::load(&store.model_path(best.id, "json"), &store.model_path(best.id, "safetensors")).unwrap();
     graph.validate().unwrap();
 
@@ -107,6 +107,7 @@ fn a_small_search_trains_children_within_its_limit() {
     let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("ensemble.json")).unwrap()).unwrap();
     assert_eq!(stored.len(), steps.len());
     // Without ensembling, a resumed search serves the best alone.
+    drop(store);
     let mut alone = ImageClassifier::new(&device, ClassifierConfig { resume: true, ensemble_size: 1, ..narrow_config(&dir, 4) });
     alone.fit(&data, limit).unwrap();
     assert_eq!(alone.model_graph(), Some(&graph));

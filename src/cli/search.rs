@@ -5,10 +5,11 @@
 use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit, TrainingArgs};
 use crate::data::ImageSet;
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, ResNetConfig};
 use crate::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
 use crate::search::options::{AutoOr, FinalFitKind};
+use crate::search::store::{worker_name, PgStore, SearchDir, Store};
 use crate::search::{format_duration, TimeBudget};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,12 +24,8 @@ pub struct SearchArgs {
     /// the rest). Without a final fit (--final-epochs 0), 2% for the selection alone.
     #[arg(long, default_value_t = 0.25, value_parser = parse_fraction)]
     pub final_share: f64,
-    /// Where the history, every model and the best are kept.
-    #[arg(long, default_value = "autokeras-search")]
-    pub search_dir: PathBuf,
-    /// Continue the search in --search-dir.
-    #[arg(long)]
-    pub resume: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Seeds the search: the same seed gives the same sequence of architectures on the same adapter.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -84,8 +81,8 @@ impl SearchArgs {
     /// The classifier's configuration, the generators not yet chosen (see [`run_search`]).
     pub fn classifier_config(&self, class_names: Vec<String>) -> Result<ClassifierConfig> {
         let mut config = ClassifierConfig {
-            search_dir: self.search_dir.clone(),
-            resume: self.resume,
+            search_dir: self.storage.search_dir.clone(),
+            resume: self.storage.resume,
             max_epochs: self.max_epochs,
             child_epochs: self.child_epochs,
             max_models: self.max_models,
@@ -100,28 +97,107 @@ impl SearchArgs {
     }
 }
 
-/// Runs the whole job on `train` (and reports on `test`, which chooses nothing).
+/// Where a search is kept: a search directory (one process), or a study in PostgreSQL that any
+/// number of workers share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Where the history, every model and the best are kept (locked by the process that runs it).
+    #[arg(long, default_value = "autokeras-search")]
+    pub search_dir: PathBuf,
+    /// Continue the search in --search-dir. It gets a fresh --time-limit, counted from now.
+    #[arg(long)]
+    pub resume: bool,
+    /// Share the search with other workers through a PostgreSQL database
+    /// (postgres://user:password@host/db) instead of --search-dir. Every process started with the
+    /// same --storage and --study joins one search, on any machine; the study's time limit is set
+    /// by its first worker and holds for all.
+    #[arg(long, value_name = "URL", requires = "study")]
+    pub storage: Option<String>,
+    /// The study's name in --storage (created by its first worker).
+    #[arg(long, requires = "storage")]
+    pub study: Option<String>,
+    /// How long a worker may be silent (killed, cut off) before another worker trains its model
+    /// again. Heartbeats go every sixth of it.
+    #[arg(long, default_value = "60s", value_parser = parse_time_limit)]
+    pub lease: Duration,
+}
+
+impl StorageArgs {
+    /// Opens the store (locking a search directory) for `worker` ([`worker_name`]).
+    pub fn open(&self, worker: &str) -> Result<Box<dyn Store>> {
+        match (&self.storage, &self.study) {
+            (Some(url), Some(study)) => Ok(Box::new(PgStore::open(url, study, worker, self.lease)?)),
+            (Some(_), None) | (None, Some(_)) => Err(Error::Invalid("--storage and --study go together".into())),
+            (None, None) => Ok(Box::new(SearchDir::open(&self.search_dir, self.resume, worker)?)),
+        }
+    }
+
+    /// Prints the study's table (or the search directory's): trials by state, each one's worker,
+    /// times and validation figures, and the best so far.
+    pub fn print_status(&self) -> Result<()> {
+        let (name, state) = match (&self.storage, &self.study) {
+            (Some(url), Some(study)) => {
+                let store = PgStore::open(url, study, &worker_name(""), self.lease)?;
+                (store.name(), store.state()?)
+            }
+            (Some(url), None) => {
+                let studies = PgStore::studies(url)?;
+                println!("Studies: {}", if studies.is_empty() { "none".to_string() } else { studies.join(", ") });
+                return Ok(());
+            }
+            _ => (format!("the search directory {}", self.search_dir.display()), SearchDir::read_state(&self.search_dir)?),
+        };
+        print!("{}", crate::search::report::status(&name, &state));
+        Ok(())
+    }
+}
+
+/// Runs the whole job on `train` (and reports on `test`, which chooses nothing). With a shared
+/// store, the ensemble selection and the final fit run on one worker; the others stop after the
+/// search.
 pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &ImageSet, class_names: Vec<String>) -> Result<()> {
-    let budget = TimeBudget::split(args.time_limit, args.final_share, args.final_epochs, args.ensemble)?;
+    let start = Instant::now();
+    let store = args.storage.open(&worker_name(&device.name()))?;
+    let time = store.deadline(args.time_limit)?;
+    let budget = TimeBudget::split(time.total, args.final_share, args.final_epochs, args.ensemble)?;
+    let used = time.total.saturating_sub(time.left);
+    let search_left = budget.search.saturating_sub(used);
     let mut config = args.classifier_config(class_names)?;
     println!("Device: {}", device.name());
-    let start = Instant::now();
-    let deadline = start + budget.total;
-    println!(
-        "Time limit {}: {} for the search, the rest for the ensemble selection and the final fit",
-        format_duration(budget.total),
-        format_duration(budget.search)
-    );
+    println!("Storage: {} (worker {})", store.name(), store.worker());
+    let deadline = start + time.left;
+    if used.is_zero() {
+        let fresh = if args.storage.resume && args.storage.storage.is_none() {
+            " (a resumed search gets a fresh limit, counted from now)"
+        } else {
+            ""
+        };
+        println!(
+            "Time limit {}{fresh}: {} for the search, the rest for the ensemble selection and the final fit",
+            format_duration(budget.total),
+            format_duration(budget.search)
+        );
+    } else {
+        println!(
+            "The study's time limit is {} (set by its first worker): {} of it left, {} of that for the search",
+            format_duration(time.total),
+            format_duration(time.left),
+            format_duration(search_left)
+        );
+    }
     let cnn = CnnConfig { blocks: args.blocks, ..Default::default() };
     let probe = ImageClassifier::new(device, config.clone());
-    let width = probe.generator_width(train, &cnn, args.width.value(), budget.search.mul_f64(args.model_share))?;
+    let width = probe.generator_width(&*store, train, &cnn, args.width.value(), search_left.mul_f64(args.model_share))?;
     println!("Generator width {width}");
     config.generators = vec![Generator::Cnn(CnnConfig { width, ..cnn })];
     if args.resnet {
         config.generators.push(Generator::ResNet(ResNetConfig { width: (width / 4).max(4), ..Default::default() }));
     }
     let mut classifier = ImageClassifier::new(device, config);
-    classifier.fit(train, budget.search)?;
+    if classifier.fit_with(&*store, train, search_left)?.is_none() {
+        println!("This worker's part of the search is done ({})", format_duration(start.elapsed()));
+        return Ok(());
+    }
     println!("Search and ensemble selection took {}", format_duration(start.elapsed()));
     if let Some(graph) = classifier.best_graph() {
         println!("{}", graph.summary()?);
@@ -134,7 +210,10 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
         classifier.final_fit(train, args.final_epochs, args.final_fit.into(), Some(deadline))?;
         println!("Search and final fit took {} (limit {})", format_duration(start.elapsed()), format_duration(budget.total));
     }
-    let export = args.export.clone().unwrap_or_else(|| args.search_dir.join("final"));
+    let export = args.export.clone().unwrap_or_else(|| match &args.storage.study {
+        Some(study) => PathBuf::from(format!("{study}-final")),
+        None => args.storage.search_dir.join("final"),
+    });
     let (json, weights, onnx) = (export.with_extension("json"), export.with_extension("safetensors"), export.with_extension("onnx"));
     classifier.export(&json, &weights)?;
     println!("Exported the model to {} and {}", json.display(), weights.display());
@@ -144,10 +223,21 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
         Ok(()) => println!("Exported the model as ONNX to {}", onnx.display()),
         Err(e) => eprintln!("warning: no ONNX export ({e}); the model is in {}", json.display()),
     }
+    let mut outcome = serde_json::json!({
+        "worker": store.worker(),
+        "ensemble": classifier.ensemble().last().map(|s| s.members.clone()),
+        "seconds": start.elapsed().as_secs_f64(),
+    });
     if test.n > 0 {
         let eval = classifier.evaluate(test)?;
         println!("Test loss: {:.4}", eval.loss);
         println!("Test accuracy: {:.4}", eval.accuracy);
+        outcome["test_loss"] = eval.loss.into();
+        outcome["test_accuracy"] = eval.accuracy.into();
     }
+    // The final model itself is in the study too, for workers on other machines.
+    store.put_file("final.json", served.to_json().as_bytes())?;
+    store.put_file("final.safetensors", &served.weights_to_safetensors()?)?;
+    store.put("final", &outcome)?;
     Ok(())
 }

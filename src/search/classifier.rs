@@ -14,9 +14,9 @@
 
 use super::bayesian::BayesianConfig;
 use super::ensemble::{select_members, SelectionStep};
-use super::searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
+use super::searcher::{search, study_result, wait_for_other_workers, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
-use super::store::{commit_temporary, temporary_path, write_atomic, ModelRecord, SearchStore};
+use super::store::{check_settings, write_atomic, ModelBlob, ModelRecord, SearchDir, Store};
 use crate::data::{Augmentation, DeviceDataset, ImageSet, RandomShift, PIXEL_SCALE};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -208,7 +208,7 @@ pub fn validation_size(n: usize) -> usize {
     (n / 6).clamp(1, 10_000)
 }
 
-/// What a search directory was started with; a resume must match.
+/// What a search was started with: a resume, or another worker of the study, must match.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Settings {
     input: [usize; 3],
@@ -216,6 +216,11 @@ struct Settings {
     train_images: usize,
     validation_images: usize,
     seed: u64,
+    /// The generators, their widths included.
+    generators: String,
+    /// The optimizer and its learning rate.
+    optimizer: String,
+    batch_size: usize,
 }
 
 /// Splits `set` by a seeded shuffle: (training, validation of `n_val` images).
@@ -292,7 +297,7 @@ struct GraphTrainer<'a> {
 }
 
 impl GraphTrainer<'_> {
-    fn model_graph(&self, job: &Job<Architecture, DescribedMorph>, store: &SearchStore) -> Result<Graph> {
+    fn model_graph(&self, job: &Job<Architecture, DescribedMorph>, store: &dyn Store) -> Result<Graph> {
         let seed = self.config.seed ^ (job.id as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
         match job.father {
             None => job.arch.instantiate(seed),
@@ -315,7 +320,7 @@ impl GraphTrainer<'_> {
 }
 
 impl Trainer<GraphSpace> for GraphTrainer<'_> {
-    fn train(&mut self, job: &Job<Architecture, DescribedMorph>, store: &SearchStore, deadline: Instant) -> Result<Trained> {
+    fn train(&mut self, job: &Job<Architecture, DescribedMorph>, store: &dyn Store, deadline: Instant) -> Result<Trained> {
         let start = Instant::now();
         let mut graph = self.model_graph(job, store)?;
         let epochs = if job.father.is_some() { self.config.child_epochs } else { self.config.max_epochs };
@@ -342,7 +347,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
         };
         // The next model has other shapes: free this one's pooled buffers.
         self.device.trim_pool();
-        save_model(store, job.id, &graph)?;
+        let model = model_blob(&graph)?;
         let last = history.final_epoch().ok_or_else(|| Error::Other("training ran no epoch".into()))?;
         Ok(Trained {
             epochs: history.epochs.len(),
@@ -350,31 +355,30 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
             val_loss: last.val_loss.unwrap_or(f64::NAN),
             val_accuracy: last.val_accuracy.unwrap_or(f64::NAN),
             stopped: history.stopped_early,
+            model,
         })
     }
 }
 
-fn model_paths(store: &SearchStore, id: usize) -> (PathBuf, PathBuf) {
-    (store.model_path(id, "json"), store.model_path(id, "safetensors"))
+/// A trained graph as the store keeps it.
+fn model_blob(graph: &Graph) -> Result<ModelBlob> {
+    graph.validate()?;
+    Ok(ModelBlob { graph: graph.to_json(), weights: graph.weights_to_safetensors()? })
 }
 
 /// Writes a model's architecture and weights, each atomically.
-fn save_model(store: &SearchStore, id: usize, graph: &Graph) -> Result<()> {
-    let (json, weights) = model_paths(store, id);
-    write_graph(graph, &json, &weights)
-}
-
 fn write_graph(graph: &Graph, json: &Path, weights: &Path) -> Result<()> {
-    graph.validate()?;
-    let bytes = graph.weights_to_safetensors()?;
-    std::fs::write(temporary_path(weights), bytes).map_err(|e| Error::io(weights, e))?;
-    commit_temporary(weights)?;
-    write_atomic(json, graph.to_json().as_bytes())
+    let blob = model_blob(graph)?;
+    write_atomic(weights, &blob.weights)?;
+    write_atomic(json, blob.graph.as_bytes())
 }
 
-fn load_model(store: &SearchStore, id: usize) -> Result<Graph> {
-    let (json, weights) = model_paths(store, id);
-    Graph::load(&json, &weights)
+/// A stored model, with its weights.
+fn load_model(store: &dyn Store, id: usize) -> Result<Graph> {
+    let blob = store.load_model(id)?;
+    let mut graph = Graph::from_json(&blob.graph).map_err(|e| Error::Store(format!("{}: model {id}: {e}", store.name())))?;
+    graph.load_weights(&blob.weights).map_err(|e| Error::Store(format!("{}: model {id}'s weights: {e}", store.name())))?;
+    Ok(graph)
 }
 
 /// Mixed into the seed for the final fit's fresh initialisation and batch order, so that neither
@@ -472,15 +476,24 @@ impl ImageClassifier {
         &self.config
     }
 
-    /// Searches for `time_limit`: the search never runs past it by more than one epoch of the model
-    /// in training, and keeps the best model so far.
+    /// Searches for `time_limit` in the search directory of the configuration (`search_dir`,
+    /// `resume`), then chooses the ensemble: see [`fit_with`](Self::fit_with).
     pub fn fit(&mut self, train: &ImageSet, time_limit: Duration) -> Result<&SearchResult<Architecture>> {
+        let store = SearchDir::open(&self.config.search_dir, self.config.resume, &super::store::worker_name(&self.device.name()))?;
+        self.fit_with(&store, train, time_limit)?;
+        Ok(self.search.as_ref().expect("a search directory's one worker runs the final step"))
+    }
+
+    /// Searches for `time_limit` with `store`: the search never runs past it by more than one epoch
+    /// of the model in training, and keeps the best model so far. Then, on the one worker of the
+    /// study that claims it, chooses the ensemble on the validation set and stores the choice;
+    /// `None` on the other workers, whose part ends with the search.
+    pub fn fit_with(&mut self, store: &dyn Store, train: &ImageSet, time_limit: Duration) -> Result<Option<&SearchResult<Architecture>>> {
         let start = Instant::now();
         let cfg = &self.config;
         if train.n < 2 {
             return Err(Error::Invalid(format!("fit needs at least two training images, got {}", train.n)));
         }
-        let store = SearchStore::open(&cfg.search_dir, cfg.resume)?;
         let n_val = validation_size(train.n);
         let settings = Settings {
             input: train.image_shape(),
@@ -488,17 +501,11 @@ impl ImageClassifier {
             train_images: train.n,
             validation_images: n_val,
             seed: cfg.seed,
+            generators: format!("{:?}", cfg.generators),
+            optimizer: format!("{:?}", cfg.optimizer),
+            batch_size: cfg.batch_size,
         };
-        store.settings(&settings, |stored, now| {
-            if stored == now {
-                Ok(())
-            } else {
-                Err(Error::Invalid(format!(
-                    "the search in {} was started with {stored:?}, but this run has {now:?}: resume with the same data and --seed",
-                    cfg.search_dir.display()
-                )))
-            }
-        })?;
+        check_settings(store, &settings)?;
         let (search_train, val) = shuffled_split(train, n_val, cfg.seed)?;
         if cfg.verbose {
             println!(
@@ -544,16 +551,27 @@ impl ImageClassifier {
             bayesian: cfg.bayesian.clone(),
             verbose: cfg.verbose,
         };
-        let result = search(space, generators, &mut trainer, &store, &search_config)?;
-        let (steps, mut members) = self.select_ensemble(&result, &store, &trainer.val, &val)?;
+        let mut result = search(space, generators, &mut trainer, store, &search_config)?;
+        if !store.claim_final()? {
+            if cfg.verbose {
+                println!("Another worker of {} chooses the ensemble and runs the final fit", store.name());
+            }
+            return Ok(None);
+        }
+        wait_for_other_workers(store, cfg.verbose)?;
+        if store.lease().is_some() {
+            // With other workers' last results.
+            result = study_result(store, result.ended_by, Duration::ZERO, Duration::ZERO, false)?;
+        }
+        let (steps, mut members) = self.select_ensemble(&result, store, &trainer.val, &val)?;
         drop(trainer);
         self.device.trim_pool();
-        let json = serde_json::to_string_pretty(&steps).map_err(|e| Error::Other(format!("ensemble.json: {e}")))?;
-        write_atomic(&cfg.search_dir.join("ensemble.json"), json.as_bytes())?;
+        let choice = serde_json::to_value(&steps).map_err(|e| Error::Other(format!("ensemble: {e}")))?;
+        store.put("ensemble", &choice)?;
         let best = members.remove(0);
         self.set_models(best, members)?;
         self.ensemble = steps;
-        Ok(self.search.insert(result))
+        Ok(Some(self.search.insert(result)))
     }
 
     /// Chooses which searched models to average with the best (see [`super::ensemble`]): the
@@ -561,7 +579,7 @@ impl ImageClassifier {
     fn select_ensemble(
         &self,
         result: &SearchResult<Architecture>,
-        store: &SearchStore,
+        store: &dyn Store,
         val_data: &DeviceDataset,
         val: &ImageSet,
     ) -> Result<(Vec<SelectionStep>, Vec<Graph>)> {
@@ -801,30 +819,51 @@ impl ImageClassifier {
             .collect())
     }
 
-    /// The CNN generator's width for a search in `config().search_dir`: the one a resumed search
-    /// started with (kept in the directory's `generator_width`), else `choice` where it is a
-    /// number, else the widest of [`AUTO_WIDTHS`] whose first model can train
-    /// [`AUTO_WIDTH_EPOCHS`] epochs within `budget` on this adapter (see
-    /// [`affordable_cnn_width`](Self::affordable_cnn_width)). Refuses an existing search without
-    /// `resume` before anything is written, and records the width it returns.
-    pub fn generator_width(&self, train: &ImageSet, base: &CnnConfig, choice: Option<usize>, budget: Duration) -> Result<usize> {
-        let dir = &self.config.search_dir;
-        SearchStore::open(dir, self.config.resume)?;
-        let file = dir.join("generator_width");
-        let stored = if self.config.resume { std::fs::read_to_string(&file).ok() } else { None };
+    /// The CNN generator's width for a search in `store`: the one the search started with, else
+    /// `choice` where it is a number, else the widest of [`AUTO_WIDTHS`] whose first model can
+    /// train [`AUTO_WIDTH_EPOCHS`] epochs within `budget` on this adapter (see
+    /// [`affordable_cnn_width`](Self::affordable_cnn_width)). The first worker's width is the
+    /// study's; a `choice` that differs from the stored width is an error that names both.
+    pub fn generator_width(
+        &self,
+        store: &dyn Store,
+        train: &ImageSet,
+        base: &CnnConfig,
+        choice: Option<usize>,
+        budget: Duration,
+    ) -> Result<usize> {
+        if choice == Some(0) {
+            return Err(Error::Invalid("the generator's width must be at least 1".into()));
+        }
+        const KEY: &str = "generator_width";
+        let parse = |value: serde_json::Value| {
+            value
+                .as_u64()
+                .filter(|&w| w > 0)
+                .map(|w| w as usize)
+                .ok_or_else(|| Error::Store(format!("{}: the stored generator width `{value}` is not a width", store.name())))
+        };
+        let stored = store.get(KEY)?.map(parse).transpose()?;
         let width = match (stored, choice) {
-            (Some(text), _) => text
-                .trim()
-                .parse()
-                .map_err(|_| Error::format(&file, format!("`{}` is not a width: delete the file to choose again", text.trim())))?,
+            (Some(stored), Some(width)) if stored != width => {
+                return Err(Error::Invalid(format!(
+                    "{} was started with --width {stored}, and this run asks for --width {width}: give --width {stored} or auto, or start another search",
+                    store.name()
+                )))
+            }
+            (Some(stored), _) => return Ok(stored),
             (None, Some(width)) => width,
             (None, None) => self.affordable_cnn_width(train, base, &AUTO_WIDTHS, AUTO_WIDTH_EPOCHS, budget)?,
         };
-        if width == 0 {
-            return Err(Error::Invalid("the generator's width must be at least 1".into()));
+        // Two workers that chose at once: the first stored is the study's.
+        let kept = parse(store.put_if_absent(KEY, &serde_json::json!(width))?)?;
+        if choice.is_some_and(|c| c != kept) {
+            return Err(Error::Invalid(format!(
+                "{} was started with --width {kept}, and this run asks for --width {width}: give --width {kept} or auto",
+                store.name()
+            )));
         }
-        write_atomic(&file, width.to_string().as_bytes())?;
-        Ok(width)
+        Ok(kept)
     }
 
     /// Writes the model (the best with its ensemble partners, as one graph): architecture JSON and

@@ -18,5 +18,5 @@ pub mod store;
 pub use bayesian::{BayesianConfig, BayesianOptimizer, Planner, Proposal, SearchSpace};
 pub use budget::TimeBudget;
 pub use duration::{format_duration, parse_duration};
-pub use searcher::{search, Job, SearchConfig, SearchResult, Trained, Trainer};
-pub use store::{BestModel, ModelRecord, SearchStore, Status};
+pub use searcher::{search, wait_for_other_workers, Job, SearchConfig, SearchResult, Trained, Trainer};
+pub use store::{BestModel, ModelRecord, PgStore, SearchDir, Status, Store};

@@ -1,7 +1,7 @@
 //! The tables a search prints, in the style AutoKeras 0.3 printed them: "Training model N", the
 //! father and the added operations, the model's loss and metric, and a summary at the end.
 
-use super::store::{ModelRecord, Status};
+use super::store::{best_record, ModelRecord, Status, StudyState};
 
 /// A boxed table; cells may hold several lines. `title` spans the whole width.
 pub fn table(title: Option<&str>, headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -113,6 +113,74 @@ pub fn summary<A>(records: &[ModelRecord<A>], best: Option<usize>) -> String {
             )
         }
         None => out += "No model finished.\n",
+    }
+    out
+}
+
+/// A study's table for `--status`: its trials by state (counts first), each with its worker and
+/// adapter, times and validation figures, and the best so far.
+pub fn status(name: &str, state: &StudyState) -> String {
+    let finished = state.records.iter().filter(|r| r.finished()).count();
+    let mut out = format!(
+        "{name}: {} trials: {} running, {finished} finished, {} failed\n",
+        state.records.len() + state.running.len(),
+        state.running.len(),
+        state.records.len() - finished
+    );
+    let mut rows: Vec<(usize, Vec<String>)> = state
+        .records
+        .iter()
+        .map(|r| {
+            let state = match &r.status {
+                Status::Finished => "finished".to_string(),
+                Status::Failed { reason, .. } => format!("failed: {}", truncate(reason, 40)),
+            };
+            let worker = if r.worker.is_empty() { "-".to_string() } else { r.worker.clone() };
+            (
+                r.id,
+                vec![
+                    r.id.to_string(),
+                    state,
+                    worker,
+                    r.father.map_or("-".into(), |f| f.to_string()),
+                    r.epochs.to_string(),
+                    format!("{:.1}", r.seconds),
+                    fmt_opt(r.val_loss, 4),
+                    fmt_opt(r.val_accuracy, 4),
+                ],
+            )
+        })
+        .collect();
+    for r in &state.running {
+        let state = if r.attempt > 1 { format!("running (attempt {})", r.attempt) } else { "running".to_string() };
+        let silent = if r.silent > 30.0 { format!("\n(silent {:.0}s)", r.silent) } else { String::new() };
+        rows.push((
+            r.id,
+            vec![
+                r.id.to_string(),
+                state,
+                format!("{}{silent}", r.worker),
+                r.spec.father.map_or("-".into(), |f| f.to_string()),
+                "-".into(),
+                format!("{:.1}", r.seconds),
+                "-".into(),
+                "-".into(),
+            ],
+        ));
+    }
+    rows.sort_by_key(|(id, _)| *id);
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
+    out += &table(None, &["Model", "State", "Worker (adapter)", "Father", "Epochs", "Seconds", "Val loss", "Val accuracy"], &rows);
+    match best_record(&state.records) {
+        Some(b) => {
+            out += &format!(
+                "Best so far: model {} (validation accuracy {}, validation loss {})\n",
+                b.id,
+                fmt_opt(b.val_accuracy, 4),
+                fmt_opt(b.val_loss, 4)
+            )
+        }
+        None => out += "No model has finished yet.\n",
     }
     out
 }

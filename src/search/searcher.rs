@@ -8,10 +8,11 @@
 use super::bayesian::{BayesianConfig, BayesianOptimizer, Planner, SearchSpace};
 use super::duration::format_duration;
 use super::report;
-use super::store::{BestModel, ModelRecord, SearchStore, Status};
+use super::store::{best_record, Claim, ClaimOutcome, ModelBlob, ModelRecord, Running, Status, Store, TrialSpec};
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -70,25 +71,26 @@ pub struct Trained {
     pub val_accuracy: f64,
     /// Why training ended before the epoch cap.
     pub stopped: Option<String>,
+    /// The trained model, stored with the trial's record.
+    pub model: ModelBlob,
 }
 
 /// Trains the search's models on the device.
 pub trait Trainer<S: SearchSpace> {
-    /// Trains `job` (from its father's weights in `store`, or from scratch), stores its
-    /// architecture and weights with `store.model_path(job.id, ..)` before returning, and stops
-    /// after the epoch during which `deadline` passes. Errors for which `continues_search` is true
-    /// are recorded as the model's failure; any other error ends the search.
-    fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &SearchStore, deadline: Instant) -> Result<Trained>;
+    /// Trains `job` (from its father's weights, read from `store`, or from scratch) and stops after
+    /// the epoch during which `deadline` passes. Errors for which `continues_search` is true are
+    /// recorded as the model's failure; any other error ends the search.
+    fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &dyn Store, deadline: Instant) -> Result<Trained>;
 }
 
 /// A model that runs out of device memory, diverges, or cannot be built or trained for another
-/// reason of its own is recorded as failed and the search goes on; failures of the disk or of the
-/// adapter as a whole end it.
+/// reason of its own is recorded as failed and the search goes on; failures of the disk, of the
+/// store or of the adapter as a whole end it.
 pub fn continues_search(e: &Error) -> bool {
-    !matches!(e, Error::Io { .. } | Error::Format { .. } | Error::NoAdapter(_) | Error::DeviceRequest { .. })
+    !matches!(e, Error::Io { .. } | Error::Format { .. } | Error::Store(_) | Error::NoAdapter(_) | Error::DeviceRequest { .. })
 }
 
-/// Every model of the search directory (resumed ones included) and the best.
+/// Every model of the search (resumed ones and other workers' included) and the best.
 #[derive(Clone, Debug)]
 pub struct SearchResult<A> {
     pub records: Vec<ModelRecord<A>>,
@@ -103,37 +105,53 @@ impl<A> SearchResult<A> {
     }
 }
 
-/// Runs (or, when `store` holds a history, resumes) a search starting from the `generators`'
-/// architectures.
+/// How often a worker with nothing to train looks again for results or abandoned trials.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// What the planner has been told of a study's trials.
+#[derive(Default)]
+struct Told {
+    /// Trials whose result was fed.
+    done: HashSet<usize>,
+    /// Trials in flight, fed as excluded.
+    running: HashSet<usize>,
+}
+
+/// Runs (or, when `store` holds trials, resumes or joins) a search starting from the
+/// `generators`' architectures. Any number of workers may run it on one store at once: each
+/// claims its trials from the store, so none is trained twice.
 pub fn search<S, T>(
     space: S,
     generators: Vec<S::Arch>,
     trainer: &mut T,
-    store: &SearchStore,
+    store: &dyn Store,
     config: &SearchConfig,
 ) -> Result<SearchResult<S::Arch>>
 where
     S: SearchSpace + Clone,
     S::Arch: Serialize + DeserializeOwned,
+    S::Op: Serialize + DeserializeOwned,
     T: Trainer<S>,
 {
     let start = Instant::now();
     let deadline = start + config.time_limit;
-    let mut records: Vec<ModelRecord<S::Arch>> = store.load_history()?;
     let mut planner = Planner::spawn(BayesianOptimizer::new(space.clone(), config.bayesian.clone()), config.seed);
-    let mut taken = HashSet::new();
-    for r in &records {
-        taken.insert(space.descriptor(&r.architecture));
-        feed_planner(&planner, &space, r);
+    let mut told = Told::default();
+    let first = store.state()?;
+    if config.verbose && !(first.records.is_empty() && first.running.is_empty()) {
+        println!(
+            "Continuing the search in {}: {} models in its history, {} in training",
+            store.name(),
+            first.records.len(),
+            first.running.len()
+        );
     }
-    if config.verbose && !records.is_empty() {
-        println!("Resuming the search in {}: {} models already in its history", store.dir().display(), records.len());
-    }
-    let mut best_id = best_of(&records);
-    let mut queue: VecDeque<S::Arch> = generators.into_iter().filter(|a| taken.insert(space.descriptor(a))).collect();
-    let mut next_id = records.iter().map(|r| r.id + 1).max().unwrap_or(0);
+    let mut generators: VecDeque<S::Arch> = generators.into();
     let ended_by;
     loop {
+        let state = store.state()?;
+        let records = typed_records::<S::Arch>(state.records.clone(), store)?;
+        tell_planner(&planner, &space, &records, &state.running, &mut told, store)?;
         if config.max_models.is_some_and(|m| records.len() >= m) {
             ended_by = "model limit".to_string();
             break;
@@ -142,59 +160,82 @@ where
             ended_by = "time limit".to_string();
             break;
         }
-        let job = if let Some(arch) = queue.pop_front() {
-            Job { id: next_id, father: None, ops: Vec::new(), arch }
-        } else {
-            let asked = Instant::now();
-            let proposal = next_proposal(&mut planner, next_id, records.iter().any(|r| r.finished()));
-            let waited = asked.elapsed();
-            if config.verbose && waited > Duration::from_millis(100) {
-                println!("(waited {} for the Bayesian optimiser)", format_duration(waited));
-            }
-            match proposal {
-                Some(p) => Job { id: next_id, father: Some(p.father), ops: p.ops, arch: p.arch },
-                None => {
-                    ended_by = if records.iter().any(|r| r.finished()) { "no new architecture" } else { "every model failed" }.to_string();
-                    break;
+        let next_guess = state.records.iter().map(|r| r.id + 1).chain(state.running.iter().map(|r| r.id + 1)).max().unwrap_or(0);
+        let any_finished = records.iter().any(|r| r.finished());
+        let claim = match store.claim_abandoned()? {
+            Some(claim) => claim,
+            None => {
+                if !generators.is_empty() {
+                    // A resumed or joined search trains no generator's model twice.
+                    let taken: HashSet<String> = records
+                        .iter()
+                        .map(|r| space.descriptor(&r.architecture))
+                        .chain(state.running.iter().map(|r| r.spec.descriptor.clone()))
+                        .collect();
+                    generators.retain(|g| !taken.contains(&space.descriptor(g)));
+                }
+                let Some(spec) = next_spec(&space, &mut generators, &mut planner, next_guess, any_finished, config.verbose)? else {
+                    if state.running.is_empty() {
+                        ended_by = if any_finished { "no new architecture" } else { "every model failed" }.to_string();
+                        break;
+                    }
+                    // Other workers' results may open new ways: wait for them.
+                    std::thread::sleep(IDLE_POLL.min(deadline.saturating_duration_since(Instant::now())));
+                    continue;
+                };
+                match store.claim_new(&spec, config.max_models)? {
+                    ClaimOutcome::Claimed(claim) => claim,
+                    ClaimOutcome::Taken => continue,
+                    ClaimOutcome::Full => {
+                        ended_by = "model limit".to_string();
+                        break;
+                    }
                 }
             }
         };
-        next_id += 1;
-        planner.exclude(job.arch.clone());
+        let job = job_of::<S>(&claim, store)?;
         // While this model trains, the optimiser proposes the next from the results so far.
-        if queue.is_empty() && records.iter().any(|r| r.finished()) && !planner.has_pending() {
-            planner.request(next_id);
+        if generators.is_empty() && any_finished && !planner.has_pending() {
+            planner.request(next_guess + 1);
         }
-        let operations: Vec<String> = job.ops.iter().map(|op| space.describe(op)).collect();
         if config.verbose {
-            print!("{}", report::training(job.id, job.father, &operations));
+            print!("{}", report::training(job.id, job.father, &claim.spec.operations));
         }
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
         let epoch = child_epoch(&records, job.father, &job.arch, |a| space.training_cost(a));
+        let mut record = ModelRecord {
+            id: job.id,
+            father: job.father,
+            operations: claim.spec.operations.clone(),
+            architecture: claim.spec.architecture.clone(),
+            parameters: claim.spec.parameters,
+            status: Status::Finished,
+            epochs: 0,
+            seconds: 0.0,
+            val_loss: None,
+            val_accuracy: None,
+            stopped: None,
+            worker: store.worker().to_string(),
+        };
         if least_time(epoch, config.min_epochs) > left {
             if config.verbose {
                 println!("{} left: too little for {} epochs of another model", format_duration(left), config.min_epochs);
             }
+            if claim.attempt > 1 {
+                // Another worker's trial, taken over: recorded, so that no worker waits for it.
+                record.status = Status::Failed { reason: "the time limit came before it could train again".into(), resource: false };
+                store.finish(&record, None)?;
+            } else {
+                store.release(claim.id)?;
+            }
             ended_by = "time limit".to_string();
             break;
         }
-        let parameters = space.parameters(&job.arch);
         let model_deadline = began + model_budget(left, config.model_share, epoch, config.min_epochs);
-        let outcome = trainer.train(&job, store, model_deadline);
-        let mut record = ModelRecord {
-            id: job.id,
-            father: job.father,
-            operations,
-            architecture: job.arch,
-            parameters,
-            status: Status::Finished,
-            epochs: 0,
-            seconds: began.elapsed().as_secs_f64(),
-            val_loss: None,
-            val_accuracy: None,
-            stopped: None,
-        };
+        let outcome = with_heartbeat(store, job.id, || trainer.train(&job, store, model_deadline));
+        record.seconds = began.elapsed().as_secs_f64();
+        let mut model = None;
         match outcome {
             Ok(t) => {
                 record.epochs = t.epochs;
@@ -204,6 +245,8 @@ where
                 record.stopped = t.stopped;
                 if !t.val_accuracy.is_finite() || !t.val_loss.is_finite() {
                     record.status = Status::Failed { reason: format!("validation loss {} is not finite", t.val_loss), resource: false };
+                } else {
+                    model = Some(t.model);
                 }
             }
             Err(e) if continues_search(&e) => {
@@ -211,29 +254,184 @@ where
             }
             Err(e) => return Err(e),
         }
-        store.append(&record)?;
-        feed_planner(&planner, &space, &record);
-        if record.finished() && best_id.and_then(|b| records.iter().find(|r| r.id == b)).is_none_or(|b| record.better_than(b)) {
-            best_id = Some(record.id);
-            store.write_best(&BestModel {
-                id: record.id,
-                val_loss: record.val_loss.expect("finished"),
-                val_accuracy: record.val_accuracy.expect("finished"),
-            })?;
+        if !store.finish(&record, model.as_ref())? {
+            eprintln!(
+                "model {} was taken over by another worker while this one trained it (this worker was silent for a lease): its result is dropped",
+                record.id
+            );
+            continue;
         }
         if config.verbose {
             print!("{}", report::result(&record));
         }
-        records.push(record);
     }
     drop(planner);
-    if config.verbose {
+    study_result(store, ended_by, config.time_limit, start.elapsed(), config.verbose)
+}
+
+/// Every record of the study in `store` and the best (printed as a summary when `verbose`); an
+/// error that says why when no model finished (the search had `limit` and took `elapsed`).
+pub fn study_result<A: DeserializeOwned>(
+    store: &dyn Store,
+    ended_by: String,
+    limit: Duration,
+    elapsed: Duration,
+    verbose: bool,
+) -> Result<SearchResult<A>> {
+    let records = typed_records::<A>(store.state()?.records, store)?;
+    let best_id = best_record(&records).map(|b| b.id);
+    if verbose {
         print!("{}", report::summary(&records, best_id));
     }
     match best_id {
         Some(best) => Ok(SearchResult { records, best, ended_by }),
-        None => Err(no_model_error(&records, config.time_limit, start.elapsed())),
+        None => Err(no_model_error(&records, limit, elapsed)),
     }
+}
+
+/// Waits until no other worker trains a model of `store`'s study (a worker silent for a lease
+/// does not count: its trial will not end), so that a final step sees every result.
+pub fn wait_for_other_workers(store: &dyn Store, verbose: bool) -> Result<()> {
+    let Some(lease) = store.lease() else { return Ok(()) };
+    let mut said = false;
+    loop {
+        let running: Vec<Running> = store.state()?.running.into_iter().filter(|r| r.silent < lease.as_secs_f64()).collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        if verbose && !said {
+            let ids: Vec<String> = running.iter().map(|r| format!("{} ({})", r.id, r.worker)).collect();
+            println!("Waiting for the models in training elsewhere to end: {}", ids.join(", "));
+            said = true;
+        }
+        std::thread::sleep(IDLE_POLL);
+    }
+}
+
+/// Runs `train` while a thread tells the store, every lease / 6, that this worker still holds
+/// trial `id`.
+fn with_heartbeat<R>(store: &dyn Store, id: usize, train: impl FnOnce() -> R) -> R {
+    let Some(lease) = store.lease() else { return train() };
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(lease / 6) {
+                match store.heartbeat(id) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        eprintln!("model {id}: another worker has taken this trial over (this worker was silent for a lease)");
+                        return;
+                    }
+                    Err(e) => eprintln!("model {id}: heartbeat failed: {e}"),
+                }
+            }
+        });
+        let outcome = train();
+        drop(stop);
+        outcome
+    })
+}
+
+/// The next trial to claim: a generator's model not yet taken, else the optimiser's proposal.
+fn next_spec<S>(
+    space: &S,
+    generators: &mut VecDeque<S::Arch>,
+    planner: &mut Planner<S>,
+    next_guess: usize,
+    any_finished: bool,
+    verbose: bool,
+) -> Result<Option<TrialSpec>>
+where
+    S: SearchSpace,
+    S::Arch: Serialize,
+    S::Op: Serialize,
+{
+    if let Some(arch) = generators.pop_front() {
+        return spec_of(space, None, &[], arch).map(Some);
+    }
+    let asked = Instant::now();
+    let proposal = next_proposal(planner, next_guess, any_finished);
+    let waited = asked.elapsed();
+    if verbose && waited > Duration::from_millis(100) {
+        println!("(waited {} for the Bayesian optimiser)", format_duration(waited));
+    }
+    match proposal {
+        Some(p) => spec_of(space, Some(p.father), &p.ops, p.arch).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn spec_of<S>(space: &S, father: Option<usize>, ops: &[S::Op], arch: S::Arch) -> Result<TrialSpec>
+where
+    S: SearchSpace,
+    S::Arch: Serialize,
+    S::Op: Serialize,
+{
+    let json = |what: &str, e: serde_json::Error| Error::Other(format!("the trial's {what} does not serialise: {e}"));
+    Ok(TrialSpec {
+        father,
+        ops: serde_json::to_value(ops).map_err(|e| json("morphisms", e))?,
+        operations: ops.iter().map(|op| space.describe(op)).collect(),
+        parameters: space.parameters(&arch),
+        descriptor: space.descriptor(&arch),
+        architecture: serde_json::to_value(&arch).map_err(|e| json("architecture", e))?,
+    })
+}
+
+fn not_this_search(store: &dyn Store, id: usize, what: &str, e: serde_json::Error) -> Error {
+    Error::Store(format!("{}: trial {id}'s {what} is not this search's: {e}", store.name()))
+}
+
+fn job_of<S>(claim: &Claim, store: &dyn Store) -> Result<Job<S::Arch, S::Op>>
+where
+    S: SearchSpace,
+    S::Arch: DeserializeOwned,
+    S::Op: DeserializeOwned,
+{
+    Ok(Job {
+        id: claim.id,
+        father: claim.spec.father,
+        ops: serde_json::from_value(claim.spec.ops.clone()).map_err(|e| not_this_search(store, claim.id, "morphisms", e))?,
+        arch: serde_json::from_value(claim.spec.architecture.clone()).map_err(|e| not_this_search(store, claim.id, "architecture", e))?,
+    })
+}
+
+fn typed_records<A: DeserializeOwned>(records: Vec<ModelRecord<Value>>, store: &dyn Store) -> Result<Vec<ModelRecord<A>>> {
+    records
+        .into_iter()
+        .map(|r| {
+            let arch = serde_json::from_value(r.architecture.clone()).map_err(|e| not_this_search(store, r.id, "architecture", e))?;
+            Ok(r.map(|_| arch))
+        })
+        .collect()
+}
+
+/// Tells the planner the results it has not seen, and which architectures are in training.
+fn tell_planner<S: SearchSpace>(
+    planner: &Planner<S>,
+    space: &S,
+    records: &[ModelRecord<S::Arch>],
+    running: &[Running],
+    told: &mut Told,
+    store: &dyn Store,
+) -> Result<()>
+where
+    S::Arch: DeserializeOwned,
+{
+    for r in records {
+        if told.done.insert(r.id) {
+            feed_planner(planner, space, r);
+        }
+    }
+    for r in running {
+        if told.done.contains(&r.id) || !told.running.insert(r.id) {
+            continue;
+        }
+        let arch: S::Arch =
+            serde_json::from_value(r.spec.architecture.clone()).map_err(|e| not_this_search(store, r.id, "architecture", e))?;
+        planner.exclude(arch);
+    }
+    Ok(())
 }
 
 /// The pipelined proposal if one was requested, else a fresh one. A pipelined request that found
@@ -253,17 +451,6 @@ fn next_proposal<S: SearchSpace>(
     }
     planner.request(id);
     planner.receive()
-}
-
-/// The id of the best finished model.
-fn best_of<A>(records: &[ModelRecord<A>]) -> Option<usize> {
-    let mut best: Option<&ModelRecord<A>> = None;
-    for r in records.iter().filter(|r| r.finished()) {
-        if best.is_none_or(|b| r.better_than(b)) {
-            best = Some(r);
-        }
-    }
-    best.map(|b| b.id)
 }
 
 /// A child's estimated epoch is off by some percent: in a 2-hour MNIST search one ran 304 s
@@ -333,6 +520,7 @@ fn no_model_error<A>(records: &[ModelRecord<A>], limit: Duration, elapsed: Durat
 mod tests {
     use super::*;
     use crate::search::bayesian::tests::{score, Grid};
+    use crate::search::store::SearchDir;
     use std::path::PathBuf;
 
     /// Trains nothing: an epoch is a short sleep; the accuracy is the grid's score. Architectures
@@ -361,7 +549,7 @@ mod tests {
     }
 
     impl Trainer<Grid> for FakeTrainer {
-        fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, store: &SearchStore, deadline: Instant) -> Result<Trained> {
+        fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, _store: &dyn Store, deadline: Instant) -> Result<Trained> {
             self.trained.push(job.clone());
             self.budgets.push(deadline.saturating_duration_since(Instant::now()));
             if job.arch.0 * job.arch.1 >= self.oom_size {
@@ -381,9 +569,9 @@ mod tests {
                     break;
                 }
             }
-            crate::search::store::write_atomic(&store.model_path(job.id, "weights"), b"weights")?;
             let acc = score(job.arch);
-            Ok(Trained { epochs, seconds: start.elapsed().as_secs_f64(), val_loss: 1.0 - acc, val_accuracy: acc, stopped })
+            let model = ModelBlob { graph: format!("{:?}", job.arch), weights: b"weights".to_vec() };
+            Ok(Trained { epochs, seconds: start.elapsed().as_secs_f64(), val_loss: 1.0 - acc, val_accuracy: acc, stopped, model })
         }
     }
 
@@ -400,7 +588,7 @@ mod tests {
     #[test]
     fn trains_generators_then_children_with_fathers_and_operations() {
         let dir = temp_dir("basic");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let mut trainer = FakeTrainer::new();
         let result = search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut trainer, &store, &config(8)).unwrap();
         assert_eq!(result.records.len(), 8);
@@ -414,7 +602,7 @@ mod tests {
         assert_eq!(archs.len(), 8, "an architecture was trained twice");
         let best = result.records.iter().max_by(|a, b| a.val_accuracy.partial_cmp(&b.val_accuracy).unwrap()).unwrap();
         assert_eq!(result.best, best.id);
-        assert_eq!(store.read_best().unwrap().unwrap().id, best.id);
+        assert_eq!(store.best().unwrap().unwrap().id, best.id);
         assert_eq!(result.ended_by, "model limit");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -422,7 +610,7 @@ mod tests {
     #[test]
     fn failed_models_are_recorded_and_large_ones_avoided() {
         let dir = temp_dir("failures");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let mut trainer = FakeTrainer { oom_size: 6, diverges: Some((1, 2)), ..FakeTrainer::new() };
         let result = search(Grid { max: 12 }, vec![(1, 1), (1, 2), (2, 3)], &mut trainer, &store, &config(10)).unwrap();
         let failed: Vec<_> = result.records.iter().filter(|r| !r.finished()).collect();
@@ -436,7 +624,7 @@ mod tests {
     #[test]
     fn resuming_after_a_crash_trains_no_finished_model_again() {
         let dir = temp_dir("resume");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let mut first = FakeTrainer::new();
         search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut first, &store, &config(4)).unwrap();
         // A crash while appending the fifth record.
@@ -444,8 +632,9 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("history.jsonl")).unwrap();
         f.write_all(b"{\"id\":4,\"fat").unwrap();
         drop(f);
+        drop(store);
 
-        let store = SearchStore::open(&dir, true).unwrap();
+        let store = SearchDir::open(&dir, true, "test").unwrap();
         let mut second = FakeTrainer::new();
         let result = search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut second, &store, &config(7)).unwrap();
         assert_eq!(result.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
@@ -459,7 +648,7 @@ mod tests {
     #[test]
     fn the_time_limit_holds_within_one_epoch() {
         let dir = temp_dir("time");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let epoch = Duration::from_millis(100);
         let mut trainer = FakeTrainer { epoch, epochs: 3, ..FakeTrainer::new() };
         let limit = Duration::from_millis(700);
@@ -480,7 +669,7 @@ mod tests {
     #[test]
     fn a_search_where_every_model_fails_says_so() {
         let dir = temp_dir("allfail");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let mut trainer = FakeTrainer { oom_size: 0, ..FakeTrainer::new() };
         let err = search(Grid { max: 12 }, vec![(1, 1), (2, 2)], &mut trainer, &store, &config(5)).unwrap_err();
         let text = err.to_string();
@@ -492,7 +681,7 @@ mod tests {
     fn the_same_seed_gives_the_same_architectures() {
         let run = |name: &str| {
             let dir = temp_dir(name);
-            let store = SearchStore::open(&dir, false).unwrap();
+            let store = SearchDir::open(&dir, false, "test").unwrap();
             let mut trainer = FakeTrainer::new();
             let result = search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &config(10)).unwrap();
             std::fs::remove_dir_all(&dir).unwrap();
@@ -504,7 +693,7 @@ mod tests {
     #[test]
     fn each_model_gets_its_share_of_the_time_left() {
         let dir = temp_dir("share");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let mut trainer = FakeTrainer::new();
         let cfg = SearchConfig { time_limit: Duration::from_secs(100), model_share: 0.4, ..config(3) };
         search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap();
@@ -513,7 +702,7 @@ mod tests {
         assert!(secs.iter().all(|&s| (39.0..=40.0).contains(&s)), "{secs:?}");
         let cfg = SearchConfig { model_share: 1.0, ..cfg };
         let (mut trainer, dir_all) = (FakeTrainer::new(), temp_dir("share-all"));
-        search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &SearchStore::open(&dir_all, false).unwrap(), &cfg).unwrap();
+        search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &SearchDir::open(&dir_all, false, "test").unwrap(), &cfg).unwrap();
         assert!(trainer.budgets[0].as_secs_f64() > 99.0, "share 1 gives the whole limit: {:?}", trainer.budgets);
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&dir_all).unwrap();
@@ -522,7 +711,7 @@ mod tests {
     #[test]
     fn a_child_starts_only_with_time_for_its_minimum_epochs() {
         let dir = temp_dir("min-epochs");
-        let store = SearchStore::open(&dir, false).unwrap();
+        let store = SearchDir::open(&dir, false, "test").unwrap();
         let epoch = Duration::from_millis(50);
         let mut trainer = FakeTrainer { epoch, epochs: 4, ..FakeTrainer::new() };
         let cfg = SearchConfig { time_limit: Duration::from_millis(1000), model_share: 0.3, min_epochs: 3, max_models: None, ..config(0) };
@@ -563,6 +752,7 @@ mod tests {
             val_loss: Some(0.1),
             val_accuracy: Some(0.9),
             stopped: None,
+            worker: String::new(),
         };
         let cost = |a: &(i64, i64)| (a.0 * a.1) as f64;
         let records = [father];

@@ -100,7 +100,7 @@ impl<'de> Deserialize<'de> for Architecture {
 }
 
 /// A morphism with its description for people, taken from the graph it applies to.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DescribedMorph {
     pub morph: Morph,
     pub description: String,

@@ -2,6 +2,8 @@
 //! differences and an error report; and a network that records its inputs, for the training
 //! tests. Public so integration tests and benches can use them too.
 
+pub mod postgres;
+
 use crate::autograd::{Tape, Var};
 use crate::device::Device;
 use crate::tensor::Tensor;
