@@ -35,6 +35,9 @@ struct Args {
     /// Shrink the images by averaging FxF blocks (quick runs: 2 gives 14x14 MNIST).
     #[arg(long, default_value_t = 1, value_parser = parse_positive)]
     downsample: usize,
+    /// Print the search's table (its trials, their workers and figures, the best) and exit.
+    #[arg(long)]
+    status: bool,
 }
 
 fn main() {
@@ -45,6 +48,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if args.status {
+        return args.search.storage.print_status();
+    }
     let mnist = Mnist::load(args.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let train = limit_and_shrink(&mnist.train, args.train_limit, args.downsample)?;
     let test = limit_and_shrink(&mnist.test, args.test_limit, args.downsample)?;

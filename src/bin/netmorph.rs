@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use netmorph::cli::model::{EvaluateArgs, ExportArgs, PredictArgs, SummaryArgs, TrainArgs};
-use netmorph::cli::search::{run_search, SearchArgs};
+use netmorph::cli::search::{run_search, SearchArgs, StorageArgs};
 use netmorph::cli::DataArgs;
 use netmorph::{Device, Result};
 
@@ -26,6 +26,9 @@ enum Command {
         #[command(flatten)]
         search: SearchArgs,
     },
+    /// The table of a search: its trials by state, each one's worker, times and validation
+    /// figures, and the best so far (a study in --storage, or --search-dir).
+    Status(StorageArgs),
     /// Train a given architecture (graph JSON) from scratch.
     #[command(allow_negative_numbers = true)]
     Train(TrainArgs),
@@ -56,6 +59,7 @@ fn run(command: Command) -> Result<()> {
             let loaded = data.load(search.seed)?;
             run_search(&Device::new()?, &search, &loaded.train, &loaded.test, loaded.class_names)
         }
+        Command::Status(args) => args.print_status(),
         Command::Train(args) => netmorph::cli::model::train(&Device::new()?, &args),
         Command::Evaluate(args) => netmorph::cli::model::evaluate(&Device::new()?, &args),
         Command::Predict(args) => netmorph::cli::model::predict(&Device::new()?, &args),

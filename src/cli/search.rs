@@ -111,7 +111,7 @@ pub struct StorageArgs {
     /// (postgres://user:password@host/db) instead of --search-dir. Every process started with the
     /// same --storage and --study joins one search, on any machine; the study's time limit is set
     /// by its first worker and holds for all.
-    #[arg(long, value_name = "URL", requires = "study")]
+    #[arg(long, value_name = "URL")]
     pub storage: Option<String>,
     /// The study's name in --storage (created by its first worker).
     #[arg(long, requires = "storage")]
@@ -127,7 +127,9 @@ impl StorageArgs {
     pub fn open(&self, worker: &str) -> Result<Box<dyn Store>> {
         match (&self.storage, &self.study) {
             (Some(url), Some(study)) => Ok(Box::new(PgStore::open(url, study, worker, self.lease)?)),
-            (Some(_), None) | (None, Some(_)) => Err(Error::Invalid("--storage and --study go together".into())),
+            (Some(_), None) | (None, Some(_)) => {
+                Err(Error::Invalid("--storage needs --study NAME: the study that the workers share".into()))
+            }
             (None, None) => Ok(Box::new(SearchDir::open(&self.search_dir, self.resume, worker)?)),
         }
     }
@@ -238,6 +240,6 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
     // The final model itself is in the study too, for workers on other machines.
     store.put_file("final.json", served.to_json().as_bytes())?;
     store.put_file("final.safetensors", &served.weights_to_safetensors()?)?;
-    store.put("final", &outcome)?;
+    store.put("outcome", &outcome)?;
     Ok(())
 }

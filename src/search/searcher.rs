@@ -549,8 +549,12 @@ mod tests {
     }
 
     impl Trainer<Grid> for FakeTrainer {
-        fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, _store: &dyn Store, deadline: Instant) -> Result<Trained> {
+        fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, store: &dyn Store, deadline: Instant) -> Result<Trained> {
             self.trained.push(job.clone());
+            if let Some(father) = job.father {
+                // The father's weights come from the store, as a real trainer's do.
+                assert_eq!(store.load_model(father)?.weights, b"weights");
+            }
             self.budgets.push(deadline.saturating_duration_since(Instant::now()));
             if job.arch.0 * job.arch.1 >= self.oom_size {
                 return Err(Error::OutOfMemory(format!("{:?} does not fit", job.arch)));
@@ -761,5 +765,189 @@ mod tests {
         assert_eq!(child_epoch(&records, Some(0), &(0, 3), cost), Duration::from_secs(2), "a meaningless cost keeps the father's");
         assert_eq!(child_epoch(&records, None, &(4, 3), cost), Duration::ZERO);
         assert_eq!(child_epoch(&records, Some(7), &(4, 3), cost), Duration::ZERO);
+    }
+
+    /// The search shared by workers through a real PostgreSQL server (started by the test).
+    mod workers {
+        use super::*;
+        use crate::search::store::{PgStore, StudyState, DEFAULT_LEASE, MAX_ATTEMPTS};
+        use crate::search::SearchSpace;
+        use crate::testing::postgres::PostgresServer;
+        use serde_json::json;
+
+        fn open(server: &PostgresServer, study: &str, worker: &str, lease: Duration) -> PgStore {
+            PgStore::open(&server.url(), study, worker, lease).unwrap()
+        }
+
+        fn spec(arch: (i64, i64)) -> TrialSpec {
+            TrialSpec {
+                father: None,
+                ops: json!([]),
+                operations: vec![],
+                architecture: json!(arch),
+                parameters: (arch.0 * arch.1) as u64,
+                descriptor: Grid { max: 12 }.descriptor(&arch),
+            }
+        }
+
+        fn record_of(claim: &Claim, acc: f64, worker: &str) -> ModelRecord<Value> {
+            ModelRecord {
+                id: claim.id,
+                father: None,
+                operations: vec![],
+                architecture: claim.spec.architecture.clone(),
+                parameters: 1,
+                status: Status::Finished,
+                epochs: 1,
+                seconds: 0.1,
+                val_loss: Some(1.0 - acc),
+                val_accuracy: Some(acc),
+                stopped: None,
+                worker: worker.into(),
+            }
+        }
+
+        /// Runs `workers` searches on one study at once, each in its thread with its own
+        /// connection; returns the ids each trained.
+        fn run_workers(server: &PostgresServer, study: &str, workers: usize, cfg: &SearchConfig, epoch: Duration) -> Vec<Vec<usize>> {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        scope.spawn(move || {
+                            let store = open(server, study, &format!("worker-{w}"), Duration::from_secs(60));
+                            let mut trainer = FakeTrainer { epoch, ..FakeTrainer::new() };
+                            search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut trainer, &store, cfg).unwrap();
+                            trainer.trained.iter().map(|j| j.id).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        }
+
+        /// Every trial of `study` ended, once each, ids 0..n; architectures distinct.
+        fn check_whole(server: &PostgresServer, study: &str, n: usize) -> StudyState {
+            let state = open(server, study, "reader", DEFAULT_LEASE).state().unwrap();
+            assert!(state.running.is_empty(), "{:?}", state.running);
+            assert_eq!(state.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..n).collect::<Vec<_>>());
+            let archs: HashSet<String> = state.records.iter().map(|r| r.architecture.to_string()).collect();
+            assert_eq!(archs.len(), n, "an architecture was trained twice");
+            state
+        }
+
+        #[test]
+        fn four_workers_share_one_search_and_train_each_architecture_once() {
+            let server = PostgresServer::start();
+            let cfg =
+                SearchConfig { time_limit: Duration::from_secs(120), seed: 5, max_models: Some(16), verbose: false, ..Default::default() };
+            let trained = run_workers(&server, "grid", 4, &cfg, Duration::from_millis(40));
+            let state = check_whole(&server, "grid", 16);
+            let mut all: Vec<usize> = trained.iter().flatten().copied().collect();
+            all.sort();
+            assert_eq!(all, (0..16).collect::<Vec<_>>(), "each trial trained by exactly one worker: {trained:?}");
+            assert!(trained.iter().filter(|t| !t.is_empty()).count() >= 2, "one worker did everything: {trained:?}");
+            let workers: HashSet<&str> = state.records.iter().map(|r| r.worker.as_str()).collect();
+            assert!(workers.len() >= 2 && workers.iter().all(|w| w.starts_with("worker-")), "{workers:?}");
+            // Children name fathers that finished before them, whose weights they read.
+            assert!(state.records.iter().filter_map(|r| r.father).all(|f| state.records[f].finished()));
+            let best = best_record(&state.records).unwrap();
+            assert_eq!(open(&server, "grid", "reader", DEFAULT_LEASE).best().unwrap().unwrap().id, best.id);
+        }
+
+        #[test]
+        fn the_search_completes_when_the_database_restarts() {
+            let server = PostgresServer::start();
+            let cfg =
+                SearchConfig { time_limit: Duration::from_secs(120), seed: 3, max_models: Some(10), verbose: false, ..Default::default() };
+            let finished = std::sync::atomic::AtomicBool::new(false);
+            let restarted_midway = std::thread::scope(|scope| {
+                let restart = scope.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(800));
+                    server.restart();
+                    !finished.load(std::sync::atomic::Ordering::SeqCst)
+                });
+                run_workers(&server, "restart", 2, &cfg, Duration::from_millis(150));
+                finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                restart.join().unwrap()
+            });
+            assert!(restarted_midway, "the search ended before the restart: make its models slower");
+            check_whole(&server, "restart", 10);
+        }
+
+        #[test]
+        fn a_silent_workers_trial_is_trained_again_and_failed_after_max_attempts() {
+            let server = PostgresServer::start();
+            let lease = Duration::from_secs(1);
+            let ghost = open(&server, "lost", "ghost", lease);
+            let ClaimOutcome::Claimed(first) = ghost.claim_new(&spec((1, 1)), None).unwrap() else { panic!("claim") };
+            let ClaimOutcome::Claimed(second) = ghost.claim_new(&spec((2, 3)), None).unwrap() else { panic!("claim") };
+            // The second trial has lost its workers as often as allowed already.
+            let mut client = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+            client
+                .execute("UPDATE netmorph_trials SET attempt = $1 WHERE id = $2", &[&(MAX_ATTEMPTS as i32), &(second.id as i32)])
+                .unwrap();
+            // The ghost goes silent (killed); after a lease, a worker takes its trial over.
+            std::thread::sleep(lease + Duration::from_millis(300));
+            let store = open(&server, "lost", "worker", lease);
+            let mut trainer = FakeTrainer::new();
+            let cfg =
+                SearchConfig { time_limit: Duration::from_secs(60), seed: 1, max_models: Some(5), verbose: false, ..Default::default() };
+            search(Grid { max: 12 }, vec![(1, 1), (2, 3)], &mut trainer, &store, &cfg).unwrap();
+            assert_eq!(trainer.trained[0].id, first.id, "the abandoned trial is trained first");
+            assert!(trainer.trained.iter().all(|j| j.id != second.id), "a trial lost {MAX_ATTEMPTS} times is not trained again");
+            let state = check_whole(&server, "lost", 5);
+            assert_eq!(state.records[first.id].worker, "worker");
+            assert!(state.records[first.id].finished());
+            match &state.records[second.id].status {
+                Status::Failed { reason, .. } => assert!(reason.contains("lost 3 times"), "{reason}"),
+                s => panic!("{s:?}"),
+            }
+            // The ghost's late result is refused: the trial is no longer its.
+            assert!(!ghost.heartbeat(first.id).unwrap());
+            assert!(!ghost.finish(&record_of(&first, 0.99, "ghost"), None).unwrap());
+            assert!(state.records[first.id].val_accuracy < Some(0.99));
+        }
+
+        #[test]
+        fn claims_deadlines_and_settings_are_the_studys() {
+            let server = PostgresServer::start();
+            let (a, b) = (open(&server, "s", "a", DEFAULT_LEASE), open(&server, "s", "b", DEFAULT_LEASE));
+            let ClaimOutcome::Claimed(claim) = a.claim_new(&spec((1, 1)), Some(2)).unwrap() else { panic!("claim") };
+            assert_eq!(b.claim_new(&spec((1, 1)), Some(2)).unwrap(), ClaimOutcome::Taken);
+            assert!(matches!(b.claim_new(&spec((2, 2)), Some(2)).unwrap(), ClaimOutcome::Claimed(Claim { id: 1, .. })));
+            assert_eq!(b.claim_new(&spec((3, 3)), Some(2)).unwrap(), ClaimOutcome::Full);
+            assert_eq!(a.state().unwrap().running.len(), 2);
+            // Only the holder stores a result; with it, the model and the best.
+            let blob = ModelBlob { graph: "{}".into(), weights: vec![7; 1000] };
+            assert!(!b.heartbeat(claim.id).unwrap() && a.heartbeat(claim.id).unwrap());
+            assert!(!b.finish(&record_of(&claim, 0.9, "b"), Some(&blob)).unwrap());
+            assert!(a.finish(&record_of(&claim, 0.9, "a"), Some(&blob)).unwrap());
+            assert!(a.finish(&record_of(&claim, 0.9, "a"), Some(&blob)).unwrap(), "a retried finish is the same result");
+            assert_eq!(b.load_model(claim.id).unwrap(), blob);
+            assert_eq!(b.best().unwrap().unwrap().id, claim.id);
+            // The first worker's deadline, settings and width are everyone's.
+            let first = a.deadline(Duration::from_secs(100)).unwrap();
+            let second = b.deadline(Duration::from_secs(5)).unwrap();
+            assert_eq!((first.total, second.total), (Duration::from_secs(100), Duration::from_secs(100)));
+            assert!(second.left <= first.left && second.left > Duration::from_secs(90));
+            crate::search::store::check_settings(&a, &json!({"seed": 1, "batch_size": 128})).unwrap();
+            let err = crate::search::store::check_settings(&b, &json!({"seed": 1, "batch_size": 64})).unwrap_err().to_string();
+            assert!(err.contains("batch_size: stored 128, this run 64") && err.contains("study `s`"), "{err}");
+            // One worker gets the final step.
+            assert!(a.claim_final().unwrap());
+            assert!(!b.claim_final().unwrap());
+            a.put_file("final.safetensors", &[1, 2, 3]).unwrap();
+            assert_eq!(b.get_file("final.safetensors").unwrap(), Some(vec![1, 2, 3]));
+        }
+
+        #[test]
+        fn a_newer_schema_is_refused() {
+            let server = PostgresServer::start();
+            drop(open(&server, "s", "a", DEFAULT_LEASE));
+            let mut client = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+            client.execute("UPDATE netmorph_schema SET version = 99", &[]).unwrap();
+            let err = PgStore::open(&server.url(), "s", "a", DEFAULT_LEASE).err().expect("refused").to_string();
+            assert!(err.contains("schema version 99") && err.contains("newer"), "{err}");
+        }
     }
 }
