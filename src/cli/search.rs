@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, ResNetConfig};
 use crate::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
 use crate::search::options::{AutoOr, FinalFitKind};
-use crate::search::store::{worker_name, PgStore, SearchDir, Store};
+use crate::search::store::{worker_name, PgStore, SearchDir, Store, FINAL_OUTCOME};
 use crate::search::{format_duration, TimeBudget};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -240,6 +240,6 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
     // The final model itself is in the study too, for workers on other machines.
     store.put_file("final.json", served.to_json().as_bytes())?;
     store.put_file("final.safetensors", &served.weights_to_safetensors()?)?;
-    store.put("outcome", &outcome)?;
+    store.put(FINAL_OUTCOME, &outcome)?;
     Ok(())
 }

@@ -487,7 +487,9 @@ impl ImageClassifier {
     /// Searches for `time_limit` with `store`: the search never runs past it by more than one epoch
     /// of the model in training, and keeps the best model so far. Then, on the one worker of the
     /// study that claims it, chooses the ensemble on the validation set and stores the choice;
-    /// `None` on the other workers, whose part ends with the search.
+    /// `None` on the other workers, whose part ends with the search. The final step is the
+    /// study's until something is stored under [`super::store::FINAL_OUTCOME`] (as
+    /// `cli::search::run_search` does after the final fit).
     pub fn fit_with(&mut self, store: &dyn Store, train: &ImageSet, time_limit: Duration) -> Result<Option<&SearchResult<Architecture>>> {
         let start = Instant::now();
         let cfg = &self.config;

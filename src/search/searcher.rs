@@ -186,9 +186,14 @@ where
                 match store.claim_new(&spec, config.max_models)? {
                     ClaimOutcome::Claimed(claim) => claim,
                     ClaimOutcome::Taken => continue,
-                    ClaimOutcome::Full => {
+                    ClaimOutcome::Full if state.running.is_empty() => {
                         ended_by = "model limit".to_string();
                         break;
+                    }
+                    ClaimOutcome::Full => {
+                        // A trial in training elsewhere may yet lose its worker and need this one.
+                        std::thread::sleep(IDLE_POLL.min(deadline.saturating_duration_since(Instant::now())));
+                        continue;
                     }
                 }
             }
@@ -289,12 +294,32 @@ pub fn study_result<A: DeserializeOwned>(
     }
 }
 
-/// Waits until no other worker trains a model of `store`'s study (a worker silent for a lease
-/// does not count: its trial will not end), so that a final step sees every result.
+/// Waits until no other worker trains a model of `store`'s study, so that a final step sees every
+/// result. A trial whose worker was lost is recorded as failed: the search's time is over.
 pub fn wait_for_other_workers(store: &dyn Store, verbose: bool) -> Result<()> {
     let Some(lease) = store.lease() else { return Ok(()) };
     let mut said = false;
     loop {
+        while let Some(claim) = store.claim_abandoned()? {
+            let record = ModelRecord {
+                id: claim.id,
+                father: claim.spec.father,
+                operations: claim.spec.operations,
+                architecture: claim.spec.architecture,
+                parameters: claim.spec.parameters,
+                status: Status::Failed {
+                    reason: "its worker was lost, and the search's time ran out before another could train it".into(),
+                    resource: false,
+                },
+                epochs: 0,
+                seconds: 0.0,
+                val_loss: None,
+                val_accuracy: None,
+                stopped: None,
+                worker: store.worker().to_string(),
+            };
+            store.finish(&record, None)?;
+        }
         let running: Vec<Running> = store.state()?.running.into_iter().filter(|r| r.silent < lease.as_secs_f64()).collect();
         if running.is_empty() {
             return Ok(());

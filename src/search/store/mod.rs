@@ -213,9 +213,15 @@ pub trait Store: Send + Sync {
     fn finish(&self, record: &ModelRecord<Value>, model: Option<&ModelBlob>) -> Result<bool>;
     fn best(&self) -> Result<Option<BestModel>>;
     /// Claims the study's final step (ensemble selection and final fit), which runs once, on one
-    /// worker. Held until the store is dropped; false when another worker holds it.
+    /// worker: true when no other worker holds it (held until the store is dropped) and none has
+    /// stored its outcome under [`FINAL_OUTCOME`] yet. A worker lost in the final step leaves it
+    /// to the next worker that gets there.
     fn claim_final(&self) -> Result<bool>;
 }
+
+/// The key under which the final step stores its outcome (the ensemble, the test figures): once
+/// it is there, the study is complete.
+pub const FINAL_OUTCOME: &str = "outcome";
 
 /// The best of `records` that finished.
 pub fn best_record<A>(records: &[ModelRecord<A>]) -> Option<&ModelRecord<A>> {

@@ -547,7 +547,9 @@ impl Store for PgStore {
 
     fn claim_final(&self) -> Result<bool> {
         let study = self.study as i32;
-        self.call(|client| Ok(client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&FINAL_LOCK_CLASS, &study])?.get(0)))
+        let locked: bool =
+            self.call(|client| Ok(client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&FINAL_LOCK_CLASS, &study])?.get(0)))?;
+        Ok(locked && self.get(super::FINAL_OUTCOME)?.is_none())
     }
 }
 
