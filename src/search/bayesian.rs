@@ -57,12 +57,40 @@ pub struct BayesianConfig {
     /// A candidate's parameters at most this many times those of the largest trained model, so
     /// models grow by steps as the search learns whether growth pays.
     pub max_growth: f64,
+    /// What the process assumes of the architectures in training elsewhere (other workers').
+    pub fantasy: Fantasy,
 }
 
 impl Default for BayesianConfig {
     fn default() -> Self {
-        BayesianConfig { beta: 2.576, t_start: 1.0, cooling: 0.9, t_min: 1e-4, neighbours: 8, max_ops: 5, max_growth: 4.0 }
+        BayesianConfig {
+            beta: 2.576,
+            t_start: 1.0,
+            cooling: 0.9,
+            t_min: 1e-4,
+            neighbours: 8,
+            max_ops: 5,
+            max_growth: 4.0,
+            fantasy: Fantasy::Mean,
+        }
     }
+}
+
+/// A value the Gaussian process takes for an architecture in training, so that workers that ask
+/// for proposals at once do not all get points near the same optimum (Ginsbourger et al., 2010:
+/// "kriging believer" and "constant liar"). Either way the architecture itself is never proposed
+/// again. Measured (`examples/parallel_proposals.rs`, the test grid, 4 simulated workers, mean
+/// of 20 seeds): best accuracy after 16 trials 0.969 with the mean, 0.844 with the constant
+/// liar, 0.771 with exclusion alone (one worker: 0.995); after 24 trials 0.993, 0.948 and 0.970.
+/// The liar's pessimism pushes proposals away from the good region; the mean only spreads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fantasy {
+    /// None: the process knows nothing of it (only that it is taken).
+    Exclude,
+    /// The worst validation accuracy seen so far: the process is pushed away from it.
+    ConstantLiar,
+    /// The process's own mean prediction: its uncertainty there shrinks, the mean stays.
+    Mean,
 }
 
 /// The next architecture to train: the father's trained weights through `ops`.
@@ -81,6 +109,10 @@ pub struct BayesianOptimizer<S: SearchSpace> {
     config: BayesianConfig,
     /// Trained models with their validation accuracy.
     trained: Vec<(usize, S::Arch, f64)>,
+    /// Architectures in training elsewhere.
+    in_flight: Vec<S::Arch>,
+    /// The process's points: the trained architectures, then any in flight with their fantasy.
+    points: Vec<S::Arch>,
     /// Descriptors of every architecture trained, failed, in training or proposed.
     seen: HashSet<String>,
     /// Architectures of this size or more ran out of device memory.
@@ -118,7 +150,16 @@ impl<A, O> Ord for Elem<A, O> {
 
 impl<S: SearchSpace> BayesianOptimizer<S> {
     pub fn new(space: S, config: BayesianConfig) -> Self {
-        BayesianOptimizer { space, config, trained: Vec::new(), seen: HashSet::new(), size_limit: None, gp: None }
+        BayesianOptimizer {
+            space,
+            config,
+            trained: Vec::new(),
+            in_flight: Vec::new(),
+            points: Vec::new(),
+            seen: HashSet::new(),
+            size_limit: None,
+            gp: None,
+        }
     }
 
     pub fn space(&self) -> &S {
@@ -142,17 +183,42 @@ impl<S: SearchSpace> BayesianOptimizer<S> {
         self.size_limit = Some(self.size_limit.map_or(size, |s| s.min(size)));
     }
 
+    /// The architectures in training elsewhere now (replacing the last set): never proposed, and
+    /// in the process with their [`Fantasy`] value until their results come.
+    pub fn set_in_flight(&mut self, archs: Vec<S::Arch>) {
+        for a in &archs {
+            self.seen.insert(self.space.descriptor(a));
+        }
+        self.in_flight = archs;
+        self.refit();
+    }
+
+    fn fit_points(&mut self, points: Vec<S::Arch>, y: &[f64]) {
+        let d: Vec<Vec<f64>> = points.iter().map(|a| points.iter().map(|b| self.space.distance(a, b)).collect()).collect();
+        self.gp = GaussianProcess::fit(&d, y);
+        self.points = points;
+    }
+
     fn refit(&mut self) {
-        let d: Vec<Vec<f64>> =
-            self.trained.iter().map(|(_, a, _)| self.trained.iter().map(|(_, b, _)| self.space.distance(a, b)).collect()).collect();
-        let y: Vec<f64> = self.trained.iter().map(|t| t.2).collect();
-        self.gp = GaussianProcess::fit(&d, &y);
+        let mut y: Vec<f64> = self.trained.iter().map(|t| t.2).collect();
+        self.fit_points(self.trained.iter().map(|t| t.1.clone()).collect(), &y);
+        if self.in_flight.is_empty() || self.gp.is_none() {
+            return;
+        }
+        let lies: Vec<f64> = match self.config.fantasy {
+            Fantasy::Exclude => return,
+            Fantasy::ConstantLiar => vec![y.iter().copied().fold(f64::INFINITY, f64::min); self.in_flight.len()],
+            Fantasy::Mean => self.in_flight.iter().map(|a| self.predict(a).expect("fitted").0).collect(),
+        };
+        y.extend(lies);
+        let points = self.trained.iter().map(|t| t.1.clone()).chain(self.in_flight.iter().cloned()).collect();
+        self.fit_points(points, &y);
     }
 
     /// Predicted validation accuracy (mean, std) of an architecture.
     pub fn predict(&self, arch: &S::Arch) -> Option<(f64, f64)> {
         let gp = self.gp.as_ref()?;
-        let d: Vec<f64> = self.trained.iter().map(|(_, b, _)| self.space.distance(arch, b)).collect();
+        let d: Vec<f64> = self.points.iter().map(|b| self.space.distance(arch, b)).collect();
         Some(gp.predict(&d))
     }
 
@@ -219,6 +285,7 @@ enum Message<A> {
         accuracy: f64,
     },
     Exclude(A),
+    InFlight(Vec<A>),
     LimitSize(u64),
     /// Propose the architecture for model `id` (its seed comes from the search seed and the id).
     Propose {
@@ -247,6 +314,7 @@ impl<S: SearchSpace> Planner<S> {
                     match message {
                         Message::Result { id, arch, accuracy } => bo.add_result(id, arch, accuracy),
                         Message::Exclude(arch) => bo.exclude(&arch),
+                        Message::InFlight(archs) => bo.set_in_flight(archs),
                         Message::LimitSize(size) => bo.limit_size(size),
                         Message::Propose { id } => {
                             let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -278,6 +346,11 @@ impl<S: SearchSpace> Planner<S> {
         self.send(Message::LimitSize(size));
     }
 
+    /// See [`BayesianOptimizer::set_in_flight`].
+    pub fn set_in_flight(&self, archs: Vec<S::Arch>) {
+        self.send(Message::InFlight(archs));
+    }
+
     /// Starts computing the proposal for model `id`; collect it with [`Planner::receive`].
     pub fn request(&mut self, id: usize) {
         self.pending += 1;
@@ -306,53 +379,38 @@ impl<S: SearchSpace> Drop for Planner<S> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testing::search::{score, Grid};
 
-    /// Architectures are points on a grid (depth, width); morphisms step one unit along an axis.
-    #[derive(Clone)]
-    pub struct Grid {
-        pub max: i64,
-    }
-
-    impl SearchSpace for Grid {
-        type Arch = (i64, i64);
-        type Op = (i64, i64);
-        fn distance(&self, a: &(i64, i64), b: &(i64, i64)) -> f64 {
-            ((a.0 - b.0).abs() + (a.1 - b.1).abs()) as f64
-        }
-        fn descriptor(&self, a: &(i64, i64)) -> String {
-            format!("{a:?}")
-        }
-        fn neighbours(&self, a: &(i64, i64), n: usize, rng: &mut StdRng) -> Vec<((i64, i64), (i64, i64))> {
-            let steps = [(1, 0), (-1, 0), (0, 1), (0, -1)];
-            let mut out = Vec::new();
-            for _ in 0..2 * n {
-                let s = steps[rng.random_range(0..4)];
-                let b = (a.0 + s.0, a.1 + s.1);
-                if (0..=self.max).contains(&b.0) && (0..=self.max).contains(&b.1) && !out.iter().any(|(_, x)| *x == b) {
-                    out.push((s, b));
-                }
-                if out.len() >= n {
-                    break;
-                }
+    #[test]
+    fn architectures_in_flight_are_never_proposed_and_hold_their_fantasy() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let fitted = |fantasy| {
+            let mut bo = BayesianOptimizer::new(Grid { max: 12 }, BayesianConfig { fantasy, ..Default::default() });
+            bo.add_result(0, (3, 3), score((3, 3)));
+            bo.add_result(1, (5, 5), score((5, 5)));
+            bo
+        };
+        let before = fitted(Fantasy::Exclude).predict(&(4, 4)).unwrap();
+        let mut mean = fitted(Fantasy::Mean);
+        mean.set_in_flight(vec![(4, 4)]);
+        let believed = mean.predict(&(4, 4)).unwrap();
+        assert!(believed.1 < before.1 * 0.5 && (believed.0 - before.0).abs() < 0.02, "{before:?} -> {believed:?}");
+        let mut liar = fitted(Fantasy::ConstantLiar);
+        liar.set_in_flight(vec![(4, 4)]);
+        let lied = liar.predict(&(4, 4)).unwrap();
+        assert!(lied.0 < before.0 - 0.05 && lied.1 < before.1 * 0.5, "{before:?} -> {lied:?}");
+        let mut excluded = fitted(Fantasy::Exclude);
+        excluded.set_in_flight(vec![(4, 4)]);
+        assert_eq!(excluded.predict(&(4, 4)).unwrap(), before);
+        for (id, bo) in [&mut mean, &mut liar, &mut excluded].into_iter().enumerate() {
+            for k in 0..10 {
+                let p = bo.propose(&mut rng).expect("a proposal");
+                assert_ne!(p.arch, (4, 4), "an architecture in flight was proposed");
+                bo.add_result(10 * id + k + 2, p.arch, score(p.arch));
             }
-            out
         }
-        fn size(&self, a: &(i64, i64)) -> u64 {
-            (a.0 * a.1) as u64
-        }
-        fn parameters(&self, a: &(i64, i64)) -> u64 {
-            (a.0 * a.1) as u64
-        }
-        fn describe(&self, op: &(i64, i64)) -> String {
-            format!("step {op:?}")
-        }
-    }
-
-    /// Accuracy peaking at (6, 6).
-    pub fn score(a: (i64, i64)) -> f64 {
-        1.0 - 0.01 * (((a.0 - 6).pow(2) + (a.1 - 6).pow(2)) as f64)
     }
 
     #[test]

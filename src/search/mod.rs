@@ -15,7 +15,7 @@ pub mod searcher;
 pub mod space;
 pub mod store;
 
-pub use bayesian::{BayesianConfig, BayesianOptimizer, Planner, Proposal, SearchSpace};
+pub use bayesian::{BayesianConfig, BayesianOptimizer, Fantasy, Planner, Proposal, SearchSpace};
 pub use budget::TimeBudget;
 pub use duration::{format_duration, parse_duration};
 pub use searcher::{search, wait_for_other_workers, Job, SearchConfig, SearchResult, Trained, Trainer};

@@ -113,8 +113,8 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 struct Told {
     /// Trials whose result was fed.
     done: HashSet<usize>,
-    /// Trials in flight, fed as excluded.
-    running: HashSet<usize>,
+    /// The trials in flight, as last told.
+    running: Vec<usize>,
 }
 
 /// Runs (or, when `store` holds trials, resumes or joins) a search starting from the
@@ -448,13 +448,14 @@ where
             feed_planner(planner, space, r);
         }
     }
-    for r in running {
-        if told.done.contains(&r.id) || !told.running.insert(r.id) {
-            continue;
-        }
-        let arch: S::Arch =
-            serde_json::from_value(r.spec.architecture.clone()).map_err(|e| not_this_search(store, r.id, "architecture", e))?;
-        planner.exclude(arch);
+    let ids: Vec<usize> = running.iter().map(|r| r.id).collect();
+    if ids != told.running {
+        let archs = running
+            .iter()
+            .map(|r| serde_json::from_value(r.spec.architecture.clone()).map_err(|e| not_this_search(store, r.id, "architecture", e)))
+            .collect::<Result<Vec<S::Arch>>>()?;
+        planner.set_in_flight(archs);
+        told.running = ids;
     }
     Ok(())
 }
@@ -544,65 +545,9 @@ fn no_model_error<A>(records: &[ModelRecord<A>], limit: Duration, elapsed: Durat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::bayesian::tests::{score, Grid};
     use crate::search::store::SearchDir;
+    use crate::testing::search::{FakeTrainer, Grid};
     use std::path::PathBuf;
-
-    /// Trains nothing: an epoch is a short sleep; the accuracy is the grid's score. Architectures
-    /// at least `oom_size` large run out of memory; `diverges` has a NaN loss.
-    struct FakeTrainer {
-        trained: Vec<Job<(i64, i64), (i64, i64)>>,
-        /// The time each model was given.
-        budgets: Vec<Duration>,
-        epoch: Duration,
-        epochs: usize,
-        oom_size: i64,
-        diverges: Option<(i64, i64)>,
-    }
-
-    impl FakeTrainer {
-        fn new() -> Self {
-            FakeTrainer {
-                trained: Vec::new(),
-                budgets: Vec::new(),
-                epoch: Duration::from_millis(1),
-                epochs: 2,
-                oom_size: i64::MAX,
-                diverges: None,
-            }
-        }
-    }
-
-    impl Trainer<Grid> for FakeTrainer {
-        fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, store: &dyn Store, deadline: Instant) -> Result<Trained> {
-            self.trained.push(job.clone());
-            if let Some(father) = job.father {
-                // The father's weights come from the store, as a real trainer's do.
-                assert_eq!(store.load_model(father)?.weights, b"weights");
-            }
-            self.budgets.push(deadline.saturating_duration_since(Instant::now()));
-            if job.arch.0 * job.arch.1 >= self.oom_size {
-                return Err(Error::OutOfMemory(format!("{:?} does not fit", job.arch)));
-            }
-            if Some(job.arch) == self.diverges {
-                return Err(Error::Diverged("the loss became NaN".into()));
-            }
-            let start = Instant::now();
-            let mut epochs = 0;
-            let mut stopped = None;
-            for _ in 0..self.epochs {
-                std::thread::sleep(self.epoch);
-                epochs += 1;
-                if Instant::now() >= deadline {
-                    stopped = Some("time limit reached".to_string());
-                    break;
-                }
-            }
-            let acc = score(job.arch);
-            let model = ModelBlob { graph: format!("{:?}", job.arch), weights: b"weights".to_vec() };
-            Ok(Trained { epochs, seconds: start.elapsed().as_secs_f64(), val_loss: 1.0 - acc, val_accuracy: acc, stopped, model })
-        }
-    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("netmorph-search-{name}-{}", std::process::id()));
@@ -963,6 +908,21 @@ mod tests {
             assert!(!b.claim_final().unwrap());
             a.put_file("final.safetensors", &[1, 2, 3]).unwrap();
             assert_eq!(b.get_file("final.safetensors").unwrap(), Some(vec![1, 2, 3]));
+        }
+
+        #[test]
+        fn one_worker_on_postgres_proposes_what_the_search_directory_does() {
+            let server = PostgresServer::start();
+            let cfg = SearchConfig { seed: 1, ..config(10) };
+            let mut on_postgres = FakeTrainer::new();
+            search(Grid { max: 12 }, vec![(1, 1)], &mut on_postgres, &open(&server, "same", "only", DEFAULT_LEASE), &cfg).unwrap();
+            let dir = temp_dir("same-as-postgres");
+            let mut in_directory = FakeTrainer::new();
+            search(Grid { max: 12 }, vec![(1, 1)], &mut in_directory, &SearchDir::open(&dir, false, "only").unwrap(), &cfg).unwrap();
+            let sequence = |t: &FakeTrainer| t.trained.iter().map(|j| (j.id, j.father, j.arch)).collect::<Vec<_>>();
+            assert_eq!(sequence(&on_postgres), sequence(&in_directory));
+            assert_eq!(on_postgres.trained.len(), 10);
+            std::fs::remove_dir_all(&dir).unwrap();
         }
 
         #[test]

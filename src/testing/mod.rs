@@ -3,6 +3,7 @@
 //! tests. Public so integration tests and benches can use them too.
 
 pub mod postgres;
+pub mod search;
 
 use crate::autograd::{Tape, Var};
 use crate::device::Device;
