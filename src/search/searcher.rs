@@ -106,7 +106,7 @@ impl<A> SearchResult<A> {
 }
 
 /// How often a worker with nothing to train looks again for results or abandoned trials.
-const IDLE_POLL: Duration = Duration::from_secs(2);
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// What the planner has been told of a study's trials.
 #[derive(Default)]
@@ -135,7 +135,10 @@ where
 {
     let start = Instant::now();
     let deadline = start + config.time_limit;
-    let mut planner = Planner::spawn(BayesianOptimizer::new(space.clone(), config.bayesian.clone()), config.seed);
+    // Workers that joined later draw other proposals from the same results, so that workers
+    // asking at once seldom propose the same architecture; the first draws what one process does.
+    let planner_seed = config.seed ^ (store.worker_index() as u64).wrapping_mul(0xA24B_AED4_963E_E407);
+    let mut planner = Planner::spawn(BayesianOptimizer::new(space.clone(), config.bayesian.clone()), planner_seed);
     let mut told = Told::default();
     let first = store.state()?;
     if config.verbose && !(first.records.is_empty() && first.running.is_empty()) {

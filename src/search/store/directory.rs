@@ -225,6 +225,10 @@ impl Store for SearchDir {
         &self.worker
     }
 
+    fn worker_index(&self) -> usize {
+        0
+    }
+
     fn deadline(&self, limit: Duration) -> Result<Deadline> {
         Ok(Deadline { total: limit, left: limit })
     }

@@ -178,6 +178,9 @@ pub trait Store: Send + Sync {
     fn name(&self) -> String;
     /// This worker: host, process id and adapter.
     fn worker(&self) -> &str;
+    /// This worker's place among the study's workers, in the order they joined (0: the first,
+    /// and a search directory's one process).
+    fn worker_index(&self) -> usize;
     /// The study's time: a study keeps the deadline it was created with (every worker shares it);
     /// a search directory gives each run, resumed or not, a fresh `limit`.
     fn deadline(&self, limit: Duration) -> Result<Deadline>;

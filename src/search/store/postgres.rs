@@ -42,7 +42,8 @@ CREATE TABLE netmorph_studies (
     name text NOT NULL UNIQUE,
     created timestamptz NOT NULL DEFAULT now(),
     total_seconds double precision,
-    deadline timestamptz
+    deadline timestamptz,
+    workers integer NOT NULL DEFAULT 0
 );
 CREATE TABLE netmorph_values (
     study bigint NOT NULL REFERENCES netmorph_studies ON DELETE CASCADE,
@@ -92,6 +93,8 @@ pub struct PgStore {
     study_name: String,
     study: i64,
     worker: String,
+    /// This worker's place among the study's workers, in the order they joined.
+    index: usize,
     lease: Duration,
     client: Mutex<Option<Client>>,
 }
@@ -111,6 +114,7 @@ impl PgStore {
             study_name: study.to_string(),
             study: 0,
             worker: worker.to_string(),
+            index: 0,
             lease,
             client: Mutex::new(None),
         };
@@ -143,13 +147,21 @@ impl PgStore {
                     MIGRATIONS.len()
                 ))
             })?;
-        store.study = store.call(|client| {
-            let row = client.query_one(
-                "WITH new AS (INSERT INTO netmorph_studies (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
-                 SELECT id FROM new UNION ALL SELECT id FROM netmorph_studies WHERE name = $1",
-                &[&store.study_name],
-            )?;
-            Ok(row.get::<_, i64>(0))
+        store.study = store.call(|client| loop {
+            // Two statements: the second sees a study that a worker starting at the same moment
+            // committed while the first waited on it (one statement's snapshot would not).
+            if let Some(row) =
+                client.query_opt("INSERT INTO netmorph_studies (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id", &[&store.study_name])?
+            {
+                return Ok(row.get::<_, i64>(0));
+            }
+            if let Some(row) = client.query_opt("SELECT id FROM netmorph_studies WHERE name = $1", &[&store.study_name])? {
+                return Ok(row.get::<_, i64>(0));
+            }
+        })?;
+        store.index = store.call(|client| {
+            let row = client.query_one("UPDATE netmorph_studies SET workers = workers + 1 WHERE id = $1 RETURNING workers - 1", &[&store.study])?;
+            Ok(row.get::<_, i32>(0) as usize)
         })?;
         Ok(store)
     }
@@ -283,6 +295,10 @@ impl Store for PgStore {
 
     fn worker(&self) -> &str {
         &self.worker
+    }
+
+    fn worker_index(&self) -> usize {
+        self.index
     }
 
     fn deadline(&self, limit: Duration) -> Result<Deadline> {
