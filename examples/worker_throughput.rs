@@ -106,7 +106,10 @@ fn main() -> Result<()> {
     let server = PostgresServer::start();
     let limit = Duration::from_secs(args.seconds);
     let epoch = Duration::from_millis(args.epoch_ms);
-    println!("Fake trainer: 2 epochs of {} ms per trial; each study runs {} s (trials per hour of its wall time)", args.epoch_ms, args.seconds);
+    println!(
+        "Fake trainer: 2 epochs of {} ms per trial; each study runs {} s (trials per hour of its wall time)",
+        args.epoch_ms, args.seconds
+    );
     println!("{:>7} {:>7} {:>14} {:>10} {:>16}", "workers", "trials", "trials/hour", "x one", "store ms/trial");
     let mut one = None;
     for workers in [1usize, 2, 4] {

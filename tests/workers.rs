@@ -66,48 +66,56 @@ fn workers_share_a_study_and_a_killed_workers_model_is_trained_again() {
     let reader = PgStore::open(&server.url(), "mnist", "test", DEFAULT_LEASE).unwrap();
 
     // The first worker trains the generator's model, then a child, and dies with SIGKILL in it.
-    let mut first = worker(&server, "mnist", 6, &tmp.path().join("first")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = worker(&server, "mnist", 8, &tmp.path().join("first")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_until("a child in training", &mut first, || {
         let state = reader.state().unwrap();
         !state.records.is_empty() && !state.running.is_empty()
     });
     first.kill().unwrap();
     first.wait().unwrap();
-    let lost = reader.state().unwrap().running[0].clone();
+    let killed = reader.state().unwrap();
+    let lost = killed.running[0].clone();
 
-    // Two more workers join; one of them takes the lost trial over after its 3 s lease.
+    // Three more workers join; one of them takes the lost trial over after its 3 s lease.
     let spawn =
-        |name: &str| worker(&server, "mnist", 6, &tmp.path().join(name)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (second, third) = (spawn("second"), spawn("third"));
-    let (second, third) = (second.wait_with_output().unwrap(), third.wait_with_output().unwrap());
-    let outputs = [text(&second), text(&third)];
-    assert!(second.status.success() && third.status.success(), "{}\n---\n{}", outputs[0], outputs[1]);
+        |name: &str| worker(&server, "mnist", 8, &tmp.path().join(name)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let workers = [spawn("second"), spawn("third"), spawn("fourth")];
+    let finished: Vec<Output> = workers.into_iter().map(|w| w.wait_with_output().unwrap()).collect();
+    let outputs: Vec<String> = finished.iter().map(text).collect();
+    assert!(finished.iter().all(|o| o.status.success()), "{}", outputs.join("\n---\n"));
 
     let state = reader.state().unwrap();
     assert!(state.running.is_empty(), "{:?}", state.running);
-    assert_eq!(state.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "each trial once");
+    assert_eq!(state.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>(), "each trial once");
     assert!(state.records.iter().all(|r| r.status == Status::Finished), "{:?}", state.records);
+    let architectures: std::collections::HashSet<String> = state.records.iter().map(|r| r.architecture.to_string()).collect();
+    assert_eq!(architectures.len(), 8, "an architecture was trained twice");
+    // What the killed worker finished stays as it was, and nobody trains it again.
+    for before in &killed.records {
+        assert_eq!(serde_json::to_value(&state.records[before.id]).unwrap(), serde_json::to_value(before).unwrap());
+        assert!(outputs.iter().all(|o| !o.contains(&format!("Training model {} ", before.id))), "model {} trained again", before.id);
+    }
     let retrained = &state.records[lost.id];
     assert!(retrained.worker != lost.worker, "the lost trial was finished by its dead worker: {retrained:?}");
     assert!(outputs.iter().any(|o| o.contains(&format!("trial {} was", lost.id)) && o.contains("attempt 2")), "{outputs:?}");
     // The final step ran once, on one worker, and its outcome is in the study.
     let finals = outputs.iter().filter(|o| o.contains("Test accuracy")).count();
     let others = outputs.iter().filter(|o| o.contains("Another worker of study `mnist`")).count();
-    assert_eq!((finals, others), (1, 1), "{outputs:?}");
+    assert_eq!((finals, others), (1, 2), "{outputs:?}");
     let outcome = reader.get(FINAL_OUTCOME).unwrap().expect("the final step's outcome");
     // Ten classes: chance is 0.1.
     assert!(outcome["test_accuracy"].as_f64().unwrap() > 0.15, "{outcome}");
     assert!(reader.get_file("final.safetensors").unwrap().is_some_and(|w| !w.is_empty()));
 
     // --status shows the study from anywhere.
-    let status = search_command(6).args(["--status", "--storage", &server.url(), "--study", "mnist"]).output().unwrap();
+    let status = search_command(8).args(["--status", "--storage", &server.url(), "--study", "mnist"]).output().unwrap();
     let shown = text(&status);
     assert!(
-        status.status.success() && shown.contains("6 trials: 0 running, 6 finished, 0 failed") && shown.contains("Best so far"),
+        status.status.success() && shown.contains("8 trials: 0 running, 8 finished, 0 failed") && shown.contains("Best so far"),
         "{shown}"
     );
     // A worker with other settings is refused, naming them.
-    let mut other = search_with(6, &[("--batch-size", "64")]);
+    let mut other = search_with(8, &[("--batch-size", "64")]);
     let other = other.args(["--storage", &server.url(), "--study", "mnist"]).output().unwrap();
     let refused = text(&other);
     assert!(!other.status.success() && refused.contains("batch_size: stored 32, this run 64"), "{refused}");

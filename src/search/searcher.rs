@@ -212,20 +212,7 @@ where
         let began = Instant::now();
         let left = deadline.saturating_duration_since(began);
         let epoch = child_epoch(&records, job.father, &job.arch, |a| space.training_cost(a));
-        let mut record = ModelRecord {
-            id: job.id,
-            father: job.father,
-            operations: claim.spec.operations.clone(),
-            architecture: claim.spec.architecture.clone(),
-            parameters: claim.spec.parameters,
-            status: Status::Finished,
-            epochs: 0,
-            seconds: 0.0,
-            val_loss: None,
-            val_accuracy: None,
-            stopped: None,
-            worker: store.worker().to_string(),
-        };
+        let mut record = ModelRecord::of_trial(job.id, &claim.spec, store.worker(), Status::Finished);
         if least_time(epoch, config.min_epochs) > left {
             if config.verbose {
                 println!("{} left: too little for {} epochs of another model", format_duration(left), config.min_epochs);
@@ -304,23 +291,8 @@ pub fn wait_for_other_workers(store: &dyn Store, verbose: bool) -> Result<()> {
     let mut said = false;
     loop {
         while let Some(claim) = store.claim_abandoned()? {
-            let record = ModelRecord {
-                id: claim.id,
-                father: claim.spec.father,
-                operations: claim.spec.operations,
-                architecture: claim.spec.architecture,
-                parameters: claim.spec.parameters,
-                status: Status::Failed {
-                    reason: "its worker was lost, and the search's time ran out before another could train it".into(),
-                    resource: false,
-                },
-                epochs: 0,
-                seconds: 0.0,
-                val_loss: None,
-                val_accuracy: None,
-                stopped: None,
-                worker: store.worker().to_string(),
-            };
+            let reason = "its worker was lost, and the search's time ran out before another could train it".to_string();
+            let record = ModelRecord::of_trial(claim.id, &claim.spec, store.worker(), Status::Failed { reason, resource: false });
             store.finish(&record, None)?;
         }
         let running: Vec<Running> = store.state()?.running.into_iter().filter(|r| r.silent < lease.as_secs_f64()).collect();

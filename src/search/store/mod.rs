@@ -66,9 +66,11 @@ impl<A> ModelRecord<A> {
     /// True when `self` is a better model than `other`: higher validation accuracy, then lower
     /// validation loss, then the earlier model.
     pub fn better_than(&self, other: &ModelRecord<A>) -> bool {
-        let key = |r: &ModelRecord<A>| (r.val_accuracy.unwrap_or(f64::NEG_INFINITY), -r.val_loss.unwrap_or(f64::INFINITY));
-        let (a, b) = (key(self), key(other));
-        a.0 > b.0 || (a.0 == b.0 && (a.1 > b.1 || (a.1 == b.1 && self.id < other.id)))
+        ranks_above(self.rank(), other.rank())
+    }
+
+    fn rank(&self) -> (f64, f64, usize) {
+        (self.val_accuracy.unwrap_or(f64::NEG_INFINITY), self.val_loss.unwrap_or(f64::INFINITY), self.id)
     }
 
     /// The same record with its architecture converted by `f`.
@@ -90,12 +92,46 @@ impl<A> ModelRecord<A> {
     }
 }
 
+impl ModelRecord<Value> {
+    /// The record of trial `id` (as `spec` describes it) by `worker`, with `status` and nothing
+    /// trained yet: the trainer's figures are filled in after.
+    pub fn of_trial(id: usize, spec: &TrialSpec, worker: &str, status: Status) -> Self {
+        ModelRecord {
+            id,
+            father: spec.father,
+            operations: spec.operations.clone(),
+            architecture: spec.architecture.clone(),
+            parameters: spec.parameters,
+            status,
+            epochs: 0,
+            seconds: 0.0,
+            val_loss: None,
+            val_accuracy: None,
+            stopped: None,
+            worker: worker.to_string(),
+        }
+    }
+}
+
 /// Which model is best so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BestModel {
     pub id: usize,
     pub val_loss: f64,
     pub val_accuracy: f64,
+}
+
+impl BestModel {
+    /// True when `record` is a better model than this one (see [`ModelRecord::better_than`]).
+    pub fn beaten_by<A>(&self, record: &ModelRecord<A>) -> bool {
+        ranks_above(record.rank(), (self.val_accuracy, self.val_loss, self.id))
+    }
+}
+
+/// Models ranked by (validation accuracy, validation loss, id): higher accuracy, then lower loss,
+/// then the earlier model.
+fn ranks_above(a: (f64, f64, usize), b: (f64, f64, usize)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && (a.1 < b.1 || (a.1 == b.1 && a.2 < b.2)))
 }
 
 /// A model to train, as the store keeps it from its claim until its record.

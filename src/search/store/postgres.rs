@@ -150,9 +150,10 @@ impl PgStore {
         store.study = store.call(|client| loop {
             // Two statements: the second sees a study that a worker starting at the same moment
             // committed while the first waited on it (one statement's snapshot would not).
-            if let Some(row) =
-                client.query_opt("INSERT INTO netmorph_studies (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id", &[&store.study_name])?
-            {
+            if let Some(row) = client.query_opt(
+                "INSERT INTO netmorph_studies (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&store.study_name],
+            )? {
                 return Ok(row.get::<_, i64>(0));
             }
             if let Some(row) = client.query_opt("SELECT id FROM netmorph_studies WHERE name = $1", &[&store.study_name])? {
@@ -160,7 +161,8 @@ impl PgStore {
             }
         })?;
         store.index = store.call(|client| {
-            let row = client.query_one("UPDATE netmorph_studies SET workers = workers + 1 WHERE id = $1 RETURNING workers - 1", &[&store.study])?;
+            let row = client
+                .query_one("UPDATE netmorph_studies SET workers = workers + 1 WHERE id = $1 RETURNING workers - 1", &[&store.study])?;
             Ok(row.get::<_, i32>(0) as usize)
         })?;
         Ok(store)
@@ -208,23 +210,8 @@ impl PgStore {
 
     /// Records trial `id` as failed because its workers were lost too often.
     fn fail_abandoned(&self, tx: &mut Transaction, id: i32, spec: &TrialSpec, worker: &str, attempts: i32) -> Result<(), postgres::Error> {
-        let record = ModelRecord {
-            id: id as usize,
-            father: spec.father,
-            operations: spec.operations.clone(),
-            architecture: spec.architecture.clone(),
-            parameters: spec.parameters,
-            status: super::Status::Failed {
-                reason: format!("its worker was lost {attempts} times (last {worker}): recorded as failed after {MAX_ATTEMPTS}"),
-                resource: false,
-            },
-            epochs: 0,
-            seconds: 0.0,
-            val_loss: None,
-            val_accuracy: None,
-            stopped: None,
-            worker: worker.to_string(),
-        };
+        let reason = format!("its worker was lost {attempts} times (last {worker}): recorded as failed after {MAX_ATTEMPTS}");
+        let record = ModelRecord::of_trial(id as usize, spec, worker, super::Status::Failed { reason, resource: false });
         tx.execute(
             "UPDATE netmorph_trials SET state = 'failed', ended = now(), record = $3 WHERE study = $1 AND id = $2",
             &[&self.study, &id, &to_json(&record)],
@@ -532,14 +519,7 @@ impl Store for PgStore {
                 let best: Option<Value> =
                     tx.query_opt("SELECT value FROM netmorph_values WHERE study = $1 AND key = 'best'", &[&self.study])?.map(|r| r.get(0));
                 let best: Option<BestModel> = best.and_then(|b| serde_json::from_value(b).ok());
-                let better = best.is_none_or(|b| {
-                    let key = |acc: f64, loss: f64| (acc, -loss);
-                    let (new, old) = (
-                        key(record.val_accuracy.unwrap_or(f64::NEG_INFINITY), record.val_loss.unwrap_or(f64::INFINITY)),
-                        key(b.val_accuracy, b.val_loss),
-                    );
-                    new.0 > old.0 || (new.0 == old.0 && (new.1 > old.1 || (new.1 == old.1 && record.id < b.id)))
-                });
+                let better = best.is_none_or(|b| b.beaten_by(record));
                 if better {
                     let value = json!({"id": record.id, "val_loss": record.val_loss, "val_accuracy": record.val_accuracy});
                     tx.execute(
