@@ -168,7 +168,8 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
     println!("Device: {}", device.name());
     println!("Storage: {} (worker {})", store.name(), store.worker());
     let deadline = start + time.left;
-    if used.is_zero() {
+    // A second, or less, went by since the study began: this worker began it.
+    if used < Duration::from_secs(1) {
         let fresh = if args.storage.resume && args.storage.storage.is_none() {
             " (a resumed search gets a fresh limit, counted from now)"
         } else {

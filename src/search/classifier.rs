@@ -553,7 +553,7 @@ impl ImageClassifier {
             bayesian: cfg.bayesian.clone(),
             verbose: cfg.verbose,
         };
-        let mut result = search(space, generators, &mut trainer, store, &search_config)?;
+        let ended_by = search(space, generators, &mut trainer, store, &search_config)?.ended_by;
         if !store.claim_final()? {
             if cfg.verbose {
                 println!("Another worker of {} chooses the ensemble and runs the final fit", store.name());
@@ -561,10 +561,8 @@ impl ImageClassifier {
             return Ok(None);
         }
         wait_for_other_workers(store, cfg.verbose)?;
-        if store.lease().is_some() {
-            // With other workers' last results.
-            result = study_result(store, result.ended_by, Duration::ZERO, Duration::ZERO, false)?;
-        }
+        // With the last results of the study's other workers.
+        let result = study_result(store, ended_by, Duration::ZERO, Duration::ZERO, false)?;
         let (steps, mut members) = self.select_ensemble(&result, store, &trainer.val, &val)?;
         drop(trainer);
         self.device.trim_pool();
