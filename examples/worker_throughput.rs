@@ -84,9 +84,6 @@ impl Store for Timed {
     fn lease(&self) -> Option<Duration> {
         self.inner.lease()
     }
-    fn release(&self, id: usize) -> Result<()> {
-        self.time(|s| s.release(id))
-    }
     fn load_model(&self, id: usize) -> Result<ModelBlob> {
         self.time(|s| s.load_model(id))
     }

@@ -186,6 +186,17 @@ where
                     std::thread::sleep(IDLE_POLL.min(deadline.saturating_duration_since(Instant::now())));
                     continue;
                 };
+                // A new trial is claimed only when the time left holds its minimum epochs.
+                let arch: S::Arch =
+                    serde_json::from_value(spec.architecture.clone()).map_err(|e| not_this_search(store, next_guess, "architecture", e))?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                if least_time(child_epoch(&records, spec.father, &arch, |a| space.training_cost(a)), config.min_epochs) > left {
+                    if config.verbose {
+                        println!("{} left: too little for {} epochs of another model", format_duration(left), config.min_epochs);
+                    }
+                    ended_by = "time limit".to_string();
+                    break;
+                }
                 match store.claim_new(&spec, config.max_models)? {
                     ClaimOutcome::Claimed(claim) => claim,
                     ClaimOutcome::Taken => continue,
@@ -213,17 +224,14 @@ where
         let left = deadline.saturating_duration_since(began);
         let epoch = child_epoch(&records, job.father, &job.arch, |a| space.training_cost(a));
         let mut record = ModelRecord::of_trial(job.id, &claim.spec, store.worker(), Status::Finished);
-        if least_time(epoch, config.min_epochs) > left {
+        if claim.attempt > 1 && least_time(epoch, config.min_epochs) > left {
+            // A trial taken over from a lost worker, with too little time left to train it again:
+            // recorded, so that no worker waits for it.
             if config.verbose {
-                println!("{} left: too little for {} epochs of another model", format_duration(left), config.min_epochs);
+                println!("{} left: too little for {} epochs of model {}", format_duration(left), config.min_epochs, job.id);
             }
-            if claim.attempt > 1 {
-                // Another worker's trial, taken over: recorded, so that no worker waits for it.
-                record.status = Status::Failed { reason: "the time limit came before it could train again".into(), resource: false };
-                store.finish(&record, None)?;
-            } else {
-                store.release(claim.id)?;
-            }
+            record.status = Status::Failed { reason: "the time limit came before it could train again".into(), resource: false };
+            store.finish(&record, None)?;
             ended_by = "time limit".to_string();
             break;
         }

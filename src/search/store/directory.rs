@@ -292,12 +292,6 @@ impl Store for SearchDir {
         None
     }
 
-    fn release(&self, _id: usize) -> Result<()> {
-        let mut trials = self.trials.lock().expect("trial counter");
-        trials.1 -= 1;
-        Ok(())
-    }
-
     fn load_model(&self, id: usize) -> Result<ModelBlob> {
         let (json, weights) = (self.model_path(id, "json"), self.model_path(id, "safetensors"));
         let graph = fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;

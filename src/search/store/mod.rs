@@ -243,8 +243,6 @@ pub trait Store: Send + Sync {
     /// How long a trial's worker may be silent before the trial is another's to take (`None`:
     /// one process, no heartbeats). Heartbeats go every lease / 6.
     fn lease(&self) -> Option<Duration>;
-    /// Gives back a new trial this worker claimed and will not train (the time ran out).
-    fn release(&self, id: usize) -> Result<()>;
     /// The stored model of a finished trial.
     fn load_model(&self, id: usize) -> Result<ModelBlob>;
     /// Stores a trial's end: its model (when it trained), its record, and the best model when it

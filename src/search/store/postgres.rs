@@ -467,17 +467,6 @@ impl Store for PgStore {
         Some(self.lease)
     }
 
-    fn release(&self, id: usize) -> Result<()> {
-        let id = id as i32;
-        self.call(|client| {
-            client.execute(
-                "DELETE FROM netmorph_trials WHERE study = $1 AND id = $2 AND worker = $3 AND state = 'running'",
-                &[&self.study, &id, &self.worker],
-            )?;
-            Ok(())
-        })
-    }
-
     fn load_model(&self, id: usize) -> Result<ModelBlob> {
         let id32 = id as i32;
         self.call(|client| {
