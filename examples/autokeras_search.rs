@@ -6,6 +6,8 @@
 //! ```text
 //! cargo run --release --example autokeras_search -- --time-limit 2h
 //! cargo run --release --example autokeras_search -- --time-limit 2h --resume      # after a crash
+//! cargo run --release --example autokeras_search -- --time-limit 2h --storage postgres://host/db --study mnist   # one per worker
+//! cargo run --release --example autokeras_search -- --status --storage postgres://host/db --study mnist
 //! ```
 //!
 //! The search directory keeps every model and the history; `--resume` continues it without

@@ -1,7 +1,8 @@
 //! The architecture search by network morphism, as AutoKeras 0.3 did it: a Bayesian optimiser
 //! over architectures ([`bayesian`], on a Gaussian process [`gp`]) proposes children of trained
-//! models, each trained from its father's weights; a search directory ([`store`]) keeps every
-//! result so a search can be resumed after any crash.
+//! models, each trained from its father's weights. A store ([`store`]: a locked search directory
+//! for one process, or a PostgreSQL study that any number of workers share) keeps every result, so
+//! a search survives any crash and many workers can run one search.
 
 pub mod bayesian;
 pub mod budget;
