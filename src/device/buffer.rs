@@ -92,9 +92,19 @@ fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
+/// The size of the pooled buffer for `bytes` (at most `limit`, the largest binding): its size
+/// class, but never above the limit. Requests between 1.875 and 2 GiB round up to 2^31 bytes,
+/// one over the 2^31 - 1 that Vulkan and DX12 allow.
+fn pooled_size(bytes: u64, limit: u64) -> u64 {
+    debug_assert!(bytes <= limit, "checked by the caller");
+    // Buffer sizes are multiples of 4; `bytes` is one, so the cap still covers it.
+    size_class(bytes).min(limit / 4 * 4).max(bytes)
+}
+
 impl BufferPool {
-    pub(super) fn take(&mut self, device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
-        let class = size_class(bytes);
+    /// A buffer of at least `bytes` (at most `limit`, the largest binding the device allows).
+    pub(super) fn take(&mut self, device: &wgpu::Device, bytes: u64, limit: u64) -> wgpu::Buffer {
+        let class = pooled_size(bytes, limit);
         if let Some(b) = self.free.get_mut(&class).and_then(|v| v.pop()) {
             return b;
         }
@@ -115,7 +125,20 @@ impl BufferPool {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class;
+    use super::{pooled_size, size_class};
+
+    #[test]
+    fn pooled_sizes_stay_within_the_binding_limit() {
+        let vulkan = (1u64 << 31) - 1;
+        for bytes in [2_013_265_924u64, 2_100_000_000, 2_147_483_644] {
+            let size = pooled_size(bytes, vulkan);
+            assert!(size >= bytes && size <= vulkan && size.is_multiple_of(4), "{bytes} -> {size}");
+            assert!(size_class(bytes) > vulkan, "{bytes} is in the band that overshoots");
+        }
+        assert_eq!(pooled_size(100_000, vulkan), size_class(100_000), "below the limit, the class");
+        assert_eq!(pooled_size(1000, 1000), 1000);
+    }
+
     #[test]
     fn size_classes_cover_and_waste_little() {
         for b in [1u64, 255, 256, 257, 4095, 4097, 100_000, 188_160_000] {

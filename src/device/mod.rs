@@ -178,7 +178,7 @@ impl Device {
         if bytes > limit {
             return Err(Error::TooLarge { what: what.to_string(), bytes, limit, adapter: self.inner.info.name.clone() });
         }
-        let raw = self.inner.pool.lock().unwrap().take(&self.inner.device, bytes);
+        let raw = self.inner.pool.lock().unwrap().take(&self.inner.device, bytes, limit);
         Ok(Arc::new(GpuBuffer::new(raw, len, dtype, self.inner.pool.clone())))
     }
 
