@@ -346,17 +346,44 @@ impl Device {
         self.inner.recorder.lock().unwrap().submits
     }
 
-    /// Turns errors wgpu reported asynchronously into a Rust error.
+    /// Turns errors wgpu reported asynchronously into a Rust error. Every queued error is taken
+    /// (one failed piece of work often queues several), so none is left to fail the next model:
+    /// an out-of-memory first, as it is what a search avoids by trying smaller models, and the
+    /// count of the others in its message.
     fn check(&self) -> Result<()> {
         if let Some(msg) = self.inner.lost.lock().unwrap().clone() {
             return Err(Error::DeviceLost(msg));
         }
-        let mut errs = self.inner.errors.lock().unwrap();
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs.remove(0))
+        let queued = std::mem::take(&mut *self.inner.errors.lock().unwrap());
+        let others = queued.len().saturating_sub(1);
+        let Some(first) = queued.into_iter().min_by_key(|e| !matches!(e, Error::OutOfMemory(_))) else { return Ok(()) };
+        Err(match (first, others) {
+            (first, 0) => first,
+            (Error::OutOfMemory(msg), n) => Error::OutOfMemory(format!("{msg} (and {n} more errors of the same work)")),
+            (Error::Gpu(msg), n) => Error::Gpu(format!("{msg} (and {n} more errors of the same work)")),
+            (first, _) => first,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_queued_error_is_taken_at_once() {
+        let device = crate::testing::device();
+        let too_large = device.limits().max_buffer_size + 4;
+        for _ in 0..3 {
+            // Invalid: larger than the device allows (a validation error, queued by wgpu).
+            let _ = device.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("too large"),
+                size: too_large,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
         }
+        let err = device.sync().expect_err("the invalid buffers are reported");
+        assert!(err.to_string().contains("and 2 more errors"), "{err}");
+        device.sync().expect("nothing is left for the next work");
     }
 }
 

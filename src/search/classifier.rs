@@ -324,7 +324,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
         let start = Instant::now();
         let mut graph = self.model_graph(job, store)?;
         let epochs = if job.father.is_some() { self.config.child_epochs } else { self.config.max_epochs };
-        let history = {
+        let trained = (|| {
             let model = Model::new(&graph, self.device)?;
             let mut optimizer = self.config.optimizer.build();
             let fit = FitConfig {
@@ -343,10 +343,12 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
-            history
-        };
-        // The next model has other shapes: free this one's pooled buffers.
+            Ok(history)
+        })();
+        // The next model has other shapes: free this one's pooled buffers, whether it trained or
+        // failed (a failed model's buffers must not be handed to the next).
         self.device.trim_pool();
+        let history = trained?;
         let model = model_blob(&graph)?;
         let last = history.final_epoch().ok_or_else(|| Error::Other("training ran no epoch".into()))?;
         Ok(Trained {
