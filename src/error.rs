@@ -60,9 +60,10 @@ impl Error {
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Format { path: path.into(), msg: msg.into() }
     }
-    /// True for failures of the device itself (out of memory, device lost): a search records the
-    /// model as failed and goes on.
+    /// True for a model too large for the device (out of memory, a binding over the limit): a
+    /// search records the model as failed, avoids that size, and goes on. A lost device is not
+    /// one: it ends the search.
     pub fn is_resource_failure(&self) -> bool {
-        matches!(self, Error::OutOfMemory(_) | Error::TooLarge { .. } | Error::DeviceLost(_))
+        matches!(self, Error::OutOfMemory(_) | Error::TooLarge { .. })
     }
 }

@@ -85,9 +85,17 @@ pub trait Trainer<S: SearchSpace> {
 
 /// A model that runs out of device memory, diverges, or cannot be built or trained for another
 /// reason of its own is recorded as failed and the search goes on; failures of the disk, of the
-/// store or of the adapter as a whole end it.
+/// store or of the adapter as a whole (a lost device included) end it.
 pub fn continues_search(e: &Error) -> bool {
-    !matches!(e, Error::Io { .. } | Error::Format { .. } | Error::Store(_) | Error::NoAdapter(_) | Error::DeviceRequest { .. })
+    !matches!(
+        e,
+        Error::Io { .. }
+            | Error::Format { .. }
+            | Error::Store(_)
+            | Error::NoAdapter(_)
+            | Error::DeviceRequest { .. }
+            | Error::DeviceLost(_)
+    )
 }
 
 /// Every model of the search (resumed ones and other workers' included) and the best.
@@ -254,6 +262,13 @@ where
             }
             Err(e) if continues_search(&e) => {
                 record.status = Status::Failed { reason: e.to_string(), resource: e.is_resource_failure() };
+            }
+            Err(Error::DeviceLost(msg)) => {
+                return Err(Error::DeviceLost(format!(
+                    "{msg}; the search stopped with every finished model kept in {}: run it again (with --resume for a search \
+                     directory) to continue",
+                    store.name()
+                )))
             }
             Err(e) => return Err(e),
         }
@@ -620,6 +635,23 @@ mod tests {
         // The model in training when the limit passed stopped early (unless the limit fell between models).
         let last = result.records.last().unwrap();
         assert!(last.stopped.as_deref() == Some("time limit reached") || last.epochs == 3, "{last:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lost_device_ends_the_search_with_the_store_intact() {
+        let dir = temp_dir("lost");
+        let store = SearchDir::open(&dir, false, "test").unwrap();
+        let mut trainer = FakeTrainer { lost_at: Some(2), ..FakeTrainer::new() };
+        let err = search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &config(6)).unwrap_err().to_string();
+        assert!(err.contains("device was lost") && err.contains("--resume") && err.contains(&dir.display().to_string()), "{err}");
+        let records = store.state().unwrap().records;
+        assert_eq!(records.len(), 2, "the models before the loss are kept, and the lost one is no failure: {records:?}");
+        drop(store);
+        let store = SearchDir::open(&dir, true, "test").unwrap();
+        let mut again = FakeTrainer::new();
+        search(Grid { max: 12 }, vec![(1, 1)], &mut again, &store, &config(6)).unwrap();
+        assert_eq!(again.trained.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2, 3, 4, 5], "--resume continues");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -65,6 +65,8 @@ pub struct FakeTrainer {
     pub epochs: usize,
     pub oom_size: i64,
     pub diverges: Option<(i64, i64)>,
+    /// The device is lost when model `lost_at` trains.
+    pub lost_at: Option<usize>,
 }
 
 impl Default for FakeTrainer {
@@ -82,6 +84,7 @@ impl FakeTrainer {
             epochs: 2,
             oom_size: i64::MAX,
             diverges: None,
+            lost_at: None,
         }
     }
 }
@@ -98,6 +101,9 @@ impl Trainer<Grid> for FakeTrainer {
         self.budgets.push(deadline.saturating_duration_since(Instant::now()));
         if job.arch.0 * job.arch.1 >= self.oom_size {
             return Err(Error::OutOfMemory(format!("{:?} does not fit", job.arch)));
+        }
+        if Some(job.id) == self.lost_at {
+            return Err(Error::DeviceLost("the fake device was lost".into()));
         }
         if Some(job.arch) == self.diverges {
             return Err(Error::Diverged("the loss became NaN".into()));
