@@ -53,6 +53,7 @@ fn run(args: Args) -> Result<()> {
     if args.status {
         return args.search.storage.print_status();
     }
+    args.search.storage.check()?;
     let mnist = Mnist::load(args.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let train = limit_and_shrink(&mnist.train, args.train_limit, args.downsample)?;
     let test = limit_and_shrink(&mnist.test, args.test_limit, args.downsample)?;

@@ -158,12 +158,21 @@ fn wrong_values_get_errors_that_name_them() {
         (vec!["evaluate", "/no/such/model", d], "/no/such/model.json"),
         (vec!["train", d, "--model", d], d),
         (vec!["summary", d], "neither model.json nor final.json"),
+        (vec!["search", d, "--storage", "postgres://nobody@127.0.0.1:1/db"], "--storage needs --study"),
+        (vec!["search", d, "--storage", "postgres://nobody@127.0.0.1:1/db", "--study", "s", "--resume"], "--resume is for --search-dir"),
+        (
+            vec!["search", d, "--storage", "postgres://nobody:secret@127.0.0.1:1/db", "--study", "s"],
+            "cannot connect to the database at postgres://nobody:***@127.0.0.1:1/db",
+        ),
+        (vec!["search", d, "--storage", "postgres://127.0.0.1:1/db", "--study", "s", "--lease", "0.5s"], "--lease"),
+        (vec!["status", "--search-dir", s], "no search here"),
     ] {
         let out = netmorph(&args);
         let said = text(&out);
         assert!(!out.status.success(), "netmorph {args:?} succeeded:\n{said}");
         assert!(said.contains(expected), "netmorph {args:?} does not name `{expected}`:\n{said}");
         assert!(!said.contains("panicked"), "netmorph {args:?} panicked:\n{said}");
+        assert!(!said.contains("secret"), "netmorph {args:?} printed a password:\n{said}");
     }
     assert!(!dir.exists(), "a refused command wrote nothing");
 }

@@ -56,6 +56,7 @@ fn main() {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Search { data, search } => {
+            search.storage.check()?;
             let loaded = data.load(search.seed)?;
             run_search(&Device::new()?, &search, &loaded.train, &loaded.test, loaded.class_names)
         }

@@ -123,14 +123,26 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
-    /// Opens the store (locking a search directory) for `worker` ([`worker_name`]).
-    pub fn open(&self, worker: &str) -> Result<Box<dyn Store>> {
+    /// The options that go together: `--storage` with `--study`, and `--resume` without them (a
+    /// study is joined, whatever it holds). Checked before the data is read.
+    pub fn check(&self) -> Result<()> {
         match (&self.storage, &self.study) {
-            (Some(url), Some(study)) => Ok(Box::new(PgStore::open(url, study, worker, self.lease)?)),
             (Some(_), None) | (None, Some(_)) => {
                 Err(Error::Invalid("--storage needs --study NAME: the study that the workers share".into()))
             }
-            (None, None) => Ok(Box::new(SearchDir::open(&self.search_dir, self.resume, worker)?)),
+            (Some(_), Some(_)) if self.resume => {
+                Err(Error::Invalid("--resume is for --search-dir: a worker with --storage joins its study, whatever it holds".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the store (locking a search directory) for `worker` ([`worker_name`]).
+    pub fn open(&self, worker: &str) -> Result<Box<dyn Store>> {
+        self.check()?;
+        match (&self.storage, &self.study) {
+            (Some(url), Some(study)) => Ok(Box::new(PgStore::open(url, study, worker, self.lease)?)),
+            _ => Ok(Box::new(SearchDir::open(&self.search_dir, self.resume, worker)?)),
         }
     }
 
@@ -139,7 +151,7 @@ impl StorageArgs {
     pub fn print_status(&self) -> Result<()> {
         let (name, state) = match (&self.storage, &self.study) {
             (Some(url), Some(study)) => {
-                let store = PgStore::open(url, study, &worker_name(""), self.lease)?;
+                let store = PgStore::open_existing(url, study)?;
                 (store.name(), store.state()?)
             }
             (Some(url), None) => {

@@ -109,6 +109,7 @@ impl PgStore {
         if lease < Duration::from_secs(1) {
             return Err(Error::Invalid(format!("--lease: {lease:?} is too short; give at least 1s")));
         }
+        let client = connect(url)?;
         let mut store = PgStore {
             url: url.to_string(),
             study_name: study.to_string(),
@@ -116,7 +117,7 @@ impl PgStore {
             worker: worker.to_string(),
             index: 0,
             lease,
-            client: Mutex::new(None),
+            client: Mutex::new(Some(client)),
         };
         store
             .call(|client| {
@@ -193,11 +194,11 @@ impl PgStore {
                 Ok(value) => return Ok(value),
                 Err(e) if is_connection_failure(&e) && start.elapsed() < RECONNECT_FOR => {
                     *slot = None;
-                    eprintln!("{}: {e}; connecting again in {:.1}s", self.name(), wait.as_secs_f64());
+                    eprintln!("{}: {}; connecting again in {:.1}s", self.name(), describe(&e), wait.as_secs_f64());
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(8));
                 }
-                Err(e) => return Err(Error::Store(format!("{}: {e}", self.name()))),
+                Err(e) => return Err(Error::Store(format!("{}: {}", self.name(), describe(&e)))),
             }
         }
     }
@@ -221,18 +222,43 @@ impl PgStore {
 
     /// Lists the studies in the database at `url` (for `--status` without a study).
     pub fn studies(url: &str) -> Result<Vec<String>> {
-        let mut client = Client::connect(url, NoTls).map_err(|e| Error::Store(format!("{}: {e}", redact(url))))?;
-        let exists: bool = client
-            .query_one("SELECT to_regclass('netmorph_studies') IS NOT NULL", &[])
-            .map_err(|e| Error::Store(format!("{}: {e}", redact(url))))?
-            .get(0);
+        let mut client = connect(url)?;
+        let failed = |e: postgres::Error| Error::Store(format!("{}: {}", redact(url), describe(&e)));
+        let exists: bool = client.query_one("SELECT to_regclass('netmorph_studies') IS NOT NULL", &[]).map_err(failed)?.get(0);
         if !exists {
             return Ok(Vec::new());
         }
-        let rows = client
-            .query("SELECT name FROM netmorph_studies ORDER BY id", &[])
-            .map_err(|e| Error::Store(format!("{}: {e}", redact(url))))?;
+        let rows = client.query("SELECT name FROM netmorph_studies ORDER BY id", &[]).map_err(failed)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Opens an existing study without joining it as a worker (for `--status`): a study that is
+    /// not there is an error that lists those that are.
+    pub fn open_existing(url: &str, study: &str) -> Result<PgStore> {
+        let studies = PgStore::studies(url)?;
+        if !studies.iter().any(|s| s == study) {
+            let known = if studies.is_empty() { "none".to_string() } else { studies.join(", ") };
+            return Err(Error::Store(format!("{} holds no study `{study}` (its studies: {known})", redact(url))));
+        }
+        PgStore::open(url, study, "status", DEFAULT_LEASE)
+    }
+}
+
+/// The first connection, which fails at once: a wrong address or password is the user's to fix;
+/// only a connection that worked is retried when it drops.
+fn connect(url: &str) -> Result<Client> {
+    Client::connect(url, NoTls).map_err(|e| Error::Store(format!("cannot connect to the database at {}: {}", redact(url), describe(&e))))
+}
+
+/// A database error with what the server or the network said (the crate's own text is terse:
+/// "db error", "error connecting to server").
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
     }
 }
 
