@@ -366,27 +366,6 @@ impl Device {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_queued_error_is_taken_at_once() {
-        let device = crate::testing::device();
-        let too_large = device.limits().max_buffer_size + 4;
-        for _ in 0..3 {
-            // Invalid: larger than the device allows (a validation error, queued by wgpu).
-            let _ = device.inner.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("too large"),
-                size: too_large,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            });
-        }
-        let err = device.sync().expect_err("the invalid buffers are reported");
-        assert!(err.to_string().contains("and 2 more errors"), "{err}");
-        device.sync().expect("nothing is left for the next work");
-    }
-}
-
 async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     if std::env::var("WGPU_ADAPTER_NAME").is_ok() {
         return wgpu::util::initialize_adapter_from_env_or_default(instance, None)
@@ -426,4 +405,25 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
         return Ok(a);
     }
     instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await.map_err(|e| Error::NoAdapter(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_queued_error_is_taken_at_once() {
+        let device = crate::testing::device();
+        let too_large = device.limits().max_buffer_size + 4;
+        for _ in 0..3 {
+            // Invalid: larger than the device allows (a validation error, queued by wgpu).
+            let _ = device.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("too large"),
+                size: too_large,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+        }
+        let err = device.sync().expect_err("the invalid buffers are reported");
+        assert!(err.to_string().contains("and 2 more errors"), "{err}");
+        device.sync().expect("nothing is left for the next work");
+    }
 }
