@@ -200,7 +200,7 @@ pub fn parse_positive_real(text: &str) -> std::result::Result<f32, String> {
 pub fn parse_time_limit(text: &str) -> std::result::Result<std::time::Duration, String> {
     match crate::search::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("the time limit must be above zero".into()),
+        Ok(_) => Err("a duration must be above zero".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -305,9 +305,8 @@ impl Store for SearchDir {
             write_atomic(&self.model_path(record.id, "safetensors"), &model.weights)?;
             write_atomic(&self.model_path(record.id, "json"), model.graph.as_bytes())?;
         }
-        let records: Vec<ModelRecord<Value>> = self.load_history()?;
         self.append(record)?;
-        if record.finished() && super::best_record(&records).is_none_or(|b| record.better_than(b)) {
+        if record.finished() && self.best()?.is_none_or(|b| b.beaten_by(record)) {
             let best = BestModel {
                 id: record.id,
                 val_loss: record.val_loss.expect("finished"),
