@@ -3,7 +3,8 @@
 //!
 //! Layers, each depending only on those below it: `cli` (the options and jobs of the `netmorph`
 //! command) -> `export` (ONNX), `search` -> `morph` -> `graph` -> `train` -> `optim`, `data` ->
-//! `autograd` -> `ops` -> `device`.
+//! `autograd` -> `ops` -> `device`. `report` (data health and the search, as a page) sits beside
+//! `export`, over `search` and `data`.
 
 pub mod autograd;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod graph;
 pub mod morph;
 pub mod ops;
 pub mod optim;
+pub mod report;
 pub mod search;
 pub mod tensor;
 pub mod testing;
