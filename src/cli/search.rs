@@ -220,9 +220,10 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
     if let Some(chosen) = classifier.ensemble().last() {
         println!("Ensemble: models {:?} (val loss {:.4}, val accuracy {:.4})", chosen.members, chosen.val_loss, chosen.val_accuracy);
     }
+    let mut final_fit = None;
     if args.final_epochs > 0 {
         println!("Final fit ({:?}) on all {} training images (at most {} epochs)", args.final_fit, train.n, args.final_epochs);
-        classifier.final_fit(train, args.final_epochs, args.final_fit.into(), Some(deadline))?;
+        final_fit = Some(classifier.final_fit(train, args.final_epochs, args.final_fit.into(), Some(deadline))?);
         println!("Search and final fit took {} (limit {})", format_duration(start.elapsed()), format_duration(budget.total));
     }
     let export = args.export.clone().unwrap_or_else(|| match &args.storage.study {
@@ -242,6 +243,7 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
         "worker": store.worker(),
         "ensemble": classifier.ensemble().last().map(|s| s.members.clone()),
         "seconds": start.elapsed().as_secs_f64(),
+        "final_fit": final_fit,
     });
     if test.n > 0 {
         let eval = classifier.evaluate(test)?;

@@ -5,6 +5,8 @@
 
 pub mod duplicates;
 pub mod health;
+pub mod labels;
+pub mod plots;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

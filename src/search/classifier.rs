@@ -357,6 +357,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
             val_loss: last.val_loss.unwrap_or(f64::NAN),
             val_accuracy: last.val_accuracy.unwrap_or(f64::NAN),
             stopped: history.stopped_early,
+            curve: history.epochs,
             model,
         })
     }

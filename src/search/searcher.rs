@@ -8,7 +8,8 @@
 use super::bayesian::{BayesianConfig, BayesianOptimizer, Planner, SearchSpace};
 use super::duration::format_duration;
 use super::report;
-use super::store::{best_record, Claim, ClaimOutcome, ModelBlob, ModelRecord, Running, Status, Store, TrialSpec};
+use super::store::{best_record, unix_seconds, Claim, ClaimOutcome, ModelBlob, ModelRecord, Running, Status, Store, TrialSpec};
+use crate::train::EpochStats;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -71,6 +72,8 @@ pub struct Trained {
     pub val_accuracy: f64,
     /// Why training ended before the epoch cap.
     pub stopped: Option<String>,
+    /// Each epoch's figures.
+    pub curve: Vec<EpochStats>,
     /// The trained model, stored with the trial's record.
     pub model: ModelBlob,
 }
@@ -232,6 +235,7 @@ where
         let left = deadline.saturating_duration_since(began);
         let epoch = child_epoch(&records, job.father, &job.arch, |a| space.training_cost(a));
         let mut record = ModelRecord::of_trial(job.id, &claim.spec, store.worker(), Status::Finished);
+        record.started_at = Some(unix_seconds());
         if claim.attempt > 1 && least_time(epoch, config.min_epochs) > left {
             // A trial taken over from a lost worker, with too little time left to train it again:
             // recorded, so that no worker waits for it.
@@ -246,6 +250,7 @@ where
         let model_deadline = began + model_budget(left, config.model_share, epoch, config.min_epochs);
         let outcome = with_heartbeat(store, job.id, || trainer.train(&job, store, model_deadline));
         record.seconds = began.elapsed().as_secs_f64();
+        record.finished_at = Some(unix_seconds());
         let mut model = None;
         match outcome {
             Ok(t) => {
@@ -254,6 +259,7 @@ where
                 record.val_loss = Some(t.val_loss);
                 record.val_accuracy = Some(t.val_accuracy);
                 record.stopped = t.stopped;
+                record.curve = t.curve;
                 if !t.val_accuracy.is_finite() || !t.val_loss.is_finite() {
                     record.status = Status::Failed { reason: format!("validation loss {} is not finite", t.val_loss), resource: false };
                 } else {
@@ -742,6 +748,9 @@ mod tests {
             val_accuracy: Some(0.9),
             stopped: None,
             worker: String::new(),
+            curve: vec![],
+            started_at: None,
+            finished_at: None,
         };
         let cost = |a: &(i64, i64)| (a.0 * a.1) as f64;
         let records = [father];
@@ -789,6 +798,9 @@ mod tests {
                 val_accuracy: Some(acc),
                 stopped: None,
                 worker: worker.into(),
+                curve: vec![],
+                started_at: None,
+                finished_at: None,
             }
         }
 

@@ -383,6 +383,9 @@ mod tests {
             val_accuracy: Some(acc),
             stopped: None,
             worker: String::new(),
+            curve: vec![],
+            started_at: None,
+            finished_at: None,
         }
     }
 

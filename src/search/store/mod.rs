@@ -18,10 +18,11 @@ pub use directory::{write_atomic, SearchDir};
 pub use postgres::{PgStore, DEFAULT_LEASE, MAX_ATTEMPTS};
 
 use crate::error::{Error, Result};
+use crate::train::EpochStats;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How a model's training ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,6 +57,16 @@ pub struct ModelRecord<A> {
     /// written before workers existed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub worker: String,
+    /// Each epoch's training and validation figures (the report draws them as learning curves);
+    /// empty in histories written before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curve: Vec<EpochStats>,
+    /// When training began and ended, in seconds since the Unix epoch (the report's time axis:
+    /// workers on several machines share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
 }
 
 impl<A> ModelRecord<A> {
@@ -88,6 +99,9 @@ impl<A> ModelRecord<A> {
             val_accuracy: self.val_accuracy,
             stopped: self.stopped,
             worker: self.worker,
+            curve: self.curve,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
         }
     }
 }
@@ -109,6 +123,9 @@ impl ModelRecord<Value> {
             val_accuracy: None,
             stopped: None,
             worker: worker.to_string(),
+            curve: Vec::new(),
+            started_at: None,
+            finished_at: None,
         }
     }
 }
@@ -330,4 +347,9 @@ mod tests {
         assert_eq!(settings_differences(&stored, &now), vec!["lr: stored null, this run 0.001", "width: stored 24, this run 32"]);
         assert!(settings_differences(&stored, &stored).is_empty());
     }
+}
+
+/// Now, in seconds since the Unix epoch (0 on a clock set before it).
+pub fn unix_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
