@@ -2,6 +2,7 @@
 //! differences and an error report; and a network that records its inputs, for the training
 //! tests. Public so integration tests and benches can use them too.
 
+pub mod browser;
 pub mod postgres;
 pub mod search;
 
