@@ -8,15 +8,20 @@
 //! cargo run --release --example autokeras_search -- --time-limit 2h --resume      # after a crash
 //! cargo run --release --example autokeras_search -- --time-limit 2h --storage postgres://host/db --study mnist   # one per worker
 //! cargo run --release --example autokeras_search -- --status --storage postgres://host/db --study mnist
+//! cargo run --release --example autokeras_search -- --report       # rebuild the search directory's report
 //! ```
 //!
 //! The search directory keeps every model and the history; `--resume` continues it without
-//! training any finished model again. The test set is only used for the final report.
+//! training any finished model again. At the end it writes `report.html` (the data's health, the
+//! search drawn, the final model's mistakes) into it. The test set is only used for the report.
 
 use clap::Parser;
+use netmorph::cli::report::write_search_report;
 use netmorph::cli::search::{run_search, SearchArgs};
 use netmorph::cli::{limit_and_shrink, parse_positive};
 use netmorph::data::{default_data_dir, Mnist};
+use netmorph::report::Sources;
+use netmorph::search::classifier::ClassifierConfig;
 use netmorph::{Device, Result};
 use std::path::PathBuf;
 
@@ -40,6 +45,9 @@ struct Args {
     /// Print the search's table (its trials, their workers and figures, the best) and exit.
     #[arg(long)]
     status: bool,
+    /// Make the report of the search already in --search-dir (or --storage's --study) again, and exit.
+    #[arg(long, conflicts_with = "status")]
+    report: bool,
 }
 
 fn main() {
@@ -57,6 +65,13 @@ fn run(args: Args) -> Result<()> {
     let mnist = Mnist::load(args.data_dir.clone().unwrap_or_else(default_data_dir))?;
     let train = limit_and_shrink(&mnist.train, args.train_limit, args.downsample)?;
     let test = limit_and_shrink(&mnist.test, args.test_limit, args.downsample)?;
-    let digits = (0..10).map(|d| d.to_string()).collect();
-    run_search(&Device::new()?, &args.search, &train, &test, digits)
+    let (train, _) = args.search.exclude.apply(train, Vec::new())?;
+    let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let sources = Sources::sets(&train, &test, &digits);
+    if args.report {
+        let store = args.search.storage.open_existing()?;
+        let config = ClassifierConfig { verbose: true, ..args.search.classifier_config(digits.clone())? };
+        return write_search_report(&Device::new()?, "MNIST", &sources, &*store, &config, &args.search.report, &args.search.report_dir());
+    }
+    run_search(&Device::new()?, &args.search, "MNIST", &sources)
 }

@@ -4,7 +4,9 @@
 
 use clap::{Parser, Subcommand};
 use netmorph::cli::model::{EvaluateArgs, ExportArgs, PredictArgs, SummaryArgs, TrainArgs};
+use netmorph::cli::report::{run_report, ReportCommandArgs};
 use netmorph::cli::search::{run_search, SearchArgs, StorageArgs};
+use netmorph::report::Sources;
 use netmorph::cli::DataArgs;
 use netmorph::{Device, Result};
 
@@ -26,6 +28,10 @@ enum Command {
         #[command(flatten)]
         search: SearchArgs,
     },
+    /// Is the data dirty? Class balance, duplicates, blank images, odd sizes and suspected label
+    /// errors, with the search drawn when one is given: one HTML page, with CSV and JSON beside it.
+    #[command(allow_negative_numbers = true)]
+    Report(Box<ReportCommandArgs>),
     /// The table of a search: its trials by state, each one's worker, times and validation
     /// figures, and the best so far (a study in --storage, or --search-dir).
     Status(StorageArgs),
@@ -57,9 +63,11 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Search { data, search } => {
             search.storage.check()?;
-            let loaded = data.load(search.seed)?;
-            run_search(&Device::new()?, &search, &loaded.train, &loaded.test, loaded.class_names)
+            let mut loaded = data.load(search.seed)?;
+            (loaded.train, loaded.train_files) = search.exclude.apply(loaded.train, loaded.train_files)?;
+            run_search(&Device::new()?, &search, &data.data.display().to_string(), &Sources::of(&loaded))
         }
+        Command::Report(args) => run_report(&args),
         Command::Status(args) => args.print_status(),
         Command::Train(args) => netmorph::cli::model::train(&Device::new()?, &args),
         Command::Evaluate(args) => netmorph::cli::model::evaluate(&Device::new()?, &args),

@@ -3,6 +3,7 @@
 //! call these; everything a flag does is a library call.
 
 pub mod model;
+pub mod report;
 pub mod search;
 
 use crate::data::{load_data, ImageSet, LoadOptions, LoadedData, RandomShift, DEFAULT_TEST_FRACTION};
@@ -48,6 +49,9 @@ impl DataArgs {
         let seconds = start.elapsed().as_secs_f64();
         data.train = limit_and_shrink(&data.train, self.train_limit, self.downsample)?;
         data.test = limit_and_shrink(&data.test, self.test_limit, self.downsample)?;
+        // The files stay index-aligned with the images the limits kept.
+        data.train_files.truncate(data.train.n);
+        data.test_files.truncate(data.test.n);
         let set = &data.train;
         println!(
             "Data: {} ({:?}, read in {seconds:.1}s): {} training and {} test images{} of {}x{}x{}, {} classes",

@@ -2,8 +2,9 @@
 //! time limit, choose the ensemble on the validation set, train the final member, export the
 //! model (JSON + safetensors, and ONNX), and report test accuracy. The test set chooses nothing.
 
+use super::report::{write_search_report, ExcludeArgs, ReportArgs};
 use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit, TrainingArgs};
-use crate::data::ImageSet;
+use crate::report::Sources;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, ResNetConfig};
@@ -75,6 +76,13 @@ pub struct SearchArgs {
     /// <search-dir>/final.
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// No report at the end (report.html in the search directory, or <study>-report/).
+    #[arg(long)]
+    pub no_report: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub exclude: ExcludeArgs,
 }
 
 impl SearchArgs {
@@ -146,6 +154,19 @@ impl StorageArgs {
         }
     }
 
+    /// Opens the search that is there already, to read it (a report): the search directory (locked
+    /// while open) or the study.
+    pub fn open_existing(&self) -> Result<Box<dyn Store>> {
+        self.check()?;
+        match (&self.storage, &self.study) {
+            (Some(url), Some(study)) => Ok(Box::new(PgStore::open_existing(url, study)?)),
+            _ => {
+                SearchDir::read_state(&self.search_dir)?;
+                Ok(Box::new(SearchDir::open(&self.search_dir, true, "report")?))
+            }
+        }
+    }
+
     /// Prints the study's table (or the search directory's): trials by state, each one's worker,
     /// times and validation figures, and the best so far.
     pub fn print_status(&self) -> Result<()> {
@@ -166,10 +187,23 @@ impl StorageArgs {
     }
 }
 
-/// Runs the whole job on `train` (and reports on `test`, which chooses nothing). With a shared
-/// store, the ensemble selection and the final fit run on one worker; the others stop after the
-/// search.
-pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &ImageSet, class_names: Vec<String>) -> Result<()> {
+impl SearchArgs {
+    /// Where the report goes: the search directory, or `<study>-report` beside a shared study.
+    pub fn report_dir(&self) -> PathBuf {
+        match &self.storage.study {
+            Some(study) => PathBuf::from(format!("{study}-report")),
+            None => self.storage.search_dir.clone(),
+        }
+    }
+}
+
+/// Runs the whole job on the training set of `data` (and reports on its test set, which chooses
+/// nothing), then writes the report (unless `--no-report`). With a shared store, the ensemble
+/// selection, the final fit and the report run on one worker; the others stop after the search.
+pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources) -> Result<()> {
+    let (train, test) = (data.train, data.test);
+    let class_names = data.class_names.to_vec();
+    args.report.options()?;
     let start = Instant::now();
     let store = args.storage.open(&worker_name(&device.name()))?;
     let time = store.deadline(args.time_limit)?;
@@ -256,5 +290,9 @@ pub fn run_search(device: &Device, args: &SearchArgs, train: &ImageSet, test: &I
     store.put_file("final.json", served.to_json().as_bytes())?;
     store.put_file("final.safetensors", &served.weights_to_safetensors()?)?;
     store.put(FINAL_OUTCOME, &outcome)?;
+    if !args.no_report {
+        let config = ClassifierConfig { verbose: true, ..args.classifier_config(data.class_names.to_vec())? };
+        write_search_report(device, name, data, &*store, &config, &args.report, &args.report_dir())?;
+    }
     Ok(())
 }

@@ -19,7 +19,7 @@
 //! at most 256 MiB for one image and sides are limited to 16,384 pixels, so a file that declares
 //! 100000x100000 pixels is an error, not an out-of-memory abort.
 
-use super::load::{LoadOptions, RawData};
+use super::load::{ImageFile, LoadOptions, RawData, RawFiles};
 use super::mnist::ImageSet;
 use crate::error::{Error, Result};
 use image::{imageops::FilterType, DynamicImage, GrayImage, ImageReader, RgbImage};
@@ -64,10 +64,12 @@ pub fn default_threads() -> usize {
 /// Loads an image folder, decoding on `threads` threads.
 pub fn load_image_folder(path: &Path, options: &LoadOptions, threads: usize) -> Result<super::LoadedData> {
     let layout = find(path)?.ok_or_else(|| Error::format(path, "no class subfolders (path/<class>/ or path/train/<class>/)"))?;
-    super::load::finish(super::DataFormat::ImageFolder, load(&layout, options, threads)?, options)
+    let (raw, files) = load(&layout, options, threads)?;
+    super::load::finish(super::DataFormat::ImageFolder, raw, files, options)
 }
 
-pub(crate) fn load(layout: &FolderLayout, options: &LoadOptions, threads: usize) -> Result<RawData> {
+/// The images, and the file behind each (its own size and channels, before resizing).
+pub(crate) fn load(layout: &FolderLayout, options: &LoadOptions, threads: usize) -> Result<(RawData, RawFiles)> {
     if let Some([h, w]) = options.resize {
         check_side(h, w)?;
     }
@@ -96,20 +98,31 @@ pub(crate) fn load(layout: &FolderLayout, options: &LoadOptions, threads: usize)
     }
     let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
     let resize = options.resize;
-    let decoded = parallel_map(&paths, threads, |path| decode_file(path).map(|img| to_pixels(img, resize)));
+    // The file's own shape is read here, from the one decode.
+    let decoded = parallel_map(&paths, threads, |path| {
+        decode_file(path).map(|img| {
+            let file = ImageFile {
+                path: path.to_path_buf(),
+                width: img.width() as usize,
+                height: img.height() as usize,
+                channels: img.color().channel_count() as usize,
+            };
+            (to_pixels(img, resize), file)
+        })
+    });
 
     let mut skipped = vec![];
-    let mut kept: Vec<(bool, u8, Pixels)> = vec![]; // (is test, label, pixels)
+    let mut kept: Vec<(bool, u8, Pixels, ImageFile)> = vec![]; // (is test, label, pixels, file)
     for (i, (result, (label, path))) in decoded.into_iter().zip(&files).enumerate() {
         match result {
-            Ok(pixels) => kept.push((i >= n_train, *label, Pixels { index: i, ..pixels })),
+            Ok((pixels, file)) => kept.push((i >= n_train, *label, Pixels { index: i, ..pixels }, file)),
             Err(e) if options.skip_bad => skipped.push((path.clone(), e.to_string())),
             Err(e) => return Err(e),
         }
     }
     // A class whose every file was skipped is as empty as an empty folder.
     for (label, dir) in class_dirs.iter().enumerate() {
-        if !kept.iter().any(|(test, l, _)| !test && *l as usize == label) {
+        if !kept.iter().any(|(test, l, _, _)| !test && *l as usize == label) {
             return Err(Error::format(dir, format!("class folder has no readable images ({} skipped)", count_in(&skipped, dir))));
         }
     }
@@ -132,16 +145,22 @@ pub(crate) fn load(layout: &FolderLayout, options: &LoadOptions, threads: usize)
     let channels = if kept.iter().any(|k| k.2.channels == 3) { 3 } else { 1 };
     let classes = class_names.len();
     let build = |want_test: bool| {
-        let chosen: Vec<&(bool, u8, Pixels)> = kept.iter().filter(|k| k.0 == want_test).collect();
+        let chosen: Vec<&(bool, u8, Pixels, ImageFile)> = kept.iter().filter(|k| k.0 == want_test).collect();
         let mut images = Vec::with_capacity(chosen.len() * channels * height * width);
-        for (_, _, pixels) in &chosen {
+        for (_, _, pixels, _) in &chosen {
             pixels.append_planar(channels, &mut images);
         }
-        ImageSet::new(images, chosen.iter().map(|k| k.1).collect(), channels, height, width, classes)
+        let files = chosen.iter().map(|k| k.3.clone()).collect::<Vec<_>>();
+        ImageSet::new(images, chosen.iter().map(|k| k.1).collect(), channels, height, width, classes).map(|set| (set, files))
     };
-    let train = build(false)?;
-    let test = if layout.test.is_some() { Some(build(true)?) } else { None };
-    Ok(RawData { train, test, class_names, skipped })
+    let (train, train_files) = build(false)?;
+    let (test, test_files) = if layout.test.is_some() {
+        let (test, files) = build(true)?;
+        (Some(test), files)
+    } else {
+        (None, vec![])
+    };
+    Ok((RawData { train, test, class_names, skipped }, RawFiles { train: train_files, test: test_files }))
 }
 
 /// Reads image files for prediction: NCHW bytes with `channels` channels (1 or 3; colour is

@@ -26,7 +26,7 @@
 //! (default 0.2, the share most Keras examples hold out) and `test_was_split` is set.
 
 use super::mnist::ImageSet;
-use super::split::stratified_split;
+use super::split::{select, stratified_split_indices};
 use super::{cifar, folder, idx_folder, npy};
 use crate::error::{Error, Result};
 use std::fmt;
@@ -88,6 +88,22 @@ pub struct LoadedData {
     pub skipped: Vec<(PathBuf, String)>,
     /// True when the test set was split off the training data.
     pub test_was_split: bool,
+    /// The file behind each image of `train` (`train_files[i]` is `train.image(i)`); empty for
+    /// formats that are not image folders.
+    pub train_files: Vec<ImageFile>,
+    /// The file behind each image of `test`, as `train_files`.
+    pub test_files: Vec<ImageFile>,
+}
+
+/// An image file as it was on disk, before `--resize` or gray-to-RGB replication made every
+/// image one shape: the data health report names files whose size or colour differs from the rest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ImageFile {
+    pub path: PathBuf,
+    pub width: usize,
+    pub height: usize,
+    /// As decoded: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+    pub channels: usize,
 }
 
 /// What a format's reader returns: the test set is `None` when the data has none.
@@ -96,6 +112,14 @@ pub(crate) struct RawData {
     pub test: Option<ImageSet>,
     pub class_names: Vec<String>,
     pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// The files behind a format's images, index-aligned with [`RawData`]'s `train` and `test`
+/// (both empty for formats that are not image folders).
+#[derive(Default)]
+pub(crate) struct RawFiles {
+    pub train: Vec<ImageFile>,
+    pub test: Vec<ImageFile>,
 }
 
 /// Detects the layout of the folder `path` (see the [module docs](self)) and loads it.
@@ -112,33 +136,41 @@ pub fn load_data(path: &Path, options: &LoadOptions) -> Result<LoadedData> {
     if !meta.is_dir() {
         return Err(Error::format(path, "expected a folder holding a data set, found a file"));
     }
-    let (format, raw) = if let Some(dir) = cifar::find_cifar10(path) {
-        (DataFormat::Cifar10, cifar::load_cifar10(&dir)?)
+    let no_files = RawFiles::default;
+    let (format, raw, files) = if let Some(dir) = cifar::find_cifar10(path) {
+        (DataFormat::Cifar10, cifar::load_cifar10(&dir)?, no_files())
     } else if let Some(dir) = cifar::find_cifar100(path) {
-        (DataFormat::Cifar100, cifar::load_cifar100(&dir)?)
+        (DataFormat::Cifar100, cifar::load_cifar100(&dir)?, no_files())
     } else if let Some(files) = npy::find(path) {
-        (DataFormat::Npy, npy::load(&files)?)
+        (DataFormat::Npy, npy::load(&files)?, no_files())
     } else if let Some(files) = idx_folder::find(path)? {
-        (DataFormat::Idx, idx_folder::load(&files)?)
+        (DataFormat::Idx, idx_folder::load(&files)?, no_files())
     } else if let Some(layout) = folder::find(path)? {
-        (DataFormat::ImageFolder, folder::load(&layout, options, folder::default_threads())?)
+        let (raw, files) = folder::load(&layout, options, folder::default_threads())?;
+        (DataFormat::ImageFolder, raw, files)
     } else {
         return Err(Error::format(path, not_found_message()));
     };
-    finish(format, raw, options)
+    finish(format, raw, files, options)
 }
 
-/// Splits off a test set when there is none.
-pub(crate) fn finish(format: DataFormat, raw: RawData, options: &LoadOptions) -> Result<LoadedData> {
+/// Splits off a test set when there is none, splitting the file list with the same indices.
+pub(crate) fn finish(format: DataFormat, raw: RawData, files: RawFiles, options: &LoadOptions) -> Result<LoadedData> {
     let RawData { train, test, class_names, skipped } = raw;
-    let (train, test, test_was_split) = match test {
-        Some(test) => (train, test, false),
+    let (train, test, train_files, test_files, test_was_split) = match test {
+        Some(test) => (train, test, files.train, files.test, false),
         None => {
-            let (train, test) = stratified_split(&train, options.test_fraction, options.seed)?;
-            (train, test, true)
+            let (train_indices, test_indices) =
+                stratified_split_indices(&train.labels, train.classes, options.test_fraction, options.seed)?;
+            // Formats without files have none to split.
+            let pick_files = |indices: &[usize]| -> Vec<ImageFile> {
+                indices.iter().filter_map(|&i| files.train.get(i).cloned()).collect()
+            };
+            let (train_files, test_files) = (pick_files(&train_indices), pick_files(&test_indices));
+            (select(&train, &train_indices), select(&train, &test_indices), train_files, test_files, true)
         }
     };
-    Ok(LoadedData { train, test, class_names, format, skipped, test_was_split })
+    Ok(LoadedData { train, test, class_names, format, skipped, test_was_split, train_files, test_files })
 }
 
 fn not_found_message() -> String {

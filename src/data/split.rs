@@ -10,14 +10,23 @@ use crate::error::{Error, Result};
 
 /// Splits `set` into (train, test), stratified by label. `test_fraction` must lie in [0, 1).
 pub fn stratified_split(set: &ImageSet, test_fraction: f64, seed: u64) -> Result<(ImageSet, ImageSet)> {
+    let (train, test) = stratified_split_indices(&set.labels, set.classes, test_fraction, seed)?;
+    Ok((select(set, &train), select(set, &test)))
+}
+
+/// The indices of [`stratified_split`]: (train, test), each in increasing order. Whatever else is
+/// index-aligned with the images (the files they came from) is split by applying the same indices.
+pub fn stratified_split_indices(labels: &[u8], classes: usize, test_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
     if !(0.0..1.0).contains(&test_fraction) {
         return Err(Error::Invalid(format!("test fraction {test_fraction} must be in [0, 1)")));
     }
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); set.classes];
-    for (i, &label) in set.labels.iter().enumerate() {
+    // A label at or above `classes` (not possible in an ImageSet) counts as its own class, not a panic.
+    let classes = classes.max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &label) in labels.iter().enumerate() {
         by_class[label as usize].push(i);
     }
-    let mut is_test = vec![false; set.n];
+    let mut is_test = vec![false; labels.len()];
     for (class, indices) in by_class.iter_mut().enumerate() {
         // Each class gets its own stream, so adding images of one class moves no other class.
         let mut rng = SplitMix64(seed ^ (class as u64).wrapping_mul(0xA24B_AED4_963E_E407));
@@ -27,10 +36,7 @@ pub fn stratified_split(set: &ImageSet, test_fraction: f64, seed: u64) -> Result
             is_test[i] = true;
         }
     }
-    let pick = |want_test: bool| {
-        let chosen: Vec<usize> = (0..set.n).filter(|&i| is_test[i] == want_test).collect();
-        select(set, &chosen)
-    };
+    let pick = |want_test: bool| (0..labels.len()).filter(|&i| is_test[i] == want_test).collect();
     Ok((pick(false), pick(true)))
 }
 

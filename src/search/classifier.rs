@@ -377,7 +377,7 @@ fn write_graph(graph: &Graph, json: &Path, weights: &Path) -> Result<()> {
 }
 
 /// A stored model, with its weights.
-fn load_model(store: &dyn Store, id: usize) -> Result<Graph> {
+pub fn load_model(store: &dyn Store, id: usize) -> Result<Graph> {
     let blob = store.load_model(id)?;
     let mut graph = Graph::from_json(&blob.graph).map_err(|e| Error::Store(format!("{}: model {id}: {e}", store.name())))?;
     graph.load_weights(&blob.weights).map_err(|e| Error::Store(format!("{}: model {id}'s weights: {e}", store.name())))?;
@@ -435,7 +435,11 @@ impl ImageClassifier {
 
     /// A classifier around an exported model (no search).
     pub fn load(device: &Device, json: &Path, weights: &Path) -> Result<ImageClassifier> {
-        let graph = Graph::load(json, weights)?;
+        ImageClassifier::from_graph(device, Graph::load(json, weights)?)
+    }
+
+    /// A classifier around a trained graph (no search).
+    pub fn from_graph(device: &Device, graph: Graph) -> Result<ImageClassifier> {
         let mut classifier = ImageClassifier::new(device, ClassifierConfig::default());
         classifier.set_models(graph, vec![])?;
         Ok(classifier)

@@ -335,6 +335,11 @@ pub fn worker_name(adapter: &str) -> String {
     }
 }
 
+/// Now, in seconds since the Unix epoch (0 on a clock set before it).
+pub fn unix_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,9 +352,4 @@ mod tests {
         assert_eq!(settings_differences(&stored, &now), vec!["lr: stored null, this run 0.001", "width: stored 24, this run 32"]);
         assert!(settings_differences(&stored, &stored).is_empty());
     }
-}
-
-/// Now, in seconds since the Unix epoch (0 on a clock set before it).
-pub fn unix_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
