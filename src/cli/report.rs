@@ -1,7 +1,7 @@
 //! The report as `netmorph report`, `netmorph search` (at its end) and `autokeras_search --report`
 //! make it, and the exclusion of the training images a report flagged from a new search.
 
-use super::{parse_fraction, parse_positive, DataArgs, TrainingArgs};
+use super::{parse_fraction, parse_positive, parse_share, DataArgs, TrainingArgs};
 use crate::data::load::ImageFile;
 use crate::data::ImageSet;
 use crate::device::Device;
@@ -52,7 +52,7 @@ pub struct ExcludeArgs {
     #[arg(long, value_name = "REPORT_DIR")]
     pub exclude_flagged: Option<PathBuf>,
     /// The least confidence in the suggested label for a suspect to be left out.
-    #[arg(long, default_value_t = 0.9, value_parser = parse_fraction)]
+    #[arg(long, default_value_t = 0.9, value_parser = parse_share)]
     pub exclude_confidence: f64,
 }
 
@@ -126,7 +126,11 @@ pub fn run_report(args: &ReportCommandArgs) -> Result<()> {
     let name = args.data.data.display().to_string();
     let config = ClassifierConfig { verbose: true, ..args.training.classifier_config(args.seed, loaded.class_names.clone())? };
     let store: Option<Box<dyn Store>> = match (&args.search_dir, &args.storage, &args.study) {
-        (Some(dir), _, _) => Some(Box::new(SearchDir::open(dir, true, "report")?)),
+        (Some(dir), _, _) => {
+            // Reading first: a folder without a search is an error, not a new, empty search.
+            SearchDir::read_state(dir)?;
+            Some(Box::new(SearchDir::open(dir, true, "report")?))
+        }
         (None, Some(url), Some(study)) => Some(Box::new(PgStore::open_existing(url, study)?)),
         _ => None,
     };

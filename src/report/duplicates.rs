@@ -737,8 +737,13 @@ mod tests {
         };
         let centres: Vec<Vec<f32>> = (0..20).map(|_| (0..dims).map(|_| random()).collect()).collect();
         let n = 600;
-        let values: Vec<f32> =
-            (0..n).flat_map(|i| centres[i % 20].iter().map(|&c| (c + (random() - 0.5) * 0.1).clamp(0.0, 1.0)).collect::<Vec<_>>()).collect();
+        // Each point with its own noise, so that the distances spread across the thresholds.
+        let values: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                let noise = random() * 0.15;
+                centres[i % 20].iter().map(|&c| c + (random() - 0.5) * noise).collect::<Vec<_>>()
+            })
+            .collect();
         // Means spread over twice the brightness shift, so that it rejects some close pairs.
         let means = (0..n).map(|_| random() * 2.0 * MAX_BRIGHTNESS_SHIFT).collect();
         let fingerprints = Fingerprints { size: [8, 8], values, means };
