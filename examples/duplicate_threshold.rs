@@ -115,7 +115,8 @@ fn run(args: Args) -> Result<()> {
         let found = find_duplicates(train, test, &DuplicateOptions { threshold });
         let seconds = started.elapsed().as_secs_f64();
         let flagged = flagged_share(&found, all.n);
-        let (target, resized) = (normalised_study.caught(threshold, 0..TARGET_KINDS), normalised_study.caught(threshold, TARGET_KINDS..KINDS.len()));
+        let (target, resized) =
+            (normalised_study.caught(threshold, 0..TARGET_KINDS), normalised_study.caught(threshold, TARGET_KINDS..KINDS.len()));
         println!("  {threshold:<8.3} {:>10.2}% | {:>6.2}%  {:>30.3}%  {seconds:>10.2} s", 100.0 * target, 100.0 * resized, 100.0 * flagged);
         if target >= 1.0 && catches_all.is_none() {
             catches_all = Some(threshold);
@@ -140,7 +141,11 @@ fn run(args: Args) -> Result<()> {
             100.0 * MIN_RECALL,
             100.0 * MAX_FLAGGED
         ),
-        _ => println!("\nno candidate catches {}% of the copies while flagging at most {}% of the images", 100.0 * MIN_RECALL, 100.0 * MAX_FLAGGED),
+        _ => println!(
+            "\nno candidate catches {}% of the copies while flagging at most {}% of the images",
+            100.0 * MIN_RECALL,
+            100.0 * MAX_FLAGGED
+        ),
     }
     println!("the library's DEFAULT_THRESHOLD is {DEFAULT_THRESHOLD}");
     let threshold = DEFAULT_THRESHOLD;
@@ -156,7 +161,8 @@ fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let found = find_duplicates(train, test, &DuplicateOptions::default());
     let seconds = started.elapsed().as_secs_f64();
-    let count = |exact: bool, a: Split, b: Split| found.pairs.iter().filter(|p| p.exact == exact && p.a.split == a && p.b.split == b).count();
+    let count =
+        |exact: bool, a: Split, b: Split| found.pairs.iter().filter(|p| p.exact == exact && p.a.split == a && p.b.split == b).count();
     println!(
         "\nfind_duplicates on all {} images at the default threshold: {seconds:.2} s on {} threads",
         all.n,

@@ -82,12 +82,15 @@ fn every_subcommand_runs_end_to_end() {
     ]);
     assert!(out.contains("36 training and 9 test images") && out.contains("3x10x10, 3 classes"), "{out}");
     assert!(out.contains("Test accuracy"), "{out}");
-    for file in ["final.json", "final.safetensors", "final.onnx", "history.jsonl", "report.html", "report.json", "suspects.csv", "models.csv"] {
+    for file in
+        ["final.json", "final.safetensors", "final.onnx", "history.jsonl", "report.html", "report.json", "suspects.csv", "models.csv"]
+    {
         assert!(search_dir.join(file).is_file(), "the search wrote no {file}:\n{out}");
     }
     // The search's own report opens in a real browser with every section, and names the files.
     let page = search_dir.join("report.html");
-    let rendered = netmorph::testing::browser::check_self_contained(&page, 1280, 1600, &netmorph::report::page::SECTIONS).unwrap_or_else(|e| panic!("{e}"));
+    let rendered = netmorph::testing::browser::check_self_contained(&page, 1280, 1600, &netmorph::report::page::SECTIONS)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(rendered.dom.contains("model 0") && rendered.dom.contains("red"), "the models and the classes are drawn");
 
     // The report alone, of the data (no device needed), and rebuilt from the search directory.
@@ -98,7 +101,20 @@ fn every_subcommand_runs_end_to_end() {
     assert_eq!(json["health"]["classes"]["train"].as_array().unwrap().len(), 3, "{json}");
     assert!(json["search"].is_null() && json["train_labels"].is_null());
     let rebuilt = tmp.path().join("rebuilt");
-    succeeds(&["report", data_arg, "--search-dir", search_arg, "--out", rebuilt.to_str().unwrap(), "--label-folds", "2", "--label-epochs", "1", "--batch-size", "8"]);
+    succeeds(&[
+        "report",
+        data_arg,
+        "--search-dir",
+        search_arg,
+        "--out",
+        rebuilt.to_str().unwrap(),
+        "--label-folds",
+        "2",
+        "--label-epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(rebuilt.join("report.json")).unwrap()).unwrap();
     assert!(json["search"]["records"].as_array().is_some_and(|r| !r.is_empty()), "the search is drawn");
     assert!(json["evaluation"]["predicted"].as_array().is_some_and(|p| p.len() == 9), "the final model predicts the 9 test images");
@@ -106,11 +122,36 @@ fn every_subcommand_runs_end_to_end() {
     // A new search without what the report flagged: these noisy one-colour images are near copies
     // of each other, so some training images have one in the test set; no suspect reaches 1.
     let out = succeeds(&[
-        "search", data_arg, "--search-dir", tmp.path().join("again").to_str().unwrap(), "--exclude-flagged", rebuilt.to_str().unwrap(),
-        "--exclude-confidence", "1", "--max-models", "1", "--width", "4", "--blocks", "1", "--max-epochs", "1", "--batch-size", "8",
-        "--final-epochs", "0", "--no-report",
+        "search",
+        data_arg,
+        "--search-dir",
+        tmp.path().join("again").to_str().unwrap(),
+        "--exclude-flagged",
+        rebuilt.to_str().unwrap(),
+        "--exclude-confidence",
+        "1",
+        "--max-models",
+        "1",
+        "--width",
+        "4",
+        "--blocks",
+        "1",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--final-epochs",
+        "0",
+        "--no-report",
     ]);
-    let leaks = json["health"]["duplicates"]["pairs"].as_array().unwrap().iter().filter(|p| p["a"]["split"] != p["b"]["split"]).map(|p| p["a"]["index"].as_u64()).collect::<std::collections::BTreeSet<_>>().len();
+    let leaks = json["health"]["duplicates"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["a"]["split"] != p["b"]["split"])
+        .map(|p| p["a"]["index"].as_u64())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     assert!(leaks > 0 && out.contains(&format!("Left out {leaks} training images")), "{leaks} leaks: {out}");
     assert!(out.contains("0 label suspects of confidence 1 or more"), "{out}");
 

@@ -72,7 +72,8 @@ fn labels_flipped_on_purpose_are_found_by_k_fold_confident_learning() {
     let device = netmorph::testing::device();
     let mut train = shapes(800, 12, 1);
     let flipped = flip_labels(&mut train, 40, 2);
-    let architecture = Graph::cnn(&[1, 12, 12], 6, &CnnConfig { blocks: 1, width: 8, dense: 32, dropout: 0.0, ..Default::default() }, 0).unwrap();
+    let architecture =
+        Graph::cnn(&[1, 12, 12], 6, &CnnConfig { blocks: 1, width: 8, dense: 32, dropout: 0.0, ..Default::default() }, 0).unwrap();
     let config = ClassifierConfig {
         seed: 3,
         batch_size: 32,
@@ -85,7 +86,12 @@ fn labels_flipped_on_purpose_are_found_by_k_fold_confident_learning() {
     let issues = training_label_issues(&device, &config, &architecture, &train, &cv, None).unwrap();
     let found: BTreeSet<usize> = issues.suspects.iter().map(|s| s.image.index).collect();
     let (precision, recall) = precision_recall(&found, &flipped);
-    println!("flipped labels: {} planted, {} suspects, precision {precision:.3}, recall {recall:.3} in {:.1}s", flipped.len(), found.len(), issues.seconds);
+    println!(
+        "flipped labels: {} planted, {} suspects, precision {precision:.3}, recall {recall:.3} in {:.1}s",
+        flipped.len(),
+        found.len(),
+        issues.seconds
+    );
     // A detector that guessed, or read the labels it checks, would miss these floors by far.
     assert!(recall >= 0.9, "recall {recall:.3}: found {found:?} of {flipped:?}");
     assert!(precision >= 0.8, "precision {precision:.3}");
@@ -115,14 +121,21 @@ fn full_report(dir: &Path) -> (ImageSet, ImageSet, Report) {
     // A search by the fake trainer, stored as a real search directory.
     let store = SearchDir::open(&dir.join("search"), false, "test").unwrap();
     let config = SearchConfig { time_limit: Duration::from_secs(20), max_models: Some(6), verbose: false, ..Default::default() };
-    search(Grid { max: 6 }, vec![(1, 1)], &mut FakeTrainer { epoch: Duration::from_millis(5), epochs: 3, ..FakeTrainer::new() }, &store, &config).unwrap();
+    search(
+        Grid { max: 6 },
+        vec![(1, 1)],
+        &mut FakeTrainer { epoch: Duration::from_millis(5), epochs: 3, ..FakeTrainer::new() },
+        &store,
+        &config,
+    )
+    .unwrap();
 
     let sources = Sources::sets(&train, &test, &names);
     let mut report = Report::of_data("bars", &sources, &ReportOptions::default());
     // Probabilities that know the bars: a suspect wherever a label was flipped.
     let truth = |i: usize| -> Vec<f32> { (0..6).map(|c| if c == i % 6 { 0.9 } else { 0.02 }).collect() };
-    let train_p: Vec<Vec<f32>> = (0..train.n).map(|i| truth(i)).collect();
-    let test_p: Vec<Vec<f32>> = (0..test.n).map(|i| truth(i)).collect();
+    let train_p: Vec<Vec<f32>> = (0..train.n).map(truth).collect();
+    let test_p: Vec<Vec<f32>> = (0..test.n).map(truth).collect();
     let (thresholds, suspects) = confident_learning(&train_p, &train.labels, 6, Split::Train).unwrap();
     report.train_labels = Some(netmorph::report::LabelIssues {
         split: Split::Train,
@@ -167,7 +180,8 @@ pub fn check_files_agree(dir: &Path) {
     assert_eq!(train_suspects, len(&["train_labels", "suspects"]));
     assert_eq!(test_suspects, len(&["test_labels", "suspects"]));
     assert_eq!(count_in_page(&html, "search"), len(&["search", "records"]));
-    let epochs: usize = json["search"]["records"].as_array().map_or(0, |r| r.iter().map(|m| m["curve"].as_array().map_or(0, |c| c.len())).sum());
+    let epochs: usize =
+        json["search"]["records"].as_array().map_or(0, |r| r.iter().map(|m| m["curve"].as_array().map_or(0, |c| c.len())).sum());
     assert_eq!(csv_rows(&dir.join("models.csv")).len(), epochs);
     let wrong = csv_rows(&dir.join("wrong.csv"));
     assert_eq!(wrong.len(), count_in_page(&html, "wrong"));
@@ -184,7 +198,13 @@ fn a_whole_report_renders_in_chromium_and_its_files_agree() {
     let (train, test, report) = full_report(tmp.path());
     // What was planted is in the report.
     let d = &report.health.duplicates;
-    assert!(d.pairs.iter().any(|p| p.exact && p.a == ImageRef { split: Split::Train, index: 3 } && p.b == ImageRef { split: Split::Test, index: 7 }), "{:?}", d.pairs);
+    assert!(
+        d.pairs
+            .iter()
+            .any(|p| p.exact && p.a == ImageRef { split: Split::Train, index: 3 } && p.b == ImageRef { split: Split::Test, index: 7 }),
+        "{:?}",
+        d.pairs
+    );
     assert!(report.health.flat.iter().any(|f| f.image == ImageRef { split: Split::Train, index: 10 }));
     assert_eq!(report.test_labels.as_ref().unwrap().suspects.len(), 3);
     assert!(report.search.as_ref().unwrap().records.iter().all(|r| r.curve.len() == 3 && r.finished_at >= r.started_at));
@@ -215,7 +235,8 @@ fn a_report_flags_what_a_new_search_leaves_out_and_only_for_its_own_data() {
     report.write(tmp.path(), &Sources::sets(&train, &test, &names)).unwrap();
     let flagged = flagged_training_images(tmp.path(), &train, 0.5).unwrap();
     assert!(flagged.leaks.contains(&3), "the copy of a test image: {flagged:?}");
-    let suspects: BTreeSet<usize> = report.train_labels.as_ref().unwrap().suspects.iter().filter(|s| s.confidence >= 0.5).map(|s| s.image.index).collect();
+    let suspects: BTreeSet<usize> =
+        report.train_labels.as_ref().unwrap().suspects.iter().filter(|s| s.confidence >= 0.5).map(|s| s.image.index).collect();
     assert_eq!(flagged.suspects, suspects);
     let kept = without(&train, &flagged.all());
     assert_eq!(kept.n, train.n - flagged.all().len());

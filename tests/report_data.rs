@@ -6,7 +6,7 @@
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, GrayImage, Luma, Rgb, RgbImage};
-use netmorph::data::{load_data, default_data_dir, ImageSet, LoadOptions};
+use netmorph::data::{default_data_dir, load_data, ImageSet, LoadOptions};
 use netmorph::report::duplicates::{find_duplicates, DuplicateOptions};
 use netmorph::report::health::{check_data, check_sets, class_balance, flat_images, odd_shapes, FlatKind};
 use netmorph::report::{ImageRef, Split};
@@ -151,7 +151,8 @@ fn planted() -> Planted {
                 // Dots far from the background: a faint dot on black would be a near copy of black.
                 for _ in 0..rng.random_range(1..=3) {
                     let step: u8 = rng.random_range(150..=200);
-                    image[rng.random_range(0..PIXELS)] = if background < 128 { background.saturating_add(step) } else { background - step.min(background) };
+                    image[rng.random_range(0..PIXELS)] =
+                        if background < 128 { background.saturating_add(step) } else { background - step.min(background) };
                 }
                 (image, FlatKind::NearlyBlank)
             }

@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use netmorph::cli::model::{EvaluateArgs, ExportArgs, PredictArgs, SummaryArgs, TrainArgs};
 use netmorph::cli::report::{run_report, ReportCommandArgs};
 use netmorph::cli::search::{run_search, SearchArgs, StorageArgs};
-use netmorph::report::Sources;
 use netmorph::cli::DataArgs;
+use netmorph::report::Sources;
 use netmorph::{Device, Result};
 
 #[derive(Parser)]
@@ -26,7 +26,7 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
-        search: SearchArgs,
+        search: Box<SearchArgs>,
     },
     /// Is the data dirty? Class balance, duplicates, blank images, odd sizes and suspected label
     /// errors, with the search drawn when one is given: one HTML page, with CSV and JSON beside it.

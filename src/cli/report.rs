@@ -77,7 +77,15 @@ impl ExcludeArgs {
 }
 
 /// Makes the report of the search in `store` and writes it into `dir`.
-pub fn write_search_report(device: &Device, name: &str, sources: &Sources, store: &dyn Store, config: &ClassifierConfig, args: &ReportArgs, dir: &Path) -> Result<()> {
+pub fn write_search_report(
+    device: &Device,
+    name: &str,
+    sources: &Sources,
+    store: &dyn Store,
+    config: &ClassifierConfig,
+    args: &ReportArgs,
+    dir: &Path,
+) -> Result<()> {
     let report = search_report(device, name, sources, store, config, &args.options()?)?;
     let files = report.write(dir, sources)?;
     println!("Report: {} (made in {:.0}s; lists as CSV and JSON beside it)", files.html.display(), report.seconds);

@@ -4,10 +4,10 @@
 
 use super::report::{write_search_report, ExcludeArgs, ReportArgs};
 use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit, TrainingArgs};
-use crate::report::Sources;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, ResNetConfig};
+use crate::report::Sources;
 use crate::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
 use crate::search::options::{AutoOr, FinalFitKind};
 use crate::search::store::{worker_name, PgStore, SearchDir, Store, FINAL_OUTCOME};

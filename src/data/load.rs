@@ -163,9 +163,8 @@ pub(crate) fn finish(format: DataFormat, raw: RawData, files: RawFiles, options:
             let (train_indices, test_indices) =
                 stratified_split_indices(&train.labels, train.classes, options.test_fraction, options.seed)?;
             // Formats without files have none to split.
-            let pick_files = |indices: &[usize]| -> Vec<ImageFile> {
-                indices.iter().filter_map(|&i| files.train.get(i).cloned()).collect()
-            };
+            let pick_files =
+                |indices: &[usize]| -> Vec<ImageFile> { indices.iter().filter_map(|&i| files.train.get(i).cloned()).collect() };
             let (train_files, test_files) = (pick_files(&train_indices), pick_files(&test_indices));
             (select(&train, &train_indices), select(&train, &test_indices), train_files, test_files, true)
         }

@@ -36,7 +36,10 @@ pub fn all(report: &Report, sources: &Sources) -> Vec<(&'static str, String)> {
     for issues in [&report.train_labels, &report.test_labels].into_iter().flatten() {
         for s in &issues.suspects {
             let [split, index, file] = image_fields(sources, s.image);
-            row(&mut suspects, &[split, index, file, class(s.given), class(s.suggested), s.confidence.to_string(), s.given_probability.to_string()]);
+            row(
+                &mut suspects,
+                &[split, index, file, class(s.given), class(s.suggested), s.confidence.to_string(), s.given_probability.to_string()],
+            );
         }
     }
 
@@ -59,7 +62,15 @@ pub fn all(report: &Report, sources: &Sources) -> Vec<(&'static str, String)> {
         let [split, index, _] = image_fields(sources, o.image);
         row(
             &mut odd,
-            &[split, index, o.path.display().to_string(), o.size[0].to_string(), o.size[1].to_string(), o.channels.to_string(), o.usual.clone()],
+            &[
+                split,
+                index,
+                o.path.display().to_string(),
+                o.size[0].to_string(),
+                o.size[1].to_string(),
+                o.channels.to_string(),
+                o.usual.clone(),
+            ],
         );
     }
 

@@ -129,7 +129,8 @@ fn find_duplicates_capped(train: &ImageSet, test: &ImageSet, options: &Duplicate
         .map(|index| ImageRef { split: Split::Train, index })
         .chain((0..test.n).map(|index| ImageRef { split: Split::Test, index }))
         .collect();
-    let bytes_of = |i: usize| if i < train.n { (train.image_shape(), train.image(i)) } else { (test.image_shape(), test.image(i - train.n)) };
+    let bytes_of =
+        |i: usize| if i < train.n { (train.image_shape(), train.image(i)) } else { (test.image_shape(), test.image(i - train.n)) };
     let groups = exact_groups(refs.len(), bytes_of);
     // How many training and test images each group (one representative in the search) holds.
     let composition: Vec<[usize; 2]> =
@@ -178,7 +179,7 @@ fn find_duplicates_capped(train: &ImageSet, test: &ImageSet, options: &Duplicate
             }
         }
     }
-    pairs.sort_by(|p, q| (!p.exact, p.distance, p.a, p.b).partial_cmp(&(!q.exact, q.distance, q.a, q.b)).unwrap_or(std::cmp::Ordering::Equal));
+    pairs.sort_by(|p, q| (!p.exact).cmp(&!q.exact).then(p.distance.total_cmp(&q.distance)).then((p.a, p.b).cmp(&(q.a, q.b))));
 
     // Groups: the components of the near relation between representatives, with their members.
     let mut forest = search.forest;
@@ -444,7 +445,7 @@ fn near_pairs(fingerprints: &Fingerprints, threshold: f64, composition: &[[usize
     // for every candidate; the other projections only for those that pass.
     let column = |c: usize| -> Vec<f32> { order.iter().map(|&i| projections[i as usize * k + c.min(k - 1)]).collect() };
     let (first, second) = (column(0), column(1));
-    let others: Vec<f32> = order.iter().flat_map(|&i| projections[(i as usize * k + 2).min((i as usize + 1) * k)..(i as usize + 1) * k].iter().copied()).collect();
+    let others: Vec<f32> = order.iter().flat_map(|&i| projections[i as usize * k..(i as usize + 1) * k].iter().skip(2).copied()).collect();
     let sorted_thumbs: Vec<f32> = order.iter().flat_map(|&i| fingerprints.get(i as usize).iter().copied()).collect();
     let means: Vec<f32> = order.iter().map(|&i| fingerprints.means[i as usize]).collect();
     let rest = k.saturating_sub(2);
@@ -480,7 +481,8 @@ fn near_pairs(fingerprints: &Fingerprints, threshold: f64, composition: &[[usize
                             let mut passed = 0;
                             for (offset, (&second_j, &mean_j)) in second[i + 1..end].iter().zip(&means[i + 1..end]).enumerate() {
                                 candidates[passed] = (i + 1 + offset) as u32;
-                                passed += (((second_j - second_i).abs() <= bound) & ((mean_j - mean_i).abs() <= MAX_BRIGHTNESS_SHIFT)) as usize;
+                                passed +=
+                                    (((second_j - second_i).abs() <= bound) & ((mean_j - mean_i).abs() <= MAX_BRIGHTNESS_SHIFT)) as usize;
                             }
                             for &j in &candidates[..passed] {
                                 let j = j as usize;
@@ -676,7 +678,7 @@ mod tests {
 
     /// A distinct pattern per seed.
     fn pattern(seed: usize, side: usize) -> Vec<u8> {
-        (0..side * side).map(|p| if (p * 31 + seed * 17) % (seed % 7 + 3) == 0 { 255 } else { (seed * 13 % 50) as u8 }).collect()
+        (0..side * side).map(|p| if (p * 31 + seed * 17).is_multiple_of(seed % 7 + 3) { 255 } else { (seed * 13 % 50) as u8 }).collect()
     }
 
     /// Every near pair, by comparing every pair.

@@ -89,8 +89,11 @@ pub struct FlatImage {
 pub fn flat_images(set: &ImageSet, split: Split) -> Vec<FlatImage> {
     let mut flat: Vec<FlatImage> = (0..set.n)
         .filter_map(|index| {
-            flatness(set.image(index), set.channels, set.height * set.width)
-                .map(|(kind, detail)| FlatImage { image: ImageRef { split, index }, kind, detail })
+            flatness(set.image(index), set.channels, set.height * set.width).map(|(kind, detail)| FlatImage {
+                image: ImageRef { split, index },
+                kind,
+                detail,
+            })
         })
         .collect();
     flat.sort_by_key(|f| (f.kind, f.image));
@@ -117,7 +120,8 @@ fn flatness(image: &[u8], channels: usize, pixels: usize) -> Option<(FlatKind, S
     }
     let background: Vec<u8> =
         histograms.iter().map(|h| (0..256).max_by_key(|&v| (h[v], std::cmp::Reverse(v))).unwrap_or(0) as u8).collect();
-    let differing = (0..pixels).filter(|&p| planes.iter().zip(&background).any(|(plane, &bg)| plane[p].abs_diff(bg) > BLANK_TOLERANCE)).count();
+    let differing =
+        (0..pixels).filter(|&p| planes.iter().zip(&background).any(|(plane, &bg)| plane[p].abs_diff(bg) > BLANK_TOLERANCE)).count();
     if differing <= 1 || (differing as f64) < BLANK_SHARE * pixels as f64 {
         let value = background.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ");
         return Some((

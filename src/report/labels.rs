@@ -67,7 +67,12 @@ pub struct LabelIssues {
 
 /// The suspects among `labels` by the confident-learning rule (see the [module docs](self)), from
 /// `probabilities` (one row of `classes` per image, out of sample), ranked.
-pub fn confident_learning(probabilities: &[Vec<f32>], labels: &[u8], classes: usize, split: Split) -> Result<(Vec<f64>, Vec<LabelSuspect>)> {
+pub fn confident_learning(
+    probabilities: &[Vec<f32>],
+    labels: &[u8],
+    classes: usize,
+    split: Split,
+) -> Result<(Vec<f64>, Vec<LabelSuspect>)> {
     if probabilities.len() != labels.len() {
         return Err(Error::Invalid(format!("{} rows of probabilities for {} labels", probabilities.len(), labels.len())));
     }
@@ -178,7 +183,8 @@ pub fn cross_validated_probabilities(
         }
         let rest: Vec<usize> = (0..train.n).filter(|&i| !is_held[i]).collect();
         let (fit_set, held_set) = (select(train, &rest), select(train, held_out));
-        let fold_config = ClassifierConfig { seed: config.seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9), verbose: false, ..config.clone() };
+        let fold_config =
+            ClassifierConfig { seed: config.seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9), verbose: false, ..config.clone() };
         let mut copy = ImageClassifier::from_architecture(device, fold_config, architecture, &fit_set)?;
         let fold_start = Instant::now();
         let history = copy.final_fit(&fit_set, cv.epochs, FinalFit::Retrain, deadline)?;

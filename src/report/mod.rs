@@ -71,7 +71,13 @@ pub struct Sources<'a> {
 impl<'a> Sources<'a> {
     /// The sets of a loaded data set, with their files.
     pub fn of(data: &'a LoadedData) -> Sources<'a> {
-        Sources { train: &data.train, test: &data.test, class_names: &data.class_names, train_files: &data.train_files, test_files: &data.test_files }
+        Sources {
+            train: &data.train,
+            test: &data.test,
+            class_names: &data.class_names,
+            train_files: &data.train_files,
+            test_files: &data.test_files,
+        }
     }
 
     /// Two sets that came from no files (IDX, CIFAR, `.npy`, or built in memory).
@@ -175,7 +181,13 @@ impl TestEvaluation {
             confidence.push(p);
         }
         let right = (0..test.classes).map(|c| confusion[c][c]).sum::<usize>();
-        Ok(TestEvaluation { labels: test.labels.iter().map(|&l| l as usize).collect(), predicted, confidence, accuracy: right as f64 / test.n.max(1) as f64, confusion })
+        Ok(TestEvaluation {
+            labels: test.labels.iter().map(|&l| l as usize).collect(),
+            predicted,
+            confidence,
+            accuracy: right as f64 / test.n.max(1) as f64,
+            confusion,
+        })
     }
 
     /// The indices of the wrong predictions, the most confident first.

@@ -109,7 +109,7 @@ fn describe_data(report: &Report) -> String {
 
 fn open_section(html: &mut String, id: &str, title: &str, count: Option<usize>) {
     let count = count.map_or(String::new(), |n| format!(" data-count=\"{n}\""));
-    let _ = write!(html, "<section id=\"{id}\"{count}><h2>{}</h2>\n", escape(title));
+    let _ = writeln!(html, "<section id=\"{id}\"{count}><h2>{}</h2>", escape(title));
 }
 
 fn paragraph(html: &mut String, class: &str, text: &str) {
@@ -226,7 +226,11 @@ fn duplicates(html: &mut String, report: &Report, sources: &Sources) -> Result<(
         d.across, d.within_train, d.within_test, d.exact
     );
     if !d.pairs.is_empty() {
-        let _ = write!(html, "<p class=\"muted\">The {} closest pairs (all in duplicates.csv):</p><div class=\"gallery pair\">", d.pairs.len().min(SHOWN));
+        let _ = write!(
+            html,
+            "<p class=\"muted\">The {} closest pairs (all in duplicates.csv):</p><div class=\"gallery pair\">",
+            d.pairs.len().min(SHOWN)
+        );
         for p in d.pairs.iter().take(SHOWN) {
             let _ = write!(html, "<figure>");
             for image in [p.a, p.b] {
@@ -324,7 +328,12 @@ fn label_section(html: &mut String, id: &str, title: &str, issues: Option<&Label
 
 fn search_sections(html: &mut String, report: &Report) -> Result<()> {
     let Some(search) = &report.search else {
-        for (id, title) in [("search", "The search"), ("best-over-time", "Best accuracy over time"), ("tree", "The tree of models"), ("curves", "Learning curves")] {
+        for (id, title) in [
+            ("search", "The search"),
+            ("best-over-time", "Best accuracy over time"),
+            ("tree", "The tree of models"),
+            ("curves", "Learning curves"),
+        ] {
             open_section(html, id, title, Some(0));
             paragraph(html, "muted", "No search: this report covers the data alone.");
             html.push_str("</section>\n");
@@ -379,9 +388,14 @@ fn search_sections(html: &mut String, report: &Report) -> Result<()> {
     paragraph(html, "muted", "Each model starts from its father's trained weights through the morphisms named in its box (hover for all). Filled: the best; thick border: in the ensemble.");
     let nodes: Vec<TreeNode> = records
         .iter()
-        .map(|r| TreeNode { id: r.id, father: r.father, operations: r.operations.clone(), val_accuracy: if r.finished() { r.val_accuracy } else { None } })
+        .map(|r| TreeNode {
+            id: r.id,
+            father: r.father,
+            operations: r.operations.clone(),
+            val_accuracy: if r.finished() { r.val_accuracy } else { None },
+        })
         .collect();
-    let _ = write!(html, "<div class=\"scroll tree\">{}</div></section>\n", model_tree(&nodes, search.best, &search.ensemble));
+    let _ = writeln!(html, "<div class=\"scroll tree\">{}</div></section>", model_tree(&nodes, search.best, &search.ensemble));
 
     open_section(html, "curves", "Learning curves", Some(records.iter().filter(|r| !r.curve.is_empty()).count()));
     html.push_str(
@@ -416,7 +430,11 @@ fn confusion(html: &mut String, report: &Report) {
         for (p, &n) in row.iter().enumerate() {
             // Shade by the share of the true class: the diagonal blue, errors red.
             let share = n as f64 / total.max(1) as f64;
-            let colour = if t == p { format!("rgba(31,119,180,{:.2})", share * 0.6) } else { format!("rgba(214,39,40,{:.2})", (share * 8.0).min(0.8)) };
+            let colour = if t == p {
+                format!("rgba(31,119,180,{:.2})", share * 0.6)
+            } else {
+                format!("rgba(214,39,40,{:.2})", (share * 8.0).min(0.8))
+            };
             let _ = write!(html, "<td style=\"background:{colour}\">{n}</td>");
         }
         html.push_str("</tr>");
@@ -428,7 +446,12 @@ fn wrong(html: &mut String, report: &Report, sources: &Sources) -> Result<()> {
     let wrong = report.evaluation.as_ref().map(|e| e.wrong()).unwrap_or_default();
     open_section(html, "wrong", "Test images the final model gets wrong", Some(wrong.len()));
     if let Some(e) = &report.evaluation {
-        let _ = write!(html, "<p class=\"muted\">{} wrong; the {} most confident mistakes first (all in wrong.csv).</p><div class=\"gallery\">", wrong.len(), wrong.len().min(SHOWN * 2));
+        let _ = write!(
+            html,
+            "<p class=\"muted\">{} wrong; the {} most confident mistakes first (all in wrong.csv).</p><div class=\"gallery\">",
+            wrong.len(),
+            wrong.len().min(SHOWN * 2)
+        );
         for &i in wrong.iter().take(SHOWN * 2) {
             let given = sources.test.labels[i] as usize;
             let caption = format!(

@@ -73,12 +73,8 @@ pub fn learning_curves(title: &str, curve: &[EpochStats]) -> Result<String> {
         let points = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
             curve.iter().filter_map(|e| Some((e.epoch as f64, f(e)?))).filter(|p| p.1.is_finite()).collect()
         };
-        let accuracy = Metric {
-            name: "accuracy",
-            train: points(&|e| Some(e.accuracy)),
-            validation: points(&|e| e.val_accuracy),
-            clamp: 0.0..1.0,
-        };
+        let accuracy =
+            Metric { name: "accuracy", train: points(&|e| Some(e.accuracy)), validation: points(&|e| e.val_accuracy), clamp: 0.0..1.0 };
         let loss = Metric { name: "loss", train: points(&|e| Some(e.loss)), validation: points(&|e| e.val_loss), clamp: 0.0..f64::MAX };
         let epochs = curve.iter().map(|e| e.epoch).max().unwrap_or(1);
         draw_metric(&left, &accuracy, epochs)?;

@@ -74,7 +74,10 @@ pub fn search_report(
     if let (Some(cv), Some(best)) = (&options.cross_validation, summary.best) {
         let architecture = load_model(store, best)?;
         if config.verbose {
-            println!("Report: label check of the training set, {} folds of model {best}'s architecture, {} epochs each", cv.folds, cv.epochs);
+            println!(
+                "Report: label check of the training set, {} folds of model {best}'s architecture, {} epochs each",
+                cv.folds, cv.epochs
+            );
         }
         report.train_labels = Some(training_label_issues(device, config, &architecture, sources.train, cv, None)?);
     }

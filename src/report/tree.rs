@@ -72,7 +72,8 @@ fn layout(nodes: &[TreeNode]) -> BTreeMap<usize, (usize, f64)> {
                 next_row += 1.0;
             } else if visited {
                 let rows: Vec<f64> = kids.iter().filter_map(|k| place.get(k).map(|p: &(usize, f64)| p.1)).collect();
-                let row = (rows.iter().cloned().fold(f64::INFINITY, f64::min) + rows.iter().cloned().fold(f64::NEG_INFINITY, f64::max)) / 2.0;
+                let row =
+                    (rows.iter().cloned().fold(f64::INFINITY, f64::min) + rows.iter().cloned().fold(f64::NEG_INFINITY, f64::max)) / 2.0;
                 place.insert(id, (depth, row));
             } else {
                 stack.push((id, depth, true));
