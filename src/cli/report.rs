@@ -26,8 +26,8 @@ pub struct ReportArgs {
     /// Epochs each copy of the label check trains.
     #[arg(long, default_value_t = 3, value_parser = parse_positive)]
     pub label_epochs: usize,
-    /// Two images closer than this (RMS difference of 16x16 grey thumbnails, pixels in [0, 1])
-    /// are near duplicates.
+    /// Two images closer than this are near duplicates: the RMS difference of their 16x16 grey
+    /// thumbnails, each normalised to zero mean and unit contrast.
     #[arg(long, default_value_t = DEFAULT_THRESHOLD, value_parser = parse_fraction)]
     pub duplicate_threshold: f64,
 }
