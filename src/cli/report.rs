@@ -2,8 +2,7 @@
 //! make it, and the exclusion of the training images a report flagged from a new search.
 
 use super::{parse_fraction, parse_positive, parse_share, DataArgs, TrainingArgs};
-use crate::data::load::ImageFile;
-use crate::data::ImageSet;
+use crate::data::{ImageFile, ImageSet};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -109,6 +108,7 @@ pub struct ReportCommandArgs {
     /// Also draw this study of a PostgreSQL store (with --study).
     #[arg(long, value_name = "URL", requires = "study")]
     pub storage: Option<String>,
+    /// The study in --storage to draw.
     #[arg(long, requires = "storage")]
     pub study: Option<String>,
     /// Without a search: the architecture (graph JSON) whose k-fold copies check the training labels.

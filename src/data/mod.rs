@@ -17,6 +17,6 @@ pub use dataset::{Augmentation, BatchOrder, Batches, DeviceDataset, ImageAugment
 pub use download::{download_files, download_mnist, DEFAULT_MIRROR, MNIST_SHA256};
 pub use folder::read_images;
 pub use idx::{read_idx, IdxArray};
-pub use load::{load_data, DataFormat, LoadOptions, LoadedData, DEFAULT_TEST_FRACTION};
+pub use load::{load_data, DataFormat, ImageFile, LoadOptions, LoadedData, DEFAULT_TEST_FRACTION};
 pub use mnist::{default_data_dir, ImageSet, Mnist, PIXEL_SCALE};
 pub use split::stratified_split;

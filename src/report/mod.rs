@@ -19,8 +19,7 @@ pub use health::{check_data, check_sets, odd_shapes, DataHealth};
 pub use labels::{confident_learning, CrossValidation, LabelIssues, LabelSuspect};
 pub use search::search_report;
 
-use crate::data::load::ImageFile;
-use crate::data::{ImageSet, LoadedData};
+use crate::data::{ImageFile, ImageSet, LoadedData};
 use crate::error::{Error, Result};
 use crate::search::store::ModelRecord;
 use crate::train::History;

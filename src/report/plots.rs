@@ -122,7 +122,7 @@ pub fn best_over_time(results: &[TimedResult]) -> Result<String> {
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(36)
-            .y_label_area_size(56)
+            .y_label_area_size(76)
             .build_cartesian_2d(0.0..end * 1.05, y)
             .map_err(plot_error)?;
         chart
