@@ -292,7 +292,12 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
     store.put(FINAL_OUTCOME, &outcome)?;
     if !args.no_report {
         let config = ClassifierConfig { verbose: true, ..args.classifier_config(data.class_names.to_vec())? };
-        write_search_report(device, name, data, &*store, &config, &args.report, &args.report_dir())?;
+        // Everything the search made is saved already: a failed report is reported, and loses nothing.
+        if let Err(e) = write_search_report(device, name, data, &*store, &config, &args.report, &args.report_dir()) {
+            eprintln!(
+                "warning: no report ({e}); the search and its model are saved: `netmorph report DATA --search-dir DIR` makes it again"
+            );
+        }
     }
     Ok(())
 }
