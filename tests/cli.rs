@@ -119,6 +119,30 @@ fn every_subcommand_runs_end_to_end() {
     assert!(json["search"]["records"].as_array().is_some_and(|r| !r.is_empty()), "the search is drawn");
     assert!(json["evaluation"]["predicted"].as_array().is_some_and(|p| p.len() == 9), "the final model predicts the 9 test images");
     assert_eq!(json["train_labels"]["examined"], 36);
+    // Without a search: a given architecture's label check and a saved model's test predictions.
+    let given = tmp.path().join("given");
+    let architecture = search_dir.join("models/model_0.json");
+    let model = format!("{search_arg}/final");
+    succeeds(&[
+        "report",
+        data_arg,
+        "--out",
+        given.to_str().unwrap(),
+        "--architecture",
+        architecture.to_str().unwrap(),
+        "--model",
+        &model,
+        "--label-folds",
+        "2",
+        "--label-epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(given.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["train_labels"]["examined"], 36, "{json}");
+    assert_eq!(json["evaluation"]["predicted"].as_array().map(|p| p.len()), Some(9));
+    assert!(json["search"].is_null());
     // A new search without what the report flagged: these noisy one-colour images are near copies
     // of each other, so some training images have one in the test set; no suspect reaches 1.
     let out = succeeds(&[
@@ -228,6 +252,8 @@ fn wrong_values_get_errors_that_name_them() {
         (vec!["search", d, "--search-dir", s, "--exclude-flagged", "/no/such/report"], "/no/such/report"),
         (vec!["report", d, "--duplicate-threshold", "2"], "--duplicate-threshold"),
         (vec!["report", d, "--search-dir", "/no/such/search"], "/no/such/search"),
+        (vec!["report", d, "--model", "/no/such/model"], "/no/such/model.json"),
+        (vec!["report", d, "--architecture", "/no/such/graph.json"], "/no/such/graph.json"),
         (vec!["evaluate", "/no/such/model", d], "/no/such/model.json"),
         (vec!["train", d, "--model", d], d),
         (vec!["summary", d], "neither model.json nor final.json"),

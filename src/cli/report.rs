@@ -129,6 +129,9 @@ pub struct ReportCommandArgs {
 /// model's test predictions, or with a whole search.
 pub fn run_report(args: &ReportCommandArgs) -> Result<()> {
     let options = args.report.options()?;
+    // The model and the architecture are read before the data, so a wrong path costs nothing.
+    let model = args.model.as_deref().map(super::model_files).transpose()?;
+    let architecture = args.architecture.as_deref().map(Graph::load_architecture).transpose()?;
     let loaded = args.data.load(args.seed)?;
     let sources = Sources::of(&loaded);
     let name = args.data.data.display().to_string();
@@ -150,16 +153,14 @@ pub fn run_report(args: &ReportCommandArgs) -> Result<()> {
             let start = Instant::now();
             let mut report = Report::of_data(&name, &sources, &options);
             println!("Data checked in {:.1}s", report.health.seconds);
-            if let (Some(device), Some(model)) = (&device, &args.model) {
-                let (json, weights) = super::model_files(model)?;
+            if let (Some(device), Some((json, weights))) = (&device, &model) {
                 let took = Instant::now();
-                let probabilities = ImageClassifier::load(device, &json, &weights)?.probabilities(&loaded.test)?;
+                let probabilities = ImageClassifier::load(device, json, weights)?.probabilities(&loaded.test)?;
                 report.evaluation = Some(TestEvaluation::of(&probabilities, &loaded.test)?);
                 report.test_labels = Some(test_label_issues(&probabilities, &loaded.test, took.elapsed())?);
             }
-            if let (Some(device), Some(json), Some(cv)) = (&device, &args.architecture, &options.cross_validation) {
-                let architecture = Graph::load_architecture(json)?;
-                report.train_labels = Some(training_label_issues(device, &config, &architecture, &loaded.train, cv, None)?);
+            if let (Some(device), Some(architecture), Some(cv)) = (&device, &architecture, &options.cross_validation) {
+                report.train_labels = Some(training_label_issues(device, &config, architecture, &loaded.train, cv, None)?);
             }
             report.seconds = start.elapsed().as_secs_f64();
             report
