@@ -7,7 +7,7 @@ mod kernel;
 mod recorder;
 
 pub use buffer::{DType, GpuBuffer};
-pub use kernel::{Access, KernelSpec};
+pub use kernel::{specialise, Access, KernelSpec};
 
 use crate::error::{Error, Result};
 use buffer::BufferPool;
