@@ -27,6 +27,10 @@ type Key = (usize, Vec<(&'static str, u32)>);
 pub(super) struct Compiled {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
+    /// The size of the shader's uniform parameter struct (binding 0), as naga lays it out: every
+    /// dispatch checks the Rust struct against it, so a field added on one side only is an error
+    /// that names the kernel, not garbage read by the GPU.
+    pub params_size: Option<u32>,
 }
 
 #[derive(Default)]
@@ -48,6 +52,7 @@ impl PipelineCache {
 
 fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)]) -> Result<Compiled> {
     let (source, overrides) = specialise(spec.source, constants);
+    let params_size = uniform_size(&source);
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor { label: Some(spec.name), source: wgpu::ShaderSource::Wgsl(source.into()) };
     // SAFETY: see `runtime_checks`.
@@ -88,7 +93,18 @@ fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str,
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(format!("compiling kernel {} ({}): {e}", spec.name, spec.entry)));
     }
-    Ok(Compiled { pipeline, layout })
+    Ok(Compiled { pipeline, layout, params_size })
+}
+
+/// The size of the uniform struct at group 0, binding 0 of `source` (`None` when it has none or
+/// does not parse: wgpu has reported that already).
+pub fn uniform_size(source: &str) -> Option<u32> {
+    let module = naga::front::wgsl::parse_str(source).ok()?;
+    let (_, var) = module
+        .global_variables
+        .iter()
+        .find(|(_, v)| v.space == naga::AddressSpace::Uniform && v.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == 0))?;
+    Some(module.types[var.ty].inner.size(module.to_ctx()))
 }
 
 /// The checks wgpu adds to our shaders. By default: bounds checks only. Forced loop bounding (a

@@ -245,6 +245,13 @@ impl Device {
             return Ok(());
         }
         let pipeline = self.inner.pipelines.get(&self.inner.device, kernel, constants)?;
+        if let Some(wgsl) = pipeline.params_size.filter(|&n| n as usize != std::mem::size_of::<P>()) {
+            return Err(Error::Invalid(format!(
+                "kernel {}: its WGSL parameter struct is {wgsl} bytes but the Rust one is {} bytes (a field on one side only?)",
+                kernel.name,
+                std::mem::size_of::<P>()
+            )));
+        }
         let mut rec = self.inner.recorder.lock().unwrap();
         if rec.params_full(std::mem::size_of::<P>()) {
             rec.submit(&self.inner.queue);
@@ -425,5 +432,25 @@ mod tests {
         let err = device.sync().expect_err("the invalid buffers are reported");
         assert!(err.to_string().contains("and 2 more errors"), "{err}");
         device.sync().expect("nothing is left for the next work");
+    }
+
+    /// A shader whose parameter struct has three fields, given Rust parameters of two and of three.
+    #[test]
+    fn parameters_that_differ_from_the_shader_struct_are_an_error() {
+        static KERNEL: super::KernelSpec = super::KernelSpec {
+            name: "three_fields",
+            source: "struct Params { n: u32, scale: f32, offset: u32 }\n\
+                     @group(0) @binding(0) var<uniform> p: Params;\n\
+                     @group(0) @binding(1) var<storage, read_write> out: array<f32>;\n\
+                     @compute @workgroup_size(1) fn main() { out[p.offset] = f32(p.n) * p.scale; }",
+            entry: "main",
+            bindings: &[super::Access::ReadWrite],
+        };
+        let device = crate::testing::device();
+        let out = crate::Tensor::zeros(&device, &[4]).unwrap();
+        let e = device.dispatch(&KERNEL, &[], &[2u32, 0], &[out.buffer()], [1, 1, 1]).unwrap_err().to_string();
+        assert!(e.contains("three_fields") && e.contains("12 bytes") && e.contains("8 bytes"), "{e}");
+        device.dispatch(&KERNEL, &[], &[2u32, 3.0f32.to_bits(), 1], &[out.buffer()], [1, 1, 1]).unwrap();
+        assert_eq!(out.to_vec().unwrap(), vec![0.0, 6.0, 0.0, 0.0]);
     }
 }
