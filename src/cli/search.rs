@@ -103,6 +103,14 @@ impl SearchArgs {
         }
         Ok(config)
     }
+
+    /// Where the report goes: the search directory, or `<study>-report` beside a shared study.
+    pub fn report_dir(&self) -> PathBuf {
+        match &self.storage.study {
+            Some(study) => PathBuf::from(format!("{study}-report")),
+            None => self.storage.search_dir.clone(),
+        }
+    }
 }
 
 /// Where a search is kept: a search directory (one process), or a study in PostgreSQL that any
@@ -184,16 +192,6 @@ impl StorageArgs {
         };
         print!("{}", crate::search::report::status(&name, &state));
         Ok(())
-    }
-}
-
-impl SearchArgs {
-    /// Where the report goes: the search directory, or `<study>-report` beside a shared study.
-    pub fn report_dir(&self) -> PathBuf {
-        match &self.storage.study {
-            Some(study) => PathBuf::from(format!("{study}-report")),
-            None => self.storage.search_dir.clone(),
-        }
     }
 }
 

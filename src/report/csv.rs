@@ -1,7 +1,6 @@
 //! The report's lists as CSV, for machines: one header line, then one row per item, fields quoted
 //! where they hold a comma, a quote or a line break (RFC 4180).
 
-use super::page::image_name;
 use super::{ImageRef, Report, Sources};
 use std::fmt::Write;
 
@@ -19,8 +18,7 @@ fn row(out: &mut String, fields: &[String]) {
 }
 
 fn image_fields(sources: &Sources, image: ImageRef) -> [String; 3] {
-    let name = image_name(sources, image);
-    let file = if name.ends_with(&format!("#{}", image.index)) { String::new() } else { name };
+    let file = sources.file(image).map_or(String::new(), |f| f.path.display().to_string());
     [image.split.to_string(), image.index.to_string(), file]
 }
 

@@ -90,6 +90,15 @@ impl<'a> Sources<'a> {
             Split::Test => self.test,
         }
     }
+
+    /// The file an image came from, when the data came from files.
+    pub fn file(&self, image: ImageRef) -> Option<&'a ImageFile> {
+        let files = match image.split {
+            Split::Train => self.train_files,
+            Split::Test => self.test_files,
+        };
+        files.get(image.index)
+    }
 }
 
 /// The data set in a line, and a fingerprint that ties the report's indices to it.

@@ -122,11 +122,7 @@ fn class_name(report: &Report, class: usize) -> String {
 
 /// The name of an image: its file when it came from one, else its set and index.
 pub fn image_name(sources: &Sources, image: ImageRef) -> String {
-    let files = match image.split {
-        Split::Train => sources.train_files,
-        Split::Test => sources.test_files,
-    };
-    files.get(image.index).map_or_else(|| format!("{} #{}", image.split, image.index), |f| f.path.display().to_string())
+    sources.file(image).map_or_else(|| format!("{} #{}", image.split, image.index), |f| f.path.display().to_string())
 }
 
 fn figure(html: &mut String, sources: &Sources, image: ImageRef, caption: &str) -> Result<()> {
@@ -375,7 +371,7 @@ fn search_sections(html: &mut String, report: &Report) -> Result<()> {
     let timed: Vec<TimedResult> = records
         .iter()
         .filter(|r| r.finished())
-        .filter_map(|r| Some(TimedResult { minutes: (r.finished_at? - start) / 60.0, val_accuracy: r.val_accuracy?, id: r.id }))
+        .filter_map(|r| Some(TimedResult { minutes: (r.finished_at? - start) / 60.0, val_accuracy: r.val_accuracy? }))
         .collect();
     if timed.is_empty() {
         paragraph(html, "muted", "No finished model has a time (histories written before netmorph kept one).");

@@ -90,7 +90,6 @@ pub struct TimedResult {
     /// Minutes since the search began.
     pub minutes: f64,
     pub val_accuracy: f64,
-    pub id: usize,
 }
 
 /// Each model's validation accuracy (points) when it finished, and the best so far (a step line),
@@ -186,9 +185,9 @@ mod tests {
     #[test]
     fn the_best_so_far_is_a_rising_step_line() {
         let results = [
-            TimedResult { minutes: 3.0, val_accuracy: 0.97, id: 1 },
-            TimedResult { minutes: 1.0, val_accuracy: 0.95, id: 0 },
-            TimedResult { minutes: 5.0, val_accuracy: 0.96, id: 2 },
+            TimedResult { minutes: 3.0, val_accuracy: 0.97 },
+            TimedResult { minutes: 1.0, val_accuracy: 0.95 },
+            TimedResult { minutes: 5.0, val_accuracy: 0.96 },
         ];
         let svg = best_over_time(&results).unwrap();
         assert_eq!(svg.matches("<circle").count(), 3 + 1, "three models and the legend's marker");
