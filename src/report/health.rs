@@ -3,9 +3,8 @@
 //! files whose size or colour differs from the rest. [`check_data`] runs them all.
 
 use super::duplicates::{find_duplicates, DuplicateOptions, Duplicates};
-use super::{ImageRef, Split};
-use crate::data::load::ImageFile;
-use crate::data::{ImageSet, LoadedData};
+use super::{ImageRef, Sources, Split};
+use crate::data::{ImageFile, ImageSet, LoadedData};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -195,9 +194,14 @@ pub struct DataHealth {
 
 /// Runs every check on a loaded data set, the odd shapes from its file list.
 pub fn check_data(data: &LoadedData, options: &DuplicateOptions) -> DataHealth {
+    check_sources(&Sources::of(data), options)
+}
+
+/// Runs every check on the sets of `sources`, the odd shapes from their files (if any).
+pub fn check_sources(sources: &Sources, options: &DuplicateOptions) -> DataHealth {
     let start = Instant::now();
-    let mut health = check_sets(&data.train, &data.test, &data.class_names, options);
-    health.odd_shapes = odd_shapes(&data.train_files, &data.test_files);
+    let mut health = check_sets(sources.train, sources.test, sources.class_names, options);
+    health.odd_shapes = odd_shapes(sources.train_files, sources.test_files);
     health.seconds = start.elapsed().as_secs_f64();
     health
 }

@@ -15,7 +15,7 @@ pub mod search;
 pub mod tree;
 
 pub use duplicates::{find_duplicates, DuplicateOptions, Duplicates};
-pub use health::{check_data, check_sets, odd_shapes, DataHealth};
+pub use health::{check_data, check_sets, check_sources, odd_shapes, DataHealth};
 pub use labels::{confident_learning, CrossValidation, LabelIssues, LabelSuspect};
 pub use search::search_report;
 
@@ -248,8 +248,7 @@ impl Report {
     /// The part that needs no model: class balance, duplicates, blank images, odd sizes.
     pub fn of_data(name: &str, sources: &Sources, options: &ReportOptions) -> Report {
         let start = Instant::now();
-        let mut health = check_sets(sources.train, sources.test, sources.class_names, &options.duplicates);
-        health.odd_shapes = odd_shapes(sources.train_files, sources.test_files);
+        let health = check_sources(sources, &options.duplicates);
         Report {
             title: format!("netmorph report: {name}"),
             data: DataSummary {
