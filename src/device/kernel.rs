@@ -1,6 +1,7 @@
 //! Kernels: a WGSL file, its entry point and its bindings, declared once; pipelines compiled on
 //! first use and cached by (kernel, override constants).
 
+use super::options::ShaderChecks;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,30 +34,40 @@ pub(super) struct Compiled {
     pub params_size: Option<u32>,
 }
 
-#[derive(Default)]
 pub(super) struct PipelineCache {
     map: Mutex<HashMap<Key, Arc<Compiled>>>,
+    checks: ShaderChecks,
 }
 
 impl PipelineCache {
+    pub fn new(checks: ShaderChecks) -> PipelineCache {
+        PipelineCache { map: Mutex::default(), checks }
+    }
+
+    pub fn checks(&self) -> ShaderChecks {
+        self.checks
+    }
+
     pub fn get(&self, device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)]) -> Result<Arc<Compiled>> {
         let key = (spec as *const KernelSpec as usize, constants.to_vec());
         if let Some(c) = self.map.lock().unwrap().get(&key) {
             return Ok(c.clone());
         }
-        let compiled = Arc::new(compile(device, spec, constants)?);
+        let compiled = Arc::new(compile(device, spec, constants, self.checks)?);
         self.map.lock().unwrap().insert(key, compiled.clone());
         Ok(compiled)
     }
 }
 
-fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)]) -> Result<Compiled> {
+fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)], checks: ShaderChecks) -> Result<Compiled> {
     let (source, overrides) = specialise(spec.source, constants);
     let params_size = uniform_size(&source);
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor { label: Some(spec.name), source: wgpu::ShaderSource::Wgsl(source.into()) };
-    // SAFETY: see `runtime_checks`.
-    let module = unsafe { device.create_shader_module_trusted(desc, runtime_checks()) };
+    // SAFETY: the checks left out are those `ShaderChecks` explains: loops and divisors are
+    // bounded by the launch parameters, and buffers by the driver's robust access where the
+    // bounds checks go.
+    let module = unsafe { device.create_shader_module_trusted(desc, checks.runtime_checks()) };
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -105,27 +116,6 @@ pub fn uniform_size(source: &str) -> Option<u32> {
         .iter()
         .find(|(_, v)| v.space == naga::AddressSpace::Uniform && v.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == 0))?;
     Some(module.types[var.ty].inner.size(module.to_ctx()))
-}
-
-/// The checks wgpu adds to our shaders. By default: bounds checks only. Forced loop bounding (a
-/// counter and a branch in every loop, against infinite loops) and integer-division checks (a
-/// select per `/` and `%`, against a zero divisor) guard against untrusted shaders; ours are
-/// trusted: every loop runs to a count taken from its launch parameters, and every divisor is a
-/// shape extent or stride, which the shape rules reject when zero.
-/// `NETMORPH_SHADER_CHECKS=all` restores every check, `none` drops the bounds checks too (buffers
-/// stay guarded by the driver's robust buffer access where it has one).
-fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
-    static CHECKS: std::sync::OnceLock<wgpu::ShaderRuntimeChecks> = std::sync::OnceLock::new();
-    *CHECKS.get_or_init(|| {
-        let mode = std::env::var("NETMORPH_SHADER_CHECKS").unwrap_or_default();
-        let mut checks = wgpu::ShaderRuntimeChecks::checked();
-        if mode != "all" {
-            checks.force_loop_bounding = false;
-            checks.int_div_checks = false;
-            checks.bounds_checks = mode != "none";
-        }
-        checks
-    })
 }
 
 /// Applies tile-size constants. WGSL sizes function-scope arrays only with `const`, so a constant

@@ -4,10 +4,12 @@
 
 mod buffer;
 mod kernel;
+mod options;
 mod recorder;
 
 pub use buffer::{DType, GpuBuffer};
 pub use kernel::{specialise, Access, KernelSpec};
+pub use options::{DeviceOptions, ShaderChecks};
 
 use crate::error::{Error, Result};
 use buffer::BufferPool;
@@ -58,9 +60,14 @@ impl Device {
     /// Opens the best adapter: honours WGPU_BACKEND, WGPU_ADAPTER_NAME and WGPU_POWER_PREF, prefers
     /// a hardware GPU and falls back to any adapter (lavapipe on a machine without a GPU).
     pub fn new() -> Result<Device> {
+        Device::with_options(&DeviceOptions::from_env()?)
+    }
+
+    /// [`Device::new`] with the given options instead of the environment's.
+    pub fn with_options(options: &DeviceOptions) -> Result<Device> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(pick_adapter(&instance))?;
-        Self::from_adapter(adapter)
+        Self::from_adapter(adapter, options)
     }
 
     /// A process-wide shared device, opened on first use. Tests and examples share it so that the
@@ -76,10 +83,12 @@ impl Device {
         Ok(d)
     }
 
-    fn from_adapter(adapter: wgpu::Adapter) -> Result<Device> {
+    fn from_adapter(adapter: wgpu::Adapter, options: &DeviceOptions) -> Result<Device> {
         let info = adapter.get_info();
-        // The adapter's own limits: lavapipe and real GPUs allow far more than the defaults.
-        let limits = adapter.limits();
+        // The adapter's own limits (lavapipe and real GPUs allow far more than the defaults), or
+        // lower ones where the options ask.
+        let limits = options.limits(&adapter.limits());
+        let checks = options.shader_checks.unwrap_or(ShaderChecks::for_backend(info.backend));
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("netmorph"),
             // Subgroup operations where the adapter has them (kernels with a subgroup variant check
@@ -107,7 +116,7 @@ impl Device {
         let recorder = Recorder::new(&device, &limits);
         Ok(Device {
             inner: Arc::new(Inner {
-                pipelines: PipelineCache::default(),
+                pipelines: PipelineCache::new(checks),
                 pool: Arc::new(Mutex::new(BufferPool::default())),
                 recorder: Mutex::new(recorder),
                 device,
@@ -155,6 +164,11 @@ impl Device {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+
+    /// The checks compiled into this device's shaders.
+    pub fn shader_checks(&self) -> ShaderChecks {
+        self.inner.pipelines.checks()
     }
 
     /// The largest buffer one storage binding may cover, in bytes.

@@ -5,6 +5,7 @@
 use super::buffer::GpuBuffer;
 use super::kernel::Compiled;
 
+/// The parameter arena's size where the adapter allows it (a step's dispatches rarely need more).
 const ARENA_BYTES: u64 = 4 << 20;
 
 pub(super) struct Recorder {
@@ -12,6 +13,8 @@ pub(super) struct Recorder {
     pass: Option<wgpu::ComputePass<'static>>,
     staged: Vec<u8>,
     arena: wgpu::Buffer,
+    /// The arena's size: [`ARENA_BYTES`], or less on an adapter whose buffers are smaller.
+    arena_bytes: usize,
     align: usize,
     pub dispatches: u64,
     pub submits: u64,
@@ -19,17 +22,20 @@ pub(super) struct Recorder {
 
 impl Recorder {
     pub fn new(device: &wgpu::Device, limits: &wgpu::Limits) -> Self {
+        let align = limits.min_uniform_buffer_offset_alignment as u64;
+        let arena_bytes = ARENA_BYTES.min(limits.max_buffer_size) / align * align;
         Recorder {
             encoder: None,
             pass: None,
             staged: Vec::new(),
             arena: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kernel params"),
-                size: ARENA_BYTES,
+                size: arena_bytes,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
-            align: limits.min_uniform_buffer_offset_alignment as usize,
+            arena_bytes: arena_bytes as usize,
+            align: align as usize,
             dispatches: 0,
             submits: 0,
         }
@@ -42,7 +48,7 @@ impl Recorder {
 
     /// True when `bytes` more parameters would not fit in this submit's arena.
     pub fn params_full(&self, bytes: usize) -> bool {
-        self.staged.len().div_ceil(self.align) * self.align + bytes.max(16) > ARENA_BYTES as usize
+        self.staged.len().div_ceil(self.align) * self.align + bytes.max(16) > self.arena_bytes
     }
 
     pub fn dispatch(&mut self, device: &wgpu::Device, k: &Compiled, params: &[u8], buffers: &[&GpuBuffer], wg: [u32; 3]) {

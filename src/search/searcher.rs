@@ -86,19 +86,13 @@ pub trait Trainer<S: SearchSpace> {
     fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &dyn Store, deadline: Instant) -> Result<Trained>;
 }
 
-/// A model that runs out of device memory, diverges, or cannot be built or trained for another
-/// reason of its own is recorded as failed and the search goes on; failures of the disk, of the
-/// store or of the adapter as a whole (a lost device included) end it.
+/// A model that runs out of device memory, diverges, or fails for another reason of its own is
+/// recorded as failed and the search goes on. Everything else ends it: failures of the disk, of the
+/// store or of the adapter as a whole (a lost device included), and programming errors (a shape
+/// error, an invalid argument, a shader that does not compile or anything else wgpu's validation
+/// reports), which would fail every model the same way and, recorded as model failures, hide a bug.
 pub fn continues_search(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::Io { .. }
-            | Error::Format { .. }
-            | Error::Store(_)
-            | Error::NoAdapter(_)
-            | Error::DeviceRequest { .. }
-            | Error::DeviceLost(_)
-    )
+    matches!(e, Error::OutOfMemory(_) | Error::TooLarge { .. } | Error::Diverged(_) | Error::Other(_))
 }
 
 /// Every model of the search (resumed ones and other workers' included) and the best.
@@ -273,6 +267,14 @@ where
                 return Err(Error::DeviceLost(format!(
                     "{msg}; the search stopped with every finished model kept in {}: run it again (with --resume for a search \
                      directory) to continue",
+                    store.name()
+                )))
+            }
+            Err(e @ (Error::Shape { .. } | Error::Invalid(_) | Error::Gpu(_))) => {
+                return Err(Error::Other(format!(
+                    "model {} failed with a programming error, not one of its own: {e}. This is a bug in netmorph; the search \
+                     stopped with every finished model kept in {}",
+                    job.id,
                     store.name()
                 )))
             }
@@ -658,6 +660,18 @@ mod tests {
         let mut again = FakeTrainer::new();
         search(Grid { max: 12 }, vec![(1, 1)], &mut again, &store, &config(6)).unwrap();
         assert_eq!(again.trained.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2, 3, 4, 5], "--resume continues");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_programming_error_ends_the_search_and_is_no_model_failure() {
+        let dir = temp_dir("bug");
+        let store = SearchDir::open(&dir, false, "test").unwrap();
+        let mut trainer = FakeTrainer { bug_at: Some(2), ..FakeTrainer::new() };
+        let err = search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &config(6)).unwrap_err().to_string();
+        assert!(err.contains("programming error") && err.contains("model 2") && err.contains("fake shape rule"), "{err}");
+        let records = store.state().unwrap().records;
+        assert_eq!(records.len(), 2, "the models before it are kept, and model 2 is not recorded as failed: {records:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -68,6 +68,8 @@ pub struct FakeTrainer {
     pub diverges: Option<(i64, i64)>,
     /// The device is lost when model `lost_at` trains.
     pub lost_at: Option<usize>,
+    /// Model `bug_at` fails with a programming error (a shape error).
+    pub bug_at: Option<usize>,
 }
 
 impl Default for FakeTrainer {
@@ -86,6 +88,7 @@ impl FakeTrainer {
             oom_size: i64::MAX,
             diverges: None,
             lost_at: None,
+            bug_at: None,
         }
     }
 }
@@ -105,6 +108,9 @@ impl Trainer<Grid> for FakeTrainer {
         }
         if Some(job.id) == self.lost_at {
             return Err(Error::DeviceLost("the fake device was lost".into()));
+        }
+        if Some(job.id) == self.bug_at {
+            return Err(Error::shape("fake", "a fake shape rule refused the model"));
         }
         if Some(job.arch) == self.diverges {
             return Err(Error::Diverged("the loss became NaN".into()));
