@@ -6,10 +6,12 @@ mod buffer;
 mod kernel;
 mod options;
 mod recorder;
+mod tuning;
 
 pub use buffer::{DType, GpuBuffer};
 pub use kernel::{specialise, Access, KernelSpec};
 pub use options::{DeviceOptions, ShaderChecks};
+pub use tuning::{default_cache_dir, KernelTuning, TuningSummary};
 
 use crate::error::{Error, Result};
 use buffer::BufferPool;
@@ -34,6 +36,8 @@ struct Inner {
     pipelines: PipelineCache,
     pool: Arc<Mutex<BufferPool>>,
     recorder: Mutex<Recorder>,
+    /// Kernel choices measured on this adapter (`None`: tuning is off).
+    tuning: Option<Mutex<tuning::TuningTable>>,
     /// Errors wgpu reported outside an error scope; turned into `Err` at the next sync point.
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -70,15 +74,16 @@ impl Device {
         Self::from_adapter(adapter, options)
     }
 
-    /// A process-wide shared device, opened on first use. Tests and examples share it so that the
-    /// pipeline cache is warm and lavapipe is initialised once.
+    /// A process-wide shared device, opened on first use. Tests and benchmarks share it so that
+    /// the pipeline cache is warm and lavapipe is initialised once. Its kernels follow the built-in
+    /// rules unless NETMORPH_TUNING asks for tuning ([`DeviceOptions::without_tuning_from_env`]).
     pub fn shared() -> Result<Device> {
         static SHARED: Mutex<Option<Device>> = Mutex::new(None);
         let mut slot = SHARED.lock().unwrap();
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        let d = Device::new()?;
+        let d = Device::with_options(&DeviceOptions::without_tuning_from_env()?)?;
         *slot = Some(d.clone());
         Ok(d)
     }
@@ -117,6 +122,10 @@ impl Device {
         Ok(Device {
             inner: Arc::new(Inner {
                 pipelines: PipelineCache::new(checks),
+                tuning: match &options.kernel_tuning {
+                    KernelTuning::Off => None,
+                    KernelTuning::On { cap, cache } => Some(Mutex::new(tuning::TuningTable::open(&info, *cap, cache.as_deref()))),
+                },
                 pool: Arc::new(Mutex::new(BufferPool::default())),
                 recorder: Mutex::new(recorder),
                 device,
@@ -164,6 +173,42 @@ impl Device {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// Whether kernels are chosen by measurement on this device.
+    pub fn tunes_kernels(&self) -> bool {
+        self.inner.tuning.is_some()
+    }
+
+    /// The kernel measured fastest for a problem class, when one was (in this run or an earlier
+    /// one on the same adapter, driver and version).
+    pub fn tuned_choice(&self, class: &str) -> Option<String> {
+        self.inner.tuning.as_ref()?.lock().unwrap().choice(class).map(str::to_string)
+    }
+
+    /// How long this run may still spend measuring kernels (zero when tuning is off, or the cap is
+    /// reached: the class is then counted as left to the rules).
+    pub fn tuning_time_left(&self) -> std::time::Duration {
+        self.inner.tuning.as_ref().map_or(std::time::Duration::ZERO, |t| t.lock().unwrap().time_left())
+    }
+
+    /// Keeps the choice measured for a class (on disk too, where the table has a file). A choice
+    /// that cannot be written is kept in memory, with a warning: it is only a cache.
+    pub fn record_tuned_choice(&self, class: &str, choice: &str, spent: std::time::Duration) {
+        if let Some(table) = &self.inner.tuning {
+            if let Err(e) = table.lock().unwrap().record(class, choice, spent) {
+                eprintln!("warning: the kernel choices are kept in memory only: {e}");
+            }
+        }
+    }
+
+    /// What kernel tuning did in this run (`None` when it is off).
+    pub fn tuning_summary(&self) -> Option<TuningSummary> {
+        Some(self.inner.tuning.as_ref()?.lock().unwrap().summary())
     }
 
     /// The checks compiled into this device's shaders.

@@ -1,7 +1,9 @@
 //! What a device is opened with. Settings that change how kernels run are read here once, when the
 //! device is created (from the environment, or given by a test), never on each call.
 
+use super::tuning::KernelTuning;
 use crate::error::{Error, Result};
+use std::time::Duration;
 
 /// The checks wgpu compiles into our shaders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,16 +63,36 @@ pub struct DeviceOptions {
     pub max_binding_bytes: Option<u64>,
     /// The checks compiled into the shaders; `None`: [`ShaderChecks::for_backend`].
     pub shader_checks: Option<ShaderChecks>,
+    /// Kernels chosen by measurement, or by the built-in rules alone (the default here; the
+    /// environment's default, [`DeviceOptions::from_env`], is to measure).
+    pub kernel_tuning: KernelTuning,
+}
+
+impl Default for KernelTuning {
+    fn default() -> Self {
+        KernelTuning::Off
+    }
 }
 
 impl DeviceOptions {
-    /// NETMORPH_SHADER_CHECKS=all|bounds|none overrides the backend's default checks.
+    /// The options of a run: NETMORPH_SHADER_CHECKS=all|bounds|none overrides the backend's
+    /// default checks, and NETMORPH_TUNING=off|on|SECONDS turns kernel tuning off, or on with the
+    /// default cap or with a cap of SECONDS (on, with the default cap, when unset).
     pub fn from_env() -> Result<DeviceOptions> {
+        let tuning = tuning_from_env()?.unwrap_or_else(KernelTuning::default_on);
+        Ok(DeviceOptions { kernel_tuning: tuning, ..DeviceOptions::without_tuning_from_env()? })
+    }
+
+    /// The options of the tests' and benchmarks' shared device: the environment's, but kernel
+    /// tuning only where NETMORPH_TUNING asks for it. Tests compare kernels with references and runs
+    /// with each other, and a measured choice would vary with the machine's load.
+    pub fn without_tuning_from_env() -> Result<DeviceOptions> {
         let shader_checks = match std::env::var("NETMORPH_SHADER_CHECKS") {
             Ok(v) if !v.is_empty() => Some(ShaderChecks::parse(&v)?),
             _ => None,
         };
-        Ok(DeviceOptions { shader_checks, ..DeviceOptions::default() })
+        let kernel_tuning = tuning_from_env()?.unwrap_or(KernelTuning::Off);
+        Ok(DeviceOptions { shader_checks, kernel_tuning, ..DeviceOptions::default() })
     }
 
     /// The adapter's limits, lowered where these options ask.
@@ -81,6 +103,26 @@ impl DeviceOptions {
             limits.max_buffer_size = limits.max_buffer_size.min(bytes);
         }
         limits
+    }
+}
+
+/// NETMORPH_TUNING, when set.
+fn tuning_from_env() -> Result<Option<KernelTuning>> {
+    let Ok(value) = std::env::var("NETMORPH_TUNING") else { return Ok(None) };
+    parse_tuning(&value).map(Some)
+}
+
+fn parse_tuning(value: &str) -> Result<KernelTuning> {
+    let on = |cap| KernelTuning::On { cap, cache: super::tuning::default_cache_dir() };
+    match value {
+        "off" | "0" => Ok(KernelTuning::Off),
+        "on" | "1" | "" => Ok(on(KernelTuning::DEFAULT_CAP)),
+        seconds => match seconds.parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(on(Duration::from_secs_f64(s))),
+            _ => Err(Error::Invalid(format!(
+                "NETMORPH_TUNING={value:?}: expected off, on, or a cap in seconds (more than 0, at most a day)"
+            ))),
+        },
     }
 }
 
@@ -103,5 +145,11 @@ mod tests {
     fn a_wrong_setting_is_named() {
         let e = ShaderChecks::parse("some").unwrap_err().to_string();
         assert!(e.contains("NETMORPH_SHADER_CHECKS") && e.contains("\"some\""), "{e}");
+        for bad in ["-1", "NaN", "1e30", "fast"] {
+            let e = parse_tuning(bad).unwrap_err().to_string();
+            assert!(e.contains("NETMORPH_TUNING") && e.contains(bad), "{e}");
+        }
+        assert_eq!(parse_tuning("off").unwrap(), KernelTuning::Off);
+        assert!(matches!(parse_tuning("2.5").unwrap(), KernelTuning::On { cap, .. } if cap == Duration::from_millis(2500)));
     }
 }

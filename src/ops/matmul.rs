@@ -6,6 +6,8 @@
 //! 8 (lavapipe), large products in the AkBn, AmBn and AkBk layouts run the kernels of
 //! `shaders/matmul_subgroup.wgsl`, whose invocations share their loads by shuffles.
 
+mod tuning;
+
 use super::Backward;
 use crate::device::{Access, Device, GpuBuffer, KernelSpec};
 use crate::error::{Error, Result};
@@ -370,9 +372,12 @@ fn vec4_operand(unit_stride: u32, other: (u32, usize), batch: (u32, usize), offs
 }
 
 /// Records one GEMM. `bias` is required when `flags` has BIAS_N or BIAS_M. The kernel variant is
-/// picked from the strides, with its default tiling for this adapter fitted to the shape ([`plan`]).
+/// picked from the strides, with its default tiling for this adapter fitted to the shape ([`plan`]),
+/// or, where the device tunes kernels, the one measured fastest for the product's class.
 pub fn gemm(device: &Device, g: &Gemm, a: &GpuBuffer, b: &GpuBuffer, bias: Option<&GpuBuffer>, c: &GpuBuffer) -> Result<()> {
-    let (v, t) = if vec4_buffers(a, b) { plan(device, g) } else { plan_variant(device, g, Variant::Scalar) };
+    let vec4 = vec4_buffers(a, b);
+    let rule = if vec4 { plan(device, g) } else { plan_variant(device, g, Variant::Scalar) };
+    let (v, t) = tuning::choose(device, g, a, b, bias, c, rule, vec4)?;
     gemm_variant(device, g, a, b, bias, c, t, v)
 }
 
@@ -402,7 +407,7 @@ pub fn subgroups_allowed(device: &Device) -> bool {
 }
 
 /// NETMORPH_GEMM_LOG=1 prints every GEMM's shape, variant and tiling (for tuning).
-fn log_plans() -> bool {
+pub(crate) fn log_plans() -> bool {
     static LOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *LOG.get_or_init(|| std::env::var("NETMORPH_GEMM_LOG").is_ok_and(|v| v == "1"))
 }
