@@ -22,7 +22,7 @@ use netmorph::cli::{limit_and_shrink, parse_positive};
 use netmorph::data::{default_data_dir, Mnist};
 use netmorph::report::Sources;
 use netmorph::search::classifier::ClassifierConfig;
-use netmorph::{Device, Result};
+use netmorph::Result;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -71,7 +71,15 @@ fn run(args: Args) -> Result<()> {
     if args.report {
         let store = args.search.storage.open_existing()?;
         let config = ClassifierConfig { verbose: true, ..args.search.classifier_config(digits.clone())? };
-        return write_search_report(&Device::new()?, "MNIST", &sources, &*store, &config, &args.search.report, &args.search.report_dir());
+        return write_search_report(
+            &args.search.device.open()?,
+            "MNIST",
+            &sources,
+            &*store,
+            &config,
+            &args.search.report,
+            &args.search.report_dir(),
+        );
     }
-    run_search(&Device::new()?, &args.search, "MNIST", &sources)
+    run_search(&args.search.device.open()?, &args.search, "MNIST", &sources)
 }

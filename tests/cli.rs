@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the command with the kernels of the built-in rules (repeatable, and no tuning time), unless
+/// the arguments ask for tuning.
 fn netmorph(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netmorph")).args(args).output().expect("run netmorph")
+    Command::new(env!("CARGO_BIN_EXE_netmorph")).env("NETMORPH_TUNING", "off").args(args).output().expect("run netmorph")
 }
 
 fn text(out: &Output) -> String {
@@ -46,6 +48,57 @@ fn run_onnx(model: &Path, files: &[&str]) -> Vec<Vec<f32>> {
     let input = Tensor::from_shape(&[files.len(), 3, 10, 10], &pixels).unwrap();
     let out = model.run(tvec!(input.into())).unwrap();
     out[0].to_plain_array_view::<f32>().unwrap().rows().into_iter().map(|r| r.to_vec()).collect()
+}
+
+/// A search with kernel tuning measures its products' kernels and keeps the choices, and a
+/// second search on the same adapter starts from them.
+#[test]
+fn kernel_choices_are_measured_once_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    image_folder(&data);
+    let cache = tmp.path().join("cache");
+    let search = |name: &str| {
+        let dir = tmp.path().join(name);
+        let args = [
+            "search",
+            data.to_str().unwrap(),
+            "--search-dir",
+            dir.to_str().unwrap(),
+            "--kernel-tuning",
+            "60",
+            "--time-limit",
+            "5m",
+            "--max-models",
+            "1",
+            "--width",
+            "4",
+            "--blocks",
+            "1",
+            "--max-epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--final-epochs",
+            "0",
+            "--no-report",
+        ];
+        let out = Command::new(env!("CARGO_BIN_EXE_netmorph")).env("NETMORPH_CACHE_DIR", &cache).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let out = text(&out);
+        let line = out.lines().find(|l| l.starts_with("kernel tuning: ")).unwrap_or_else(|| panic!("no tuning line:\n{out}")).to_string();
+        let count = |what: &str| -> usize {
+            let before = line.split(what).next().unwrap();
+            before.split_whitespace().last().unwrap().parse().unwrap_or_else(|_| panic!("{line}"))
+        };
+        (count(" problem classes measured"), count(" choices loaded"), line)
+    };
+    let (measured, loaded, line) = search("first");
+    assert!(measured >= 3 && loaded == 0, "{line}");
+    let tables: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(tables.len() == 1 && tables[0].starts_with("kernels-") && tables[0].ends_with(".json"), "{tables:?}");
+    let (measured, loaded, line) = search("second");
+    assert!(measured == 0 && loaded >= 3, "the second search measures nothing again: {line}");
 }
 
 #[test]

@@ -202,6 +202,8 @@ fn a_search_fails_clearly_when_the_limit_is_already_spent() {
 
 fn search_command(dir: &Path, max_models: usize) -> Command {
     let mut cmd = Command::new(netmorph::testing::example_binary("autokeras_search"));
+    // The rules' kernels: the same seed gives the same run, whatever the machine's load.
+    cmd.env("NETMORPH_TUNING", "off");
     cmd.args(["--search-dir", dir.to_str().unwrap(), "--time-limit", "10m", "--train-limit", "600", "--test-limit", "200"])
         .args(["--downsample", "2", "--width", "8", "--blocks", "2", "--max-epochs", "2", "--child-epochs", "1"])
         .args(["--batch-size", "32", "--seed", "7", "--final-epochs", "0", "--max-models", &max_models.to_string()]);

@@ -148,6 +148,7 @@ fn the_baseline_example_saves_a_model_that_loads_and_scores_the_same() {
     let dir = std::env::temp_dir().join(format!("netmorph-baseline-save-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = std::process::Command::new(netmorph::testing::example_binary("mnist_baseline"))
+        .env("NETMORPH_TUNING", "off")
         .args(["--epochs", "1", "--train-limit", "256", "--test-limit", "200", "--save", dir.to_str().unwrap()])
         .output()
         .unwrap();

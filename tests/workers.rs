@@ -30,6 +30,7 @@ fn search_with(max_models: usize, changed: &[(&str, &str)]) -> Command {
         settings.iter_mut().filter(|(f, _)| f == flag).for_each(|s| s.1 = value);
     }
     let mut cmd = Command::new(netmorph::testing::example_binary("autokeras_search"));
+    cmd.env("NETMORPH_TUNING", "off");
     for (flag, value) in settings {
         cmd.args([flag, value]);
     }

@@ -65,7 +65,7 @@ fn run(command: Command) -> Result<()> {
             search.storage.check()?;
             let mut loaded = data.load(search.seed)?;
             (loaded.train, loaded.train_files) = search.exclude.apply(loaded.train, loaded.train_files)?;
-            run_search(&Device::new()?, &search, &data.data.display().to_string(), &Sources::of(&loaded))
+            run_search(&search.device.open()?, &search, &data.data.display().to_string(), &Sources::of(&loaded))
         }
         Command::Report(args) => run_report(&args),
         Command::Status(args) => args.print_status(),

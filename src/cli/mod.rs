@@ -7,10 +7,32 @@ pub mod report;
 pub mod search;
 
 use crate::data::{load_data, ImageSet, LoadOptions, LoadedData, RandomShift, DEFAULT_TEST_FRACTION};
+use crate::device::{Device, DeviceOptions, KernelTuning};
 use crate::error::{Error, Result};
 use crate::search::classifier::ClassifierConfig;
 use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind};
 use std::path::{Path, PathBuf};
+
+/// The device a command opens.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DeviceArgs {
+    /// Kernel choice: `on` measures the kernels of each new problem class on this adapter (at most
+    /// 30 s per run, kept for later runs in $NETMORPH_CACHE_DIR or ~/.cache/netmorph), `off` keeps
+    /// the built-in rules (repeatable runs), or a cap in seconds. Default: NETMORPH_TUNING, else on.
+    #[arg(long, value_parser = KernelTuning::parse)]
+    pub kernel_tuning: Option<KernelTuning>,
+}
+
+impl DeviceArgs {
+    /// The device, with the environment's options and these.
+    pub fn open(&self) -> Result<Device> {
+        let mut options = DeviceOptions::from_env()?;
+        if let Some(tuning) = &self.kernel_tuning {
+            options.kernel_tuning = tuning.clone();
+        }
+        Device::with_options(&options)
+    }
+}
 
 /// Where a data set comes from, and what to do to it on the way in.
 #[derive(clap::Args, Debug, Clone)]

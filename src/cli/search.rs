@@ -27,6 +27,8 @@ pub struct SearchArgs {
     pub final_share: f64,
     #[command(flatten)]
     pub storage: StorageArgs,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
     /// Seeds the search: the same seed gives the same sequence of architectures on the same adapter.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -283,6 +285,10 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
         println!("Test accuracy: {:.4}", eval.accuracy);
         outcome["test_loss"] = eval.loss.into();
         outcome["test_accuracy"] = eval.accuracy.into();
+    }
+    if let Some(tuning) = device.tuning_summary() {
+        println!("{tuning}");
+        outcome["kernel_tuning_seconds"] = tuning.spent.as_secs_f64().into();
     }
     // The final model itself is in the study too, for workers on other machines.
     store.put_file("final.json", served.to_json().as_bytes())?;

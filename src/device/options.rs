@@ -3,7 +3,6 @@
 
 use super::tuning::KernelTuning;
 use crate::error::{Error, Result};
-use std::time::Duration;
 
 /// The checks wgpu compiles into our shaders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,11 +67,6 @@ pub struct DeviceOptions {
     pub kernel_tuning: KernelTuning,
 }
 
-impl Default for KernelTuning {
-    fn default() -> Self {
-        KernelTuning::Off
-    }
-}
 
 impl DeviceOptions {
     /// The options of a run: NETMORPH_SHADER_CHECKS=all|bounds|none overrides the backend's
@@ -109,26 +103,13 @@ impl DeviceOptions {
 /// NETMORPH_TUNING, when set.
 fn tuning_from_env() -> Result<Option<KernelTuning>> {
     let Ok(value) = std::env::var("NETMORPH_TUNING") else { return Ok(None) };
-    parse_tuning(&value).map(Some)
-}
-
-fn parse_tuning(value: &str) -> Result<KernelTuning> {
-    let on = |cap| KernelTuning::On { cap, cache: super::tuning::default_cache_dir() };
-    match value {
-        "off" | "0" => Ok(KernelTuning::Off),
-        "on" | "1" | "" => Ok(on(KernelTuning::DEFAULT_CAP)),
-        seconds => match seconds.parse::<f64>() {
-            Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(on(Duration::from_secs_f64(s))),
-            _ => Err(Error::Invalid(format!(
-                "NETMORPH_TUNING={value:?}: expected off, on, or a cap in seconds (more than 0, at most a day)"
-            ))),
-        },
-    }
+    KernelTuning::parse(&value).map(Some).map_err(|why| Error::Invalid(format!("NETMORPH_TUNING: {why}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn vulkan_alone_runs_without_bounds_checks() {
@@ -146,10 +127,10 @@ mod tests {
         let e = ShaderChecks::parse("some").unwrap_err().to_string();
         assert!(e.contains("NETMORPH_SHADER_CHECKS") && e.contains("\"some\""), "{e}");
         for bad in ["-1", "NaN", "1e30", "fast"] {
-            let e = parse_tuning(bad).unwrap_err().to_string();
-            assert!(e.contains("NETMORPH_TUNING") && e.contains(bad), "{e}");
+            let e = KernelTuning::parse(bad).unwrap_err();
+            assert!(e.contains("off, on, or a cap in seconds"), "{e}");
         }
-        assert_eq!(parse_tuning("off").unwrap(), KernelTuning::Off);
-        assert!(matches!(parse_tuning("2.5").unwrap(), KernelTuning::On { cap, .. } if cap == Duration::from_millis(2500)));
+        assert_eq!(KernelTuning::parse("off").unwrap(), KernelTuning::Off);
+        assert!(matches!(KernelTuning::parse("2.5").unwrap(), KernelTuning::On { cap, .. } if cap == Duration::from_millis(2500)));
     }
 }

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Whether and how kernels are chosen by measurement.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum KernelTuning {
     /// The built-in rules alone: the same kernels on every run (repeatable results).
+    #[default]
     Off,
     /// Measure the candidates of each new problem class, up to `cap` in all per run; choices are
     /// kept in `cache` (a directory), or only in memory when it is `None`.
@@ -28,6 +29,20 @@ impl KernelTuning {
     /// [`default_cache_dir`].
     pub fn default_on() -> KernelTuning {
         KernelTuning::On { cap: Self::DEFAULT_CAP, cache: default_cache_dir() }
+    }
+
+    /// `off` (or `0`), `on` (or `1`: the default cap), or a cap in seconds; choices are kept in
+    /// [`default_cache_dir`].
+    pub fn parse(value: &str) -> std::result::Result<KernelTuning, String> {
+        let on = |cap| KernelTuning::On { cap, cache: default_cache_dir() };
+        match value {
+            "off" | "0" => Ok(KernelTuning::Off),
+            "on" | "1" | "" => Ok(on(Self::DEFAULT_CAP)),
+            seconds => match seconds.parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(on(Duration::from_secs_f64(s))),
+                _ => Err(format!("`{value}`: expected off, on, or a cap in seconds (more than 0, at most a day)")),
+            },
+        }
     }
 }
 
