@@ -37,7 +37,7 @@ fn many_dispatches_go_out_in_one_submit() {
 
 #[test]
 fn the_profiler_times_each_kernel() {
-    let dev = netmorph::Device::new().unwrap(); // its own device: profiling is device-wide
+    let dev = netmorph::testing::own_device(); // its own device: profiling is device-wide
     let a = Tensor::full(&dev, &[16, 16], 1.0).unwrap();
     dev.start_profile().unwrap();
     let _ = matmul(&a, &a, false, false).unwrap();

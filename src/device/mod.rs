@@ -4,12 +4,14 @@
 
 mod buffer;
 mod kernel;
+mod knobs;
 mod options;
 mod recorder;
 mod tuning;
 
 pub use buffer::{DType, GpuBuffer};
 pub use kernel::{specialise, Access, KernelSpec};
+pub use knobs::{ConvDirect, ConvOrient, KernelKnobs};
 pub use options::{DeviceOptions, ShaderChecks};
 pub use tuning::{default_cache_dir, KernelTuning, TuningSummary};
 
@@ -36,6 +38,7 @@ struct Inner {
     pipelines: PipelineCache,
     pool: Arc<Mutex<BufferPool>>,
     recorder: Mutex<Recorder>,
+    knobs: KernelKnobs,
     /// Kernel choices measured on this adapter (`None`: tuning is off).
     tuning: Option<Mutex<tuning::TuningTable>>,
     /// Errors wgpu reported outside an error scope; turned into `Err` at the next sync point.
@@ -122,6 +125,7 @@ impl Device {
         Ok(Device {
             inner: Arc::new(Inner {
                 pipelines: PipelineCache::new(checks),
+                knobs: options.knobs.clone(),
                 tuning: match &options.kernel_tuning {
                     KernelTuning::Off => None,
                     KernelTuning::On { cap, cache } => Some(Mutex::new(tuning::TuningTable::open(&info, *cap, cache.as_deref()))),
@@ -173,6 +177,11 @@ impl Device {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+
+    /// The settings for comparing and tuning kernels by hand, read when the device opened.
+    pub fn knobs(&self) -> &KernelKnobs {
+        &self.inner.knobs
     }
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {

@@ -1,6 +1,7 @@
 //! What a device is opened with. Settings that change how kernels run are read here once, when the
 //! device is created (from the environment, or given by a test), never on each call.
 
+use super::knobs::KernelKnobs;
 use super::tuning::KernelTuning;
 use crate::error::{Error, Result};
 
@@ -65,8 +66,10 @@ pub struct DeviceOptions {
     /// Kernels chosen by measurement, or by the built-in rules alone (the default here; the
     /// environment's default, [`DeviceOptions::from_env`], is to measure).
     pub kernel_tuning: KernelTuning,
+    /// Kernels forced or logged by hand (the environment's NETMORPH_GEMM_*, NETMORPH_CONV_* and
+    /// NETMORPH_ROW_* variables).
+    pub knobs: KernelKnobs,
 }
-
 
 impl DeviceOptions {
     /// The options of a run: NETMORPH_SHADER_CHECKS=all|bounds|none overrides the backend's
@@ -86,7 +89,7 @@ impl DeviceOptions {
             _ => None,
         };
         let kernel_tuning = tuning_from_env()?.unwrap_or(KernelTuning::Off);
-        Ok(DeviceOptions { shader_checks, kernel_tuning, ..DeviceOptions::default() })
+        Ok(DeviceOptions { shader_checks, kernel_tuning, knobs: KernelKnobs::from_env()?, ..DeviceOptions::default() })
     }
 
     /// The adapter's limits, lowered where these options ask.

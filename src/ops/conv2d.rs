@@ -325,14 +325,23 @@ fn conv2d_direct(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, o
 }
 
 /// Records the row-segment direct forward (`direct_rows` in `shaders/conv2d.wgsl`) of the whole
-/// batch, `rows` output rows per invocation.
-fn conv2d_direct_rows(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeometry, out: &Tensor, rows: usize) -> Result<()> {
+/// batch, `rows` output rows and `channels` output channels per invocation.
+#[allow(clippy::too_many_arguments)]
+fn conv2d_direct_rows(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: &ConvGeometry,
+    out: &Tensor,
+    rows: usize,
+    channels: usize,
+) -> Result<()> {
     let whole = Chunk { first: 0, images: g.n };
     let params = ConvParams { has_bias: b.is_some() as u32, ..ConvParams::new(g, &whole) };
     let bias = b.unwrap_or(w);
     let mut grid = super::grid_1d(super::groups(g.n * g.oh.div_ceil(rows) * g.ow.div_ceil(row_segment(g.ow)), WG));
-    grid[2] = g.c_out.div_ceil(row_co()) as u32;
-    let [kernel_h, kernel_w, stride, segment, channels] = row_constants(g, g.ow);
+    grid[2] = g.c_out.div_ceil(channels) as u32;
+    let [kernel_h, kernel_w, stride, segment, channels] = row_constants(g, g.ow, channels);
     let constants = [kernel_h, kernel_w, stride, segment, channels, ("FY", rows as u32)];
     x.device().dispatch(&DIRECT_ROWS, &constants, &params, &[x.buffer(), out.buffer(), w.buffer(), bias.buffer()], grid)
 }
@@ -343,22 +352,10 @@ fn row_segment(len: usize) -> usize {
     len.div_ceil(len.div_ceil(DIRECT_ROW_OUTPUTS))
 }
 
-/// The kernel size, stride and segment (along rows of `len`) the direct kernels are specialised to.
-fn row_constants(g: &ConvGeometry, len: usize) -> [(&'static str, u32); 5] {
-    [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", row_segment(len) as u32), ("CO", row_co() as u32)]
-}
-
-/// Output channels per invocation of the row kernels: `DIRECT_CO`, or NETMORPH_ROW_CO for tuning
-/// (on lavapipe, conv1 of the seed: 4 ran its forward at 0.55x the rate of 8, 16 at 0.45x).
-fn row_co() -> usize {
-    static CO: OnceLock<usize> = OnceLock::new();
-    *CO.get_or_init(|| std::env::var("NETMORPH_ROW_CO").ok().and_then(|v| v.parse().ok()).unwrap_or(DIRECT_CO))
-}
-
-/// Output rows per invocation of `direct_rows`: `DIRECT_FORWARD_ROWS`, or NETMORPH_ROW_FY for tuning.
-fn forward_rows() -> usize {
-    static FY: OnceLock<usize> = OnceLock::new();
-    *FY.get_or_init(|| std::env::var("NETMORPH_ROW_FY").ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(DIRECT_FORWARD_ROWS))
+/// The kernel size, stride and segment (along rows of `len`) the direct kernels are specialised to,
+/// and `channels` output channels per invocation ([`Tuning::row_channels`]).
+fn row_constants(g: &ConvGeometry, len: usize, channels: usize) -> [(&'static str, u32); 5] {
+    [("DKH", g.kh as u32), ("DKW", g.kw as u32), ("DS", g.stride as u32), ("XW", row_segment(len) as u32), ("CO", channels as u32)]
 }
 
 /// The most outputs along a row one invocation of `direct_rows` computes.
@@ -370,27 +367,11 @@ const DIRECT_FORWARD_ROWS: usize = 1;
 /// Rows of the input gradient one invocation of `direct_grad_input` computes (`const RY`).
 const DIRECT_GRAD_INPUT_ROWS: usize = 4;
 
-/// Which direct kernels serve small reductions, if any.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Direct {
-    /// im2col + GEMM for every pass.
-    Off,
-    /// `direct`: 4 outputs of a plane per invocation, one gather per tap.
-    Quads,
-    /// `direct_rows`: a row segment per invocation, each input row's window loaded once; the
-    /// gradients by `direct_grad_weight` and (at stride 1) `direct_grad_input`.
-    Rows,
-}
-
-/// NETMORPH_CONV_DIRECT=0 keeps im2col + GEMM for every pass, `quads` picks the older direct
-/// forward and the GEMM gradients (for comparisons and tuning).
-fn direct_from_env() -> Direct {
-    match std::env::var("NETMORPH_CONV_DIRECT").as_deref() {
-        Ok("0") => Direct::Off,
-        Ok("quads") => Direct::Quads,
-        _ => Direct::Rows,
-    }
-}
+/// Which direct kernels serve small reductions, if any: `Off` (im2col + GEMM for every pass),
+/// `Quads` (`direct`: 4 outputs of a plane per invocation, one gather per tap) or `Rows`
+/// (`direct_rows`: a row segment per invocation, each input row's window loaded once; the
+/// gradients by `direct_grad_weight` and, at stride 1, `direct_grad_input`).
+use crate::device::ConvDirect as Direct;
 
 /// A run of consecutive images processed together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,25 +384,9 @@ struct Chunk {
 /// strides, but the GEMM spreads C's columns over neighbouring invocations (SIMD lanes on
 /// lavapipe, a warp's threads on GPUs), so the dimension that fills whole tiles belongs there:
 /// conv1's weight gradient (c_out 32 x K 9) ran 2x faster as K x c_out. The forward and the
-/// input gradient choose; the weight gradient has one layout (see `grad_weight_gemm`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Orient {
-    /// Transposed when the rows fill tiles clearly better than the columns.
-    Auto,
-    Normal,
-    Transposed,
-}
-
-impl Orient {
-    /// NETMORPH_CONV_ORIENT=normal|transposed forces one layout (for tuning on other adapters).
-    fn from_env() -> Orient {
-        match std::env::var("NETMORPH_CONV_ORIENT").as_deref() {
-            Ok("normal") => Orient::Normal,
-            Ok("transposed") => Orient::Transposed,
-            _ => Orient::Auto,
-        }
-    }
-}
+/// input gradient choose (`Auto`: transposed when the rows fill tiles clearly better than the
+/// columns); the weight gradient has one layout (see `grad_weight_gemm`).
+use crate::device::ConvOrient as Orient;
 
 /// Padded size over useful size when `n` columns are covered by tiles `width` wide.
 fn waste(n: usize, width: usize) -> f64 {
@@ -490,7 +455,7 @@ fn col2im(g: &ConvGeometry, chunk: &Chunk, dcol: &Tensor, dx: &Tensor) -> Result
     let (dev, params) = (dcol.device(), ConvParams::new(g, chunk));
     let rows = chunk.images * g.c_in * g.h;
     if g.stride == 1 {
-        let [kernel_h, kernel_w, ..] = row_constants(g, g.w);
+        let [kernel_h, kernel_w, ..] = row_constants(g, g.w, DIRECT_CO);
         dev.dispatch(&COL2IM_S1, &[kernel_h, kernel_w], &params, &[dcol.buffer(), dx.buffer()], super::grid_1d(super::groups(rows, WG)))
     } else {
         dispatch_rows(dev, &COL2IM, &params, dcol, dx, rows)
@@ -572,16 +537,25 @@ struct Tuning {
     /// direct kernels: the seed's conv1 forward at 42–44 GFLOP/s against 10–13, its weight
     /// gradient at 38–42 against 8–10, its input gradient at 34–37 against 12–13).
     subgroup_small_k: bool,
+    /// Output channels per invocation of the direct row kernels: [`DIRECT_CO`] (on lavapipe, conv1
+    /// of the seed: 4 ran its forward at 0.55x the rate of 8, 16 at 0.45x), or NETMORPH_ROW_CO.
+    row_channels: usize,
+    /// Output rows per invocation of `direct_rows`: [`DIRECT_FORWARD_ROWS`], or NETMORPH_ROW_FY.
+    row_outputs: usize,
 }
 
 impl Tuning {
+    /// The device's: its binding limit, subgroups, and the knobs it opened with.
     fn for_device(dev: &Device) -> Tuning {
+        let knobs = dev.knobs();
         Tuning {
             max_bytes: dev.max_binding_bytes(),
-            orient: Orient::from_env(),
-            direct: direct_from_env(),
+            orient: knobs.conv_orient,
+            direct: knobs.conv_direct,
             subgroup_forward: subgroups_allowed(dev),
             subgroup_small_k: subgroups_allowed(dev),
+            row_channels: knobs.row_channels.map_or(DIRECT_CO, |c| c as usize),
+            row_outputs: knobs.row_outputs.map_or(DIRECT_FORWARD_ROWS, |r| r as usize),
         }
     }
 }
@@ -655,7 +629,7 @@ fn subgroup_pass(
 
 /// [`conv2d`] with the given [`Tuning`].
 fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, tuning: Tuning) -> Result<(Tensor, Conv2dBackward)> {
-    let Tuning { max_bytes, orient, direct, subgroup_forward, subgroup_small_k } = tuning;
+    let Tuning { max_bytes, orient, direct, subgroup_forward, subgroup_small_k, .. } = tuning;
     x.expect_f32("conv2d")?;
     w.expect_f32("conv2d")?;
     let g = conv2d_geometry(x.shape(), w.shape(), cfg)?;
@@ -674,7 +648,7 @@ fn conv2d_tuned(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig, t
         // No col (the weight gradient makes its own) and no weight matrix (the input gradient
         // makes it, when it is needed at all: a first layer's is not).
         match direct {
-            Direct::Rows => conv2d_direct_rows(x, w, b, &g, &out, forward_rows())?,
+            Direct::Rows => conv2d_direct_rows(x, w, b, &g, &out, tuning.row_outputs, tuning.row_channels)?,
             _ => conv2d_direct(x, w, b, &g, &out)?,
         }
     } else {
@@ -824,7 +798,13 @@ impl Conv2dBackward {
         let invocations = g.n * g.h.div_ceil(DIRECT_GRAD_INPUT_ROWS) * g.w.div_ceil(row_segment(g.w));
         let mut grid = super::grid_1d(super::groups(invocations, WG));
         grid[2] = g.c_in as u32;
-        dev.dispatch(&DIRECT_GRAD_INPUT, &row_constants(g, g.w), &params, &[dout.buffer(), dx.buffer(), self.w.buffer()], grid)?;
+        dev.dispatch(
+            &DIRECT_GRAD_INPUT,
+            &row_constants(g, g.w, self.tuning.row_channels),
+            &params,
+            &[dout.buffer(), dx.buffer(), self.w.buffer()],
+            grid,
+        )?;
         Ok(dx)
     }
 
@@ -896,8 +876,14 @@ impl Conv2dBackward {
         let whole = Chunk { first: 0, images: g.n };
         let params = ConvParams::new(g, &whole);
         let mut grid = super::grid_1d(super::groups(g.n, WG));
-        grid[2] = g.c_out.div_ceil(row_co()) as u32;
-        dev.dispatch(&DIRECT_GRAD_WEIGHT, &row_constants(g, g.ow), &params, &[self.x.buffer(), partials.buffer(), dout.buffer()], grid)?;
+        grid[2] = g.c_out.div_ceil(self.tuning.row_channels) as u32;
+        dev.dispatch(
+            &DIRECT_GRAD_WEIGHT,
+            &row_constants(g, g.ow, self.tuning.row_channels),
+            &params,
+            &[self.x.buffer(), partials.buffer(), dout.buffer()],
+            grid,
+        )?;
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let params = ConvParams { len: len as u32, accumulate: 0, ..params };
         dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;
@@ -1121,7 +1107,7 @@ mod tests {
         }
     }
 
-    /// Every knob fixed at the default path (the environment is not read).
+    /// Every knob fixed at the default path (whatever the device's knobs).
     fn pinned(dev: &Device) -> Tuning {
         Tuning {
             max_bytes: dev.max_binding_bytes(),
@@ -1129,6 +1115,8 @@ mod tests {
             direct: Direct::Rows,
             subgroup_forward: subgroups_allowed(dev),
             subgroup_small_k: subgroups_allowed(dev),
+            row_channels: DIRECT_CO,
+            row_outputs: DIRECT_FORWARD_ROWS,
         }
     }
 
@@ -1188,7 +1176,7 @@ mod tests {
     #[test]
     fn a_weight_with_k_not_a_multiple_of_4_still_gets_the_vec4_gemm() {
         // A device of its own: a profile sees every dispatch on its device, other tests' included.
-        let dev = Device::new().unwrap();
+        let dev = crate::testing::own_device();
         let (xs, ws) = ([2, 1, 10, 10], [8, 1, 3, 3]);
         let x = Tensor::zeros(&dev, &xs).unwrap();
         let w = Tensor::zeros(&dev, &ws).unwrap();
@@ -1220,7 +1208,7 @@ mod tests {
     fn the_weight_gradient_reads_a_transposed_output_gradient() {
         // c_out not a multiple of 4 (the transposed rows' pad), planes not a multiple of 4 (the
         // last 4x4 block's missing positions), a pointwise col, and chunks of images.
-        let dev = Device::new().unwrap();
+        let dev = crate::testing::own_device();
         let mut rng = rng(28);
         for (xs, ws, cfg, max_bytes) in [
             ([3, 5, 7, 5], [5, 5, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
@@ -1237,7 +1225,7 @@ mod tests {
 
     #[test]
     fn the_subgroup_gemms_serve_all_three_passes() {
-        let dev = Device::new().unwrap();
+        let dev = crate::testing::own_device();
         if !subgroups_allowed(&dev) {
             eprintln!("{}: no subgroups of 8, nothing to check", dev.name());
             return;
@@ -1259,7 +1247,7 @@ mod tests {
 
     #[test]
     fn the_small_k_subgroup_kernels_match_reference() {
-        let dev = Device::new().unwrap();
+        let dev = crate::testing::own_device();
         if !has_subgroups_of_8(&dev) {
             return;
         }
@@ -1316,7 +1304,7 @@ mod tests {
     fn odd_output_planes_pad_col_and_keep_the_vec4_gemms() {
         // The CNN generator's third conv works on a 7x7 plane; 3x3 and 5x3 planes come from
         // deeper children, 5x5 from a strided one. Zeros in the pads must not leak into any pass.
-        let dev = Device::new().unwrap();
+        let dev = crate::testing::own_device();
         let mut rng = rng(26);
         for (xs, ws, cfg) in [
             ([3, 8, 7, 7], [8, 8, 3, 3], Conv2dConfig::new(1, Padding::Same)),
@@ -1338,7 +1326,7 @@ mod tests {
 
     #[test]
     fn the_direct_forwards_match_reference_and_the_gemm_path() {
-        let dev = Device::new().unwrap();
+        let dev = crate::testing::own_device();
         let mut rng = rng(26);
         // K <= 32; channel counts around the block of 8, batch 1, strides, both paddings, rows
         // that the 4 outputs of a `direct` invocation wrap, rows of 26 (4 segments of 7, the
@@ -1383,7 +1371,7 @@ mod tests {
                 // Every block height of `direct_rows`, including ones that overhang the plane.
                 for rows in 1..=4 {
                     let out = Tensor::uninit(&dev, &g.out_shape(), "out").unwrap();
-                    conv2d_direct_rows(&xt, &wt, bias.then_some(&bt), &g, &out, rows).unwrap();
+                    conv2d_direct_rows(&xt, &wt, bias.then_some(&bt), &g, &out, rows, DIRECT_CO).unwrap();
                     assert_close(
                         &out.to_vec().unwrap(),
                         &want,

@@ -125,11 +125,10 @@ impl Tiling {
     pub const fn new(tm: u32, tn: u32, wg_x: u32, wg_y: u32) -> Self {
         Tiling { tm, tn, wg_x, wg_y }
     }
-    /// NETMORPH_GEMM_TILING="TMxTN/WXxWY", when set: one tiling for every launch of [`gemm`] (for
-    /// tuning on a new adapter).
-    pub fn from_env() -> Option<Tiling> {
-        static ENV: std::sync::OnceLock<Option<Tiling>> = std::sync::OnceLock::new();
-        *ENV.get_or_init(|| std::env::var("NETMORPH_GEMM_TILING").ok().and_then(|s| Tiling::parse(&s)))
+    /// The tiling NETMORPH_GEMM_TILING="TMxTN/WXxWY" forces on every launch of [`gemm`], when it
+    /// was set as `device` opened (for tuning on a new adapter by hand).
+    pub fn forced(device: &Device) -> Option<Tiling> {
+        device.knobs().gemm_tiling.map(|[tm, tn, wg_x, wg_y]| Tiling::new(tm, tn, wg_x, wg_y))
     }
 
     /// The tiling of the row-major kernel ([`Variant::AkBn`]) that [`gemm`] uses on `device`.
@@ -140,7 +139,7 @@ impl Tiling {
     /// The tiling [`gemm`] uses for variant `v` on `device`: NETMORPH_GEMM_TILING if set, else
     /// [`Tiling::lavapipe`] on CPU adapters and [`Tiling::GPU`] on GPUs.
     pub fn default_for_variant(device: &Device, v: Variant) -> Tiling {
-        if let Some(t) = Tiling::from_env() {
+        if let Some(t) = Tiling::forced(device) {
             return t;
         }
         if v.is_subgroup() {
@@ -392,7 +391,7 @@ pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
         Some(s) => (s, Tiling::SUBGROUP),
         None => plan_variant(device, g, v),
     };
-    if log_plans() {
+    if device.knobs().log_gemm {
         eprintln!("gemm m{} n{} k{} batch {} flags {}: {:?} {:?}", g.m, g.n, g.k, g.batch, g.flags, planned.0, planned.1);
     }
     planned
@@ -401,22 +400,14 @@ pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
 /// Whether [`plan`] may pick the subgroup kernels on `device`: subgroups of 8, no tiling forced
 /// through NETMORPH_GEMM_TILING, and not turned off by NETMORPH_GEMM_SUBGROUP=0 (for comparisons).
 pub fn subgroups_allowed(device: &Device) -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let off = *OFF.get_or_init(|| std::env::var("NETMORPH_GEMM_SUBGROUP").is_ok_and(|v| v == "0"));
-    device.subgroup_size() == Some(SUBGROUP_LANES) && Tiling::from_env().is_none() && !off
-}
-
-/// NETMORPH_GEMM_LOG=1 prints every GEMM's shape, variant and tiling (for tuning).
-pub(crate) fn log_plans() -> bool {
-    static LOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LOG.get_or_init(|| std::env::var("NETMORPH_GEMM_LOG").is_ok_and(|v| v == "1"))
+    device.subgroup_size() == Some(SUBGROUP_LANES) && Tiling::forced(device).is_none() && !device.knobs().no_subgroups
 }
 
 fn plan_variant(device: &Device, g: &Gemm, v: Variant) -> (Variant, Tiling) {
     let t = Tiling::default_for_variant(device, v);
     // A tiling forced through the environment is run as given (tuning); a fitted one keeps the
     // variant's constraints (checked anyway).
-    if Tiling::from_env().is_some() {
+    if Tiling::forced(device).is_some() {
         return (v, t);
     }
     let fitted = t.fitted(v, g);

@@ -18,6 +18,13 @@ pub fn device() -> Device {
     Device::shared().expect("a GPU adapter (lavapipe on a machine without a GPU: apt-get install mesa-vulkan-drivers)")
 }
 
+/// A device of its own (for a test that profiles: a profile sees every dispatch of its device),
+/// opened as the shared one is: the rules' kernels, unless NETMORPH_TUNING asks for tuning.
+pub fn own_device() -> Device {
+    let options = crate::device::DeviceOptions::without_tuning_from_env().expect("the environment's device options");
+    Device::with_options(&options).expect("a GPU adapter (lavapipe on a machine without a GPU: apt-get install mesa-vulkan-drivers)")
+}
+
 /// The path of example `name`, (re)built with the profile of the running test binary:
 /// `cargo test --release` builds examples too, but `cargo test --test X` would leave a stale one.
 /// Whether the adapter has subgroups of exactly 8 invocations, which the subgroup kernels

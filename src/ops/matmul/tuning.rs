@@ -52,7 +52,7 @@ pub(super) fn choose(
     rule: (Variant, Tiling),
     vec4: bool,
 ) -> Result<(Variant, Tiling)> {
-    if !device.tunes_kernels() || Tiling::from_env().is_some() {
+    if !device.tunes_kernels() || Tiling::forced(device).is_some() {
         return Ok(rule);
     }
     let class = class_of(g, rule.0, vec4);
@@ -79,7 +79,7 @@ pub(super) fn choose(
         Some(w) if w != rule && confirmed_faster(device, w, rule, run)? => w,
         _ => rule,
     };
-    if super::log_plans() {
+    if device.knobs().log_gemm {
         eprintln!(
             "tuned {class}: {} candidates on m{} n{} k{} batch{} in {:.2} s: {} (rules: {})",
             candidates.len(),
