@@ -4,8 +4,10 @@
 //!
 //! Each shape runs twice: `before` is the generic scalar kernel with the old 4x4/8x8 tiling,
 //! `after_...` is what `gemm` picks (variant and default tiling, named in the id); where that is a
-//! subgroup kernel, `vec4_...` is the same layout without subgroups. NETMORPH_BENCH_TILINGS="8x8/8x8,4x8/16x4"
-//! adds the picked variant at each listed tiling. Filter shapes with criterion's argument, e.g.
+//! subgroup kernel, `vec4_...` is the same layout without subgroups. `Workgroup_...` is the
+//! workgroup-memory kernel at its default tiling for the adapter. NETMORPH_BENCH_TILINGS="8x8/8x8,4x8/16x4"
+//! adds the picked variant at each listed tiling, NETMORPH_BENCH_WORKGROUP_TILINGS="4x4/16x16/16,..."
+//! the workgroup-memory kernel at each listed tiling (with its k-step). Filter shapes with criterion's argument, e.g.
 //! `cargo bench --bench matmul -- 1024 --warm-up-time 1 --measurement-time 3`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -89,8 +91,12 @@ fn cases() -> Vec<Case> {
 fn bench(c: &mut Criterion) {
     let dev = Device::shared().expect("adapter");
     let id = dev.bench_id();
-    let extra: Vec<Tiling> =
-        std::env::var("NETMORPH_BENCH_TILINGS").map(|s| s.split(',').filter_map(Tiling::parse).collect()).unwrap_or_default();
+    let tilings_from =
+        |var: &str| -> Vec<Tiling> { std::env::var(var).map(|s| s.split(',').filter_map(Tiling::parse).collect()).unwrap_or_default() };
+    let extra = tilings_from("NETMORPH_BENCH_TILINGS");
+    let workgroup_default = Tiling::default_for_variant(&dev, Variant::Workgroup);
+    let workgroup_tilings: Vec<Tiling> =
+        std::iter::once(workgroup_default).chain(tilings_from("NETMORPH_BENCH_WORKGROUP_TILINGS")).collect();
     let old = Tiling::new(4, 4, 8, 8);
     let mut group = c.benchmark_group(format!("matmul/{id}"));
     group.sample_size(10);
@@ -111,6 +117,9 @@ fn bench(c: &mut Criterion) {
         for &t in &extra {
             let v = Variant::select(&g, t);
             runs.push((format!("{v:?}_{}x{}_wg{}x{}", t.tm, t.tn, t.wg_x, t.wg_y), v, t));
+        }
+        for &t in &workgroup_tilings {
+            runs.push((format!("Workgroup_{}x{}_wg{}x{}_bk{}", t.tm, t.tn, t.wg_x, t.wg_y, t.bk), Variant::Workgroup, t));
         }
         for (label, v, t) in runs {
             group.bench_function(format!("{}/{label}", case.name), |bch| {

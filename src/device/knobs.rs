@@ -28,8 +28,10 @@ pub enum ConvOrient {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelKnobs {
-    /// NETMORPH_GEMM_TILING=TMxTN/WXxWY: one tiling `[tm, tn, wg_x, wg_y]` for every GEMM.
+    /// NETMORPH_GEMM_TILING=TMxTN/WXxWY[/BK]: one tiling `[tm, tn, wg_x, wg_y]` for every GEMM,
+    /// and the k-step of the workgroup-memory GEMM when BK is given.
     pub gemm_tiling: Option<[u32; 4]>,
+    pub gemm_k_step: Option<u32>,
     /// NETMORPH_GEMM_SUBGROUP=0: no subgroup kernels, GEMM or conv (for comparisons).
     pub no_subgroups: bool,
     /// NETMORPH_GEMM_LOG=1: every GEMM's shape, kernel and tiling, and every tuning, on stderr.
@@ -62,9 +64,13 @@ impl KernelKnobs {
                 _ => Err(bad(name, &v, "a whole number from 1 to 64")),
             },
         };
-        let gemm_tiling = match var("NETMORPH_GEMM_TILING") {
-            None => None,
-            Some(v) => Some(parse_tiling(&v).ok_or_else(|| bad("NETMORPH_GEMM_TILING", &v, "TMxTN/WXxWY, e.g. 8x16/8x8"))?),
+        let (gemm_tiling, gemm_k_step) = match var("NETMORPH_GEMM_TILING") {
+            None => (None, None),
+            Some(v) => {
+                let (tiling, k_step) =
+                    parse_tiling(&v).ok_or_else(|| bad("NETMORPH_GEMM_TILING", &v, "TMxTN/WXxWY or TMxTN/WXxWY/BK, e.g. 8x16/8x8"))?;
+                (Some(tiling), k_step)
+            }
         };
         let conv_direct = match var("NETMORPH_CONV_DIRECT").as_deref() {
             None | Some("rows") => ConvDirect::Rows,
@@ -80,6 +86,7 @@ impl KernelKnobs {
         };
         Ok(KernelKnobs {
             gemm_tiling,
+            gemm_k_step,
             no_subgroups: flag("NETMORPH_GEMM_SUBGROUP", "0", "1")?,
             log_gemm: flag("NETMORPH_GEMM_LOG", "1", "0")?,
             conv_direct,
@@ -90,13 +97,21 @@ impl KernelKnobs {
     }
 }
 
-/// "TMxTN/WXxWY", every number at least 1 and at most 256.
-fn parse_tiling(s: &str) -> Option<[u32; 4]> {
-    let (t, w) = s.split_once('/')?;
+/// "TMxTN/WXxWY" or "TMxTN/WXxWY/BK", every number at least 1 and at most 256.
+fn parse_tiling(s: &str) -> Option<([u32; 4], Option<u32>)> {
+    let number = |v: &str| v.trim().parse::<u32>().ok().filter(|n| (1..=256).contains(n));
+    let mut parts = s.split('/');
+    let (t, w, k) = (parts.next()?, parts.next()?, parts.next());
+    if parts.next().is_some() {
+        return None;
+    }
     let (tm, tn) = t.split_once('x')?;
     let (wx, wy) = w.split_once('x')?;
-    let tiling = [tm, tn, wx, wy].map(|v| v.trim().parse::<u32>().ok().filter(|n| (1..=256).contains(n)));
-    Some([tiling[0]?, tiling[1]?, tiling[2]?, tiling[3]?])
+    let k_step = match k {
+        Some(k) => Some(number(k)?),
+        None => None,
+    };
+    Some(([number(tm)?, number(tn)?, number(wx)?, number(wy)?], k_step))
 }
 
 #[cfg(test)]
@@ -120,12 +135,14 @@ mod tests {
             ("NETMORPH_ROW_FY", "2"),
         ])
         .unwrap();
-        assert_eq!(k.gemm_tiling, Some([8, 16, 8, 8]));
+        assert_eq!((k.gemm_tiling, k.gemm_k_step), (Some([8, 16, 8, 8]), None));
         assert!(k.no_subgroups && k.log_gemm);
         assert_eq!(
             (k.conv_direct, k.conv_orient, k.row_channels, k.row_outputs),
             (ConvDirect::Quads, ConvOrient::Transposed, Some(4), Some(2))
         );
+        let k = knobs(&[("NETMORPH_GEMM_TILING", "4x4/16x16/8")]).unwrap();
+        assert_eq!((k.gemm_tiling, k.gemm_k_step), (Some([4, 4, 16, 16]), Some(8)));
     }
 
     #[test]
@@ -133,6 +150,7 @@ mod tests {
         for (name, value) in [
             ("NETMORPH_GEMM_TILING", "8x16"),
             ("NETMORPH_GEMM_TILING", "0x16/8x8"),
+            ("NETMORPH_GEMM_TILING", "8x16/8x8/4/4"),
             ("NETMORPH_GEMM_SUBGROUP", "off"),
             ("NETMORPH_CONV_DIRECT", "fast"),
             ("NETMORPH_CONV_ORIENT", "sideways"),

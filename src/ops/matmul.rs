@@ -5,6 +5,8 @@
 //! scalar kernel in `shaders/matmul.wgsl`, which takes any strides. On adapters with subgroups of
 //! 8 (lavapipe), large products in the AkBn, AmBn and AkBk layouts run the kernels of
 //! `shaders/matmul_subgroup.wgsl`, whose invocations share their loads by shuffles.
+//! `shaders/matmul_tiled.wgsl` ([`Variant::Workgroup`]) is the classic GPU GEMM through workgroup
+//! memory, for any strides; [`plan`] does not pick it yet (a tuner will), [`candidates`] lists it.
 
 mod tuning;
 
@@ -34,6 +36,8 @@ static GEMM_AK_BN_SUBGROUP_C4: KernelSpec =
     KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "ak_bn_sg_c4", bindings: BINDINGS };
 static GEMM_AM_BN_SUBGROUP_C4: KernelSpec =
     KernelSpec { name: "matmul_subgroup", source: SUBGROUP_SOURCE, entry: "am_bn_sg_c4", bindings: BINDINGS };
+static GEMM_TILED: KernelSpec =
+    KernelSpec { name: "matmul_tiled", source: include_str!("../../shaders/matmul_tiled.wgsl"), entry: "main", bindings: BINDINGS };
 /// The subgroup size the subgroup kernels are written for.
 const SUBGROUP_LANES: u32 = 8;
 /// The smallest m and n that run the subgroup kernels: one subgroup's block of C (32 x 32 with
@@ -119,16 +123,28 @@ pub struct Tiling {
     pub tn: u32,
     pub wg_x: u32,
     pub wg_y: u32,
+    /// The step along k of [`Variant::Workgroup`] (the depth of its tiles in workgroup memory); the
+    /// other kernels step k by their own vec4s and ignore it. [`Tiling::new`] sets [`DEFAULT_BK`],
+    /// so the other kernels' tilings are written as before; [`Tiling::with_bk`] sets another.
+    pub bk: u32,
 }
+
+/// The k-step of [`Tiling::new`]: 16, the usual depth of a 64 x 64 block's tiles on GPUs.
+pub const DEFAULT_BK: u32 = 16;
 
 impl Tiling {
     pub const fn new(tm: u32, tn: u32, wg_x: u32, wg_y: u32) -> Self {
-        Tiling { tm, tn, wg_x, wg_y }
+        Tiling { tm, tn, wg_x, wg_y, bk: DEFAULT_BK }
     }
-    /// The tiling NETMORPH_GEMM_TILING="TMxTN/WXxWY" forces on every launch of [`gemm`], when it
-    /// was set as `device` opened (for tuning on a new adapter by hand).
+    pub const fn with_bk(self, bk: u32) -> Self {
+        Tiling { bk, ..self }
+    }
+    /// The tiling NETMORPH_GEMM_TILING="TMxTN/WXxWY" or "TMxTN/WXxWY/BK" forces on every launch of
+    /// [`gemm`], when it was set as `device` opened (for tuning on a new adapter by hand).
     pub fn forced(device: &Device) -> Option<Tiling> {
-        device.knobs().gemm_tiling.map(|[tm, tn, wg_x, wg_y]| Tiling::new(tm, tn, wg_x, wg_y))
+        let knobs = device.knobs();
+        let [tm, tn, wg_x, wg_y] = knobs.gemm_tiling?;
+        Some(Tiling::new(tm, tn, wg_x, wg_y).with_bk(knobs.gemm_k_step.unwrap_or(DEFAULT_BK)))
     }
 
     /// The tiling of the row-major kernel ([`Variant::AkBn`]) that [`gemm`] uses on `device`.
@@ -146,6 +162,8 @@ impl Tiling {
             Tiling::SUBGROUP
         } else if device.is_cpu() {
             Tiling::lavapipe(v)
+        } else if v == Variant::Workgroup {
+            Tiling::WORKGROUP
         } else {
             Tiling::GPU
         }
@@ -153,6 +171,35 @@ impl Tiling {
 
     /// For GPUs: a conventional 4x4 register tile in 16x16 workgroups (not tuned: no GPU was at hand).
     pub const GPU: Tiling = Tiling::new(4, 4, 16, 16);
+
+    /// For [`Variant::Workgroup`] on GPUs, the textbook shared-memory GEMM: 4x4 register tiles in
+    /// 16x16 workgroups (64 x 64 blocks of C), k in steps of 16 (8.1 KiB of workgroup memory, so
+    /// several workgroups fit per multiprocessor). Not tuned: no GPU was at hand.
+    pub const WORKGROUP: Tiling = Tiling::new(4, 4, 16, 16).with_bk(16);
+
+    /// The tilings worth trying for [`Variant::Workgroup`]: the default; 8x8 tiles in 16x16 (128 x
+    /// 128 blocks, twice the FMAs per workgroup-memory read, for large products); 8x8 tiles in 8x8
+    /// (64 x 64 blocks from 64 invocations, for GPUs with small workgroups or few registers); 4x4
+    /// tiles in 8x8 (32 x 32 blocks, more workgroups for small products); the one-element tiles of
+    /// the textbook kernel; and lavapipe's register tile (8x16 in 8x8).
+    pub const WORKGROUP_CANDIDATES: [Tiling; 6] = [
+        Tiling::WORKGROUP,
+        Tiling::new(8, 8, 16, 16).with_bk(8),
+        Tiling::new(8, 8, 8, 8).with_bk(16),
+        Tiling::new(4, 4, 8, 8).with_bk(8),
+        Tiling::new(1, 1, 16, 16).with_bk(16),
+        Tiling::new(8, 16, 8, 8).with_bk(8),
+    ];
+
+    /// The subgroup kernels' geometries (each fits some of them: [`Variant::fits`]).
+    pub const SUBGROUP_CANDIDATES: [Tiling; 2] = [Tiling::SUBGROUP, Tiling::new(16, 8, 4, 2)];
+
+    /// Bytes of workgroup memory [`Variant::Workgroup`] declares with this tiling: its A and B tiles,
+    /// BK rows of BM + 1 and BN + 1 words (one word of padding per row, as in `matmul_tiled.wgsl`).
+    pub fn workgroup_bytes(self) -> u64 {
+        let (bm, bn) = (self.tm as u64 * self.wg_y as u64, self.tn as u64 * self.wg_x as u64);
+        4 * self.bk as u64 * ((bm + 1) + (bn + 1))
+    }
 
     /// The subgroup kernels': 8x16 tiles, the subgroup's 8 invocations as 2 columns by 4 rows of
     /// tiles (a 32 x 32 block of C). On lavapipe 16x8 tiles as 4 x 2 ran about as fast.
@@ -184,6 +231,9 @@ impl Tiling {
             Variant::AmBn => Tiling::new(16, 8, 8, 8),
             Variant::AkBk => Tiling::new(8, 16, 2, 4),
             Variant::AkBnSubgroup | Variant::AmBnSubgroup | Variant::AkBkSubgroup => Tiling::SUBGROUP,
+            // The fastest of the three candidates measured on lavapipe at 1024³ (9.0 GFLOP/s; 8x8 in
+            // 16x16: 7.1, the GPU default: 5.1), half the subgroup kernel's: `plan` does not pick it.
+            Variant::Workgroup => Tiling::new(8, 16, 8, 8).with_bk(8),
         }
     }
 
@@ -201,7 +251,7 @@ impl Tiling {
         // AmBk runs the AkBn kernel on the transposed product.
         let (m, n) = if v == Variant::AmBk { (g.n, g.m) } else { (g.m, g.n) };
         let m_unit = if v == Variant::AmBn { 4 } else { 1 };
-        let n_unit = if v == Variant::Scalar { 1 } else { 4 };
+        let n_unit = if matches!(v, Variant::Scalar | Variant::Workgroup) { 1 } else { 4 };
         let (m, n) = (m.max(1) as u32, n.max(1) as u32);
         let mut t = self;
         if m <= SMALL_SIDE && m < t.tm * t.wg_y {
@@ -233,11 +283,16 @@ impl Tiling {
         Tiling::GPU,
         Tiling::new(1, 1, 16, 16),
     ];
+    /// "TMxTN/WXxWY", or "TMxTN/WXxWY/BK" for [`Variant::Workgroup`]'s k-step.
     pub fn parse(s: &str) -> Option<Tiling> {
         let (t, w) = s.split_once('/')?;
+        let (w, bk) = match w.split_once('/') {
+            Some((w, bk)) => (w, bk.parse().ok()?),
+            None => (w, DEFAULT_BK),
+        };
         let (tm, tn) = t.split_once('x')?;
         let (wx, wy) = w.split_once('x')?;
-        Some(Tiling::new(tm.parse().ok()?, tn.parse().ok()?, wx.parse().ok()?, wy.parse().ok()?))
+        Some(Tiling::new(tm.parse().ok()?, tn.parse().ok()?, wx.parse().ok()?, wy.parse().ok()?).with_bk(bk))
     }
 }
 
@@ -246,6 +301,8 @@ impl Tiling {
 /// `[k, m]` (transposed), `..Bk` is B stored `[n, k]` (transposed). `AmBk` runs the `AkBn` kernel on
 /// the transposed product Cᵀ = Bᵀ Aᵀ. `Scalar` takes any strides. The `..Subgroup` variants take
 /// the layout of their namesake and need an adapter with subgroups of 8 ([`Device::subgroup_size`]).
+/// `Workgroup` takes any strides and stages its operands in workgroup memory (for GPUs; in neither
+/// list below, so [`plan`] never picks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Scalar,
@@ -256,6 +313,7 @@ pub enum Variant {
     AkBnSubgroup,
     AmBnSubgroup,
     AkBkSubgroup,
+    Workgroup,
 }
 
 impl Variant {
@@ -299,6 +357,7 @@ impl Variant {
     pub fn fits(self, g: &Gemm, t: Tiling) -> bool {
         let (a_along_m, b_along_n) = match self {
             Variant::Scalar => return true,
+            Variant::Workgroup => return t.bk > 0,
             Variant::AkBnSubgroup | Variant::AmBnSubgroup | Variant::AkBkSubgroup => {
                 return self.layout().fits(g, t) && t.suits_subgroup(self)
             }
@@ -341,8 +400,79 @@ impl Variant {
             Variant::AkBnSubgroup => &GEMM_AK_BN_SUBGROUP,
             Variant::AmBnSubgroup => &GEMM_AM_BN_SUBGROUP,
             Variant::AkBkSubgroup => &GEMM_AK_BK_SUBGROUP,
+            Variant::Workgroup => &GEMM_TILED,
         }
     }
+
+    /// An error naming the kernel and the limit when `device` cannot run this variant with tiling
+    /// `t`: too many invocations per workgroup, a workgroup side too long, or (`Workgroup`) tiles
+    /// larger than the workgroup memory.
+    pub fn check_limits(self, device: &Device, t: Tiling) -> Result<()> {
+        let limits = device.limits();
+        let kernel = self.kernel().name;
+        let over = |what: String, limit: &str, max: u64| {
+            Error::Invalid(format!(
+                "gemm: kernel {kernel} ({self:?}) with {t:?} needs {what}; adapter {} allows {max} ({limit})",
+                device.name()
+            ))
+        };
+        let lanes = t.wg_x as u64 * t.wg_y as u64;
+        if lanes > limits.max_compute_invocations_per_workgroup as u64 {
+            return Err(over(
+                format!("{lanes} invocations"),
+                "max_compute_invocations_per_workgroup",
+                limits.max_compute_invocations_per_workgroup as u64,
+            ));
+        }
+        if t.wg_x > limits.max_compute_workgroup_size_x {
+            return Err(over(
+                format!("a workgroup {} wide", t.wg_x),
+                "max_compute_workgroup_size_x",
+                limits.max_compute_workgroup_size_x as u64,
+            ));
+        }
+        if t.wg_y > limits.max_compute_workgroup_size_y {
+            return Err(over(
+                format!("a workgroup {} high", t.wg_y),
+                "max_compute_workgroup_size_y",
+                limits.max_compute_workgroup_size_y as u64,
+            ));
+        }
+        let bytes = if self == Variant::Workgroup { t.workgroup_bytes() } else { 0 };
+        if bytes > limits.max_compute_workgroup_storage_size as u64 {
+            return Err(over(
+                format!("{bytes} bytes of workgroup memory"),
+                "max_compute_workgroup_storage_size",
+                limits.max_compute_workgroup_storage_size as u64,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every (variant, tiling) pair that can run `g` on `device`, for a tuner to time: each variant
+/// with its candidate tilings ([`Tiling::CANDIDATES`]; [`Tiling::SUBGROUP_CANDIDATES`] where the
+/// adapter has subgroups of 8; [`Tiling::WORKGROUP_CANDIDATES`]) where it fits `g` and the
+/// adapter's limits. The tilings are as listed, not fitted to the shape; the vec4 variants also
+/// need operand buffers padded to 16 bytes (pooled buffers are).
+pub fn candidates(device: &Device, g: &Gemm) -> Vec<(Variant, Tiling)> {
+    let subgroups: &[Variant] = if device.subgroup_size() == Some(SUBGROUP_LANES) { &Variant::SUBGROUP } else { &[] };
+    let tilings = |v: Variant| -> &'static [Tiling] {
+        if v.is_subgroup() {
+            &Tiling::SUBGROUP_CANDIDATES
+        } else if v == Variant::Workgroup {
+            &Tiling::WORKGROUP_CANDIDATES
+        } else {
+            &Tiling::CANDIDATES
+        }
+    };
+    Variant::ALL
+        .iter()
+        .chain(subgroups)
+        .chain(&[Variant::Workgroup])
+        .flat_map(|&v| tilings(v).iter().map(move |&t| (v, t)))
+        .filter(|&(v, t)| v.fits(g, t) && v.check_limits(device, t).is_ok())
+        .collect()
 }
 
 /// The same product transposed, Cᵀ = Bᵀ Aᵀ: the operands trade places and every operand's row and
@@ -459,6 +589,7 @@ pub fn gemm_variant(
     if !v.fits(g, t) {
         return Err(Error::Invalid(format!("gemm: variant {v:?} does not fit {g:?} with {t:?}")));
     }
+    v.check_limits(device, t)?;
     if v.is_subgroup() && device.subgroup_size() != Some(SUBGROUP_LANES) {
         return Err(Error::Invalid(format!(
             "gemm: variant {v:?} needs subgroups of {SUBGROUP_LANES} invocations; adapter {} has {:?}",
@@ -491,8 +622,10 @@ pub fn gemm_variant(
     };
     let z = if g.flags & REDUCE_BATCH != 0 { 1 } else { g.batch as u32 };
     let wg = [super::groups(g.n, (t.tn * t.wg_x) as usize), super::groups(g.m, (t.tm * t.wg_y) as usize), z];
-    let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y)];
-    device.dispatch(v.kernel_for(g), &consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
+    let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y), ("BK", t.bk)];
+    // Only the workgroup kernel has BK: the others' pipelines stay keyed by their four constants.
+    let consts = if v == Variant::Workgroup { &consts[..] } else { &consts[..4] };
+    device.dispatch(v.kernel_for(g), consts, &params, &[a, b, bias.unwrap_or(a), c], wg)
 }
 
 /// op(A) * op(B) for 2-D tensors, op = transpose where asked. A is `[m, k]` (`[k, m]` when
@@ -657,6 +790,12 @@ mod tests {
     /// Runs `g` on the GPU with variant `v` and tiling `t` from random data and checks the whole C
     /// buffer (elements outside the output must keep their old values) against the f64 reference.
     fn check_gemm(dev: &Device, rng: &mut TestRng, g: &Gemm, lens: [usize; 3], t: Tiling, v: Variant, what: &str) {
+        check_gemm_within(dev, rng, g, lens, t, v, 1.0, what);
+    }
+
+    /// [`check_gemm`] with the tolerance times `slack`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_gemm_within(dev: &Device, rng: &mut TestRng, g: &Gemm, lens: [usize; 3], t: Tiling, v: Variant, slack: f64, what: &str) {
         let a = rand_vec(rng, lens[0]);
         let b = rand_vec(rng, lens[1]);
         let c0 = rand_vec(rng, lens[2]);
@@ -668,26 +807,39 @@ mod tests {
         cpu::gemm(g, &a, &b, Some(&bias), &mut want);
         // f32 rounding grows with the square root of the terms summed (up to 3 x 80 here).
         let terms = g.k * if g.flags & REDUCE_BATCH != 0 { g.batch } else { 1 };
-        assert_close(&gc.to_vec().unwrap(), &want, 1e-4 * (terms as f64 / 64.0).sqrt().max(1.0), what);
+        assert_close(&gc.to_vec().unwrap(), &want, slack * 1e-4 * (terms as f64 / 64.0).sqrt().max(1.0), what);
     }
 
     /// A random GEMM whose operands are contiguous along the axes `v` loads (any layout for
     /// `Scalar`), aligned for vec4 loads unless `aligned` is false, with random flags.
     fn random_gemm(rng: &mut TestRng, v: Variant, aligned: bool, max_dim: usize) -> (Gemm, [usize; 3]) {
-        use rand::Rng;
         let (m, k, n) = (rand_dim(rng, 1, max_dim), rand_dim(rng, 1, max_dim), rand_dim(rng, 1, max_dim));
+        random_gemm_of(rng, v, aligned, (m, k, n), None)
+    }
+
+    /// [`random_gemm`] of the given m, k, n, and `flags` when given.
+    fn random_gemm_of(
+        rng: &mut TestRng,
+        v: Variant,
+        aligned: bool,
+        (m, k, n): (usize, usize, usize),
+        flags: Option<u32>,
+    ) -> (Gemm, [usize; 3]) {
+        use rand::Rng;
         let batch = rand_dim(rng, 1, 3);
         let (a_along_m, b_along_n) = match v.layout() {
-            Variant::Scalar => (rng.random_bool(0.5), rng.random_bool(0.5)),
+            Variant::Scalar | Variant::Workgroup => (rng.random_bool(0.5), rng.random_bool(0.5)),
             Variant::AkBn => (false, true),
             Variant::AmBn => (true, true),
             Variant::AkBk => (false, false),
             Variant::AmBk => (true, false),
             Variant::AkBnSubgroup | Variant::AmBnSubgroup | Variant::AkBkSubgroup => unreachable!("layout() has no subgroup variant"),
         };
-        let flags = [0, BIAS_N, BIAS_M, BIAS_N | BIAS_M][rng.random_range(0..4)]
-            | if rng.random_bool(0.5) { ACCUMULATE } else { 0 }
-            | if rng.random_bool(0.3) { REDUCE_BATCH } else { 0 };
+        let flags = flags.unwrap_or_else(|| {
+            [0, BIAS_N, BIAS_M, BIAS_N | BIAS_M][rng.random_range(0..4)]
+                | if rng.random_bool(0.5) { ACCUMULATE } else { 0 }
+                | if rng.random_bool(0.3) { REDUCE_BATCH } else { 0 }
+        });
         let (a, a_len) = random_layout(rng, m, k, batch, a_along_m, aligned, true);
         let (b, b_len) = random_layout(rng, k, n, batch, !b_along_n, aligned, true);
         let c_batches = if flags & REDUCE_BATCH != 0 { 1 } else { batch };
@@ -809,8 +961,97 @@ mod tests {
             assert!(Tiling::CANDIDATES.contains(&Tiling::lavapipe(v)), "{v:?}");
         }
         assert!(Tiling::CANDIDATES.contains(&Tiling::GPU));
+        assert!(Tiling::WORKGROUP_CANDIDATES.contains(&Tiling::lavapipe(Variant::Workgroup)));
+        assert!(Tiling::WORKGROUP_CANDIDATES.contains(&Tiling::WORKGROUP));
         assert_eq!(Tiling::parse("8x16/2x4"), Some(Tiling::new(8, 16, 2, 4)));
+        assert_eq!(Tiling::parse("4x4/16x16/8"), Some(Tiling::new(4, 4, 16, 16).with_bk(8)));
         assert_eq!(Tiling::parse("8x16"), None);
+    }
+
+    #[test]
+    fn workgroup_variant_matches_reference() {
+        let dev = device();
+        let mut rng = rng(7);
+        // The candidates (1x1 tiles among them, BK 8 and 16) and an odd tiling: BK = 7, and tiles of
+        // 12 x 7 and 7 x 40 elements for 32 invocations (the last round of loads partial).
+        let mut tilings = Tiling::WORKGROUP_CANDIDATES.to_vec();
+        tilings.push(Tiling::new(3, 5, 8, 4).with_bk(7));
+        // Outputs of up to 129 x 129 and 224 products: far more elements than the other tests check,
+        // so the f32 rounding tail reaches 1.3x their tolerance; the scalar kernel gives the same
+        // bits here (same fma order: the zeros past k add nothing).
+        const ROUNDING_SLACK: f64 = 2.0;
+        // Sides of 1, primes, one past a block (129 = 2 x 64 + 1), then random ones up to 80; the
+        // 16 flag combinations in turn; any layout, strides and offsets not multiples of 4.
+        let fixed = [(1, 1, 1), (37, 61, 129), (129, 1, 37), (61, 129, 1), (1, 37, 61), (64, 64, 64)];
+        let (mut batched, mut k_steps_cut) = (0, 0);
+        for case in 0..32 {
+            let dims = fixed
+                .get(case)
+                .copied()
+                .unwrap_or_else(|| (rand_dim(&mut rng, 1, 80), rand_dim(&mut rng, 1, 80), rand_dim(&mut rng, 1, 80)));
+            let flags = [BIAS_N, BIAS_M, ACCUMULATE, REDUCE_BATCH]
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| case >> bit & 1 == 1)
+                .fold(0, |f, (_, b)| f | b);
+            let (g, lens) = random_gemm_of(&mut rng, Variant::Workgroup, case % 2 == 0, dims, Some(flags));
+            batched += (g.batch > 1) as usize;
+            for &t in &tilings {
+                k_steps_cut += !g.k.is_multiple_of(t.bk as usize) as usize;
+                let what = format!("Workgroup {t:?} {g:?}");
+                check_gemm_within(&dev, &mut rng, &g, lens, t, Variant::Workgroup, ROUNDING_SLACK, &what);
+            }
+        }
+        assert!(batched >= 8 && k_steps_cut >= 100, "batched {batched}, k not a multiple of BK {k_steps_cut}");
+    }
+
+    #[test]
+    fn workgroup_tilings_are_checked_against_the_adapter() {
+        let dev = device();
+        let g = Gemm {
+            m: 8,
+            n: 8,
+            k: 8,
+            batch: 1,
+            a: Strides::matrix(8, 8, false),
+            b: Strides::matrix(8, 8, false),
+            c: Strides::matrix(8, 8, false),
+            flags: 0,
+        };
+        let buf = dev.alloc(64, crate::device::DType::F32, "operand").unwrap();
+        let limits = dev.limits();
+        let deep = Tiling::new(8, 8, 16, 16).with_bk(limits.max_compute_workgroup_storage_size / 4);
+        let e = gemm_variant(&dev, &g, &buf, &buf, None, &buf, deep, Variant::Workgroup).unwrap_err().to_string();
+        assert!(e.contains("matmul_tiled") && e.contains("max_compute_workgroup_storage_size"), "{e}");
+        let side = (limits.max_compute_invocations_per_workgroup + 1).next_power_of_two().isqrt();
+        let wide = Tiling::new(1, 1, side, side);
+        let e = gemm_variant(&dev, &g, &buf, &buf, None, &buf, wide, Variant::Workgroup).unwrap_err().to_string();
+        assert!(e.contains("matmul_tiled") && e.contains("max_compute_invocations_per_workgroup"), "{e}");
+        assert!(!Variant::Workgroup.fits(&g, Tiling::WORKGROUP.with_bk(0)));
+        // Every candidate fits this adapter; the tuner's list has them, and plan never picks them.
+        let listed = candidates(&dev, &g);
+        for t in Tiling::WORKGROUP_CANDIDATES {
+            assert!(listed.contains(&(Variant::Workgroup, t)), "{t:?} in {listed:?}");
+        }
+        assert!(listed.contains(&(Variant::AkBn, Tiling::GPU)) && listed.contains(&(Variant::Scalar, Tiling::GPU)));
+        assert_ne!(plan(&dev, &g).0, Variant::Workgroup);
+    }
+
+    #[test]
+    fn workgroup_bytes_match_the_shader() {
+        for t in Tiling::WORKGROUP_CANDIDATES.into_iter().chain([Tiling::new(3, 5, 8, 4).with_bk(7)]) {
+            let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y), ("BK", t.bk)];
+            let (source, overrides) = crate::device::specialise(GEMM_TILED.source, &consts);
+            assert!(overrides.is_empty(), "every tile size is a rewritten const: {overrides:?}");
+            let module = naga::front::wgsl::parse_str(&source).unwrap();
+            let declared: u64 = module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()) as u64)
+                .sum();
+            assert_eq!(declared, t.workgroup_bytes(), "{t:?}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ const SLICE_UNIT: usize = 128;
 const CONFIRM_ROUNDS: usize = 3;
 
 /// Every variant, for parsing a stored choice.
-const EVERY: [Variant; 8] = [
+const EVERY: [Variant; 9] = [
     Variant::Scalar,
     Variant::AkBn,
     Variant::AmBn,
@@ -37,6 +37,7 @@ const EVERY: [Variant; 8] = [
     Variant::AkBnSubgroup,
     Variant::AmBnSubgroup,
     Variant::AkBkSubgroup,
+    Variant::Workgroup,
 ];
 
 /// The kernel for `g`: the rules' `(variant, tiling)` when tuning is off, else the class's
@@ -142,24 +143,18 @@ pub(super) fn class_of(g: &Gemm, rule: Variant, vec4: bool) -> String {
     ) + if vec4_c(g) { " c4" } else { "" }
 }
 
-/// The kernels that can run `g`, the rules' choice first: every variant in every candidate tiling
-/// (fitted to the shape as the rules fit theirs), and the subgroup kernels where allowed.
+/// The kernels that can run `g`, the rules' choice first: every variant in each of its candidate
+/// tilings ([`super::candidates`]), fitted to the shape as the rules fit theirs; on operands
+/// without the vec4 padding, only the kernels that load scalars; the subgroup kernels only where
+/// the rules may use them.
 fn candidates(device: &Device, g: &Gemm, rule: (Variant, Tiling), vec4: bool) -> Vec<(Variant, Tiling)> {
     let mut out = vec![rule];
-    let variants: &[Variant] = if vec4 { &Variant::ALL } else { &[Variant::Scalar] };
-    for &v in variants {
-        for t in Tiling::CANDIDATES {
-            let (v, t) = fitted(g, v, t);
-            if v.fits(g, t) && !out.contains(&(v, t)) {
-                out.push((v, t));
-            }
-        }
-    }
-    if vec4 && super::subgroups_allowed(device) {
-        for v in Variant::SUBGROUP {
-            if v.fits(g, Tiling::SUBGROUP) && !out.contains(&(v, Tiling::SUBGROUP)) {
-                out.push((v, Tiling::SUBGROUP));
-            }
+    let subgroups = super::subgroups_allowed(device);
+    for (v, t) in super::candidates(device, g) {
+        let allowed = if v.is_subgroup() { vec4 && subgroups } else { vec4 || matches!(v, Variant::Scalar | Variant::Workgroup) };
+        let (v, t) = fitted(g, v, t);
+        if allowed && v.fits(g, t) && v.check_limits(device, t).is_ok() && !out.contains(&(v, t)) {
+            out.push((v, t));
         }
     }
     out
@@ -172,7 +167,7 @@ fn fitted(g: &Gemm, v: Variant, t: Tiling) -> (Variant, Tiling) {
 }
 
 fn format_choice((v, t): (Variant, Tiling)) -> String {
-    format!("{v:?} {}x{}/{}x{}", t.tm, t.tn, t.wg_x, t.wg_y)
+    format!("{v:?} {}x{}/{}x{}/{}", t.tm, t.tn, t.wg_x, t.wg_y, t.bk)
 }
 
 fn parse_choice(s: &str) -> Option<(Variant, Tiling)> {
