@@ -1,21 +1,19 @@
 // Adadelta (Keras 2 form), one fused elementwise update per parameter:
 //   a = rho*a + (1-rho)*g^2;  u = g*sqrt(d + eps)/sqrt(a + eps);  p -= lr*u;  d = rho*d + (1-rho)*u^2.
 
+#include "lib/optimizer.wgsl"
+
 struct Params {
     len: u32, lr: f32, rho: f32, eps: f32,
 }
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<uniform> prm: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> accum_grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> accum_update: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let i = parameter_index(wg, nwg, lid);
     if (i >= prm.len) {
         return;
     }

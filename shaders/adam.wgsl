@@ -2,22 +2,20 @@
 //   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 //   p -= lr * (m/bc1) / (sqrt(v/bc2) + eps),  bc1 = 1 - b1^t, bc2 = 1 - b2^t (from the host).
 
+#include "lib/optimizer.wgsl"
+
 struct Params {
     len: u32, lr: f32, beta1: f32, beta2: f32,
     eps: f32, weight_decay: f32, bias_correction1: f32, bias_correction2: f32,
 }
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<uniform> prm: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> moment1: array<f32>;
 @group(0) @binding(4) var<storage, read_write> moment2: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let i = parameter_index(wg, nwg, lid);
     if (i >= prm.len) {
         return;
     }

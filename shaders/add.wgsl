@@ -7,20 +7,12 @@ struct Params {
     n: u32, s: f32, _p0: u32, _p1: u32,
 }
 
-// Set from ops::ELEMENTWISE_CONSTS at every launch.
-const WG: u32 = 256u;
-const PER_THREAD: u32 = 4u;
+#include "lib/elementwise.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
-
-// The first of this invocation's PER_THREAD elements, which are WG apart. Workgroups are spread
-// over x and y (see ops::grid_1d) to stay under 65535 per dimension.
-fn first_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
-}
 
 @compute @workgroup_size(WG)
 fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -8,9 +8,8 @@ struct Params {
     outer: u32, channels: u32, inner: u32, _p0: u32,
 }
 
-// Set at every launch: ops::ELEMENTWISE_CONSTS for `main`, batch_norm::reduce_wg for `planes`.
-const WG: u32 = 256u;
-const PER_THREAD: u32 = 4u;
+// WG and PER_THREAD are set at every launch: ops::ELEMENTWISE_CONSTS for `main`, batch_norm::reduce_wg for `planes`.
+#include "lib/elementwise.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -19,7 +18,7 @@ const PER_THREAD: u32 = 4u;
 
 @compute @workgroup_size(WG)
 fn planes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let plane = wg.x + wg.y * nwg.x;
+    let plane = workgroup_index(wg, nwg);
     if (plane >= p.outer * p.channels) {
         return;
     }
@@ -32,7 +31,7 @@ fn planes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
+    let first = first_index(wg, nwg, lid);
     // The channel of element i is (i / inner) % channels; it is found once and then advanced by
     // WG elements with a carry, since integer division is slow on CPU backends.
     var ch = (first / p.inner) % p.channels;

@@ -12,9 +12,8 @@ struct Params {
     inv_count: f32, _p0: u32, _p1: u32, _p2: u32,
 }
 
-// Set at every launch: ops::ELEMENTWISE_CONSTS for `main`, batch_norm::reduce_wg for the others.
-const WG: u32 = 256u;
-const PER_THREAD: u32 = 4u;
+// WG and PER_THREAD are set at every launch: ops::ELEMENTWISE_CONSTS for `main`, batch_norm::reduce_wg for the others.
+#include "lib/elementwise.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -27,10 +26,11 @@ const PER_THREAD: u32 = 4u;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 
 var<workgroup> partial: array<vec2<f32>, WG>;
+#include "lib/workgroup_sum.wgsl"
 
 @compute @workgroup_size(WG)
 fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = wg.x + wg.y * nwg.x;
+    let ch = workgroup_index(wg, nwg);
     if (ch >= p.channels) {
         return; // uniform per workgroup, so the barriers stay uniform
     }
@@ -65,13 +65,7 @@ fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
     }
     partial[lid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    sum_partials(lid);
     if (lid == 0u) {
         let sums = partial[0];
         dbeta[ch] = sums.x;
@@ -87,7 +81,7 @@ fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 @compute @workgroup_size(WG)
 fn planes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let plane = wg.x + wg.y * nwg.x;
+    let plane = workgroup_index(wg, nwg);
     if (plane >= p.outer * p.channels) {
         return;
     }
@@ -100,7 +94,7 @@ fn planes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
+    let first = first_index(wg, nwg, lid);
     // The channel of element i is (i / inner) % channels; found once, then advanced with a carry.
     var ch = (first / p.inner) % p.channels;
     var pos = first % p.inner;

@@ -7,6 +7,8 @@
 // (var * N / (N - 1), as PyTorch and TensorFlow's fused kernel keep; N = 1 keeps the biased 0).
 // `eval`: one invocation per channel turns the running statistics into stats; x is not read.
 
+#include "lib/grid.wgsl"
+
 struct Params {
     outer: u32, channels: u32, inner: u32, momentum: f32,
     eps: f32, _p0: u32, _p1: u32, _p2: u32,
@@ -24,17 +26,12 @@ const WG: u32 = 256u;
 @group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
 
 var<workgroup> partial: array<f32, WG>;
+#include "lib/workgroup_sum.wgsl"
 
 // Sums `v` over the workgroup; every invocation gets the total.
 fn workgroup_sum(lid: u32, v: f32) -> f32 {
     partial[lid] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    sum_partials(lid);
     let total = partial[0];
     workgroupBarrier(); // everyone has read partial[0] before it is written again
     return total;
@@ -81,7 +78,7 @@ fn channel_sum(ch: u32, lid: u32, center: f32, squares: bool) -> f32 {
 
 @compute @workgroup_size(WG)
 fn train(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = wg.x + wg.y * nwg.x;
+    let ch = workgroup_index(wg, nwg);
     if (ch >= p.channels) {
         return; // uniform per workgroup, so the barriers stay uniform
     }
@@ -99,7 +96,7 @@ fn train(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 @compute @workgroup_size(WG)
 fn eval(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = (wg.x + wg.y * nwg.x) * WG + lid;
+    let ch = workgroup_index(wg, nwg) * WG + lid;
     if (ch >= p.channels) {
         return;
     }

@@ -11,9 +11,7 @@ struct Params {
     _p0: u32, _p1: u32, _p2: u32,
 }
 
-// Set from ops::ELEMENTWISE_CONSTS at every launch.
-const WG: u32 = 256u;
-const PER_THREAD: u32 = 4u;
+#include "lib/elementwise.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -32,7 +30,7 @@ fn mix(v: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
+    let first = first_index(wg, nwg, lid);
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * WG;
         if (i >= p.n) {

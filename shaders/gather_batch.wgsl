@@ -7,6 +7,8 @@
 // Each invocation writes PER consecutive values of one image (fewer invocations: cheaper on
 // lavapipe).
 
+#include "lib/grid.wgsl"
+
 struct Params {
     batch: u32, image_len: u32, n: u32, scale: f32,
     height: u32, width: u32, augmented: u32, _pad: u32,
@@ -26,7 +28,7 @@ const PER: u32 = 4u;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let chunks_per_image = (p.image_len + PER - 1u) / PER;
-    let t = (wg.x + wg.y * nwg.x) * WG + lid;
+    let t = workgroup_index(wg, nwg) * WG + lid;
     if (t >= p.batch * chunks_per_image) {
         return;
     }

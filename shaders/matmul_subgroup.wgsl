@@ -6,18 +6,7 @@
 // per lane while a shuffle is a register permute, so the loads drop from TM + TN per four steps
 // of k to (WG_Y TM + WG_X TN) / 8. Each kernel has a `_c4` entry that stores C as vec4s.
 
-struct Params {
-    m: u32, n: u32, k: u32, batch: u32,
-    sa_m: u32, sa_k: u32, sa_b: u32, a_off: u32,
-    sb_k: u32, sb_n: u32, sb_b: u32, b_off: u32,
-    sc_m: u32, sc_n: u32, sc_b: u32, c_off: u32,
-    flags: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-const BIAS_N: u32 = 1u;
-const BIAS_M: u32 = 2u;
-const ACCUMULATE: u32 = 4u;
-const REDUCE_BATCH: u32 = 8u;
+#include "lib/gemm_params.wgsl"
 
 // WG_X * WG_Y = 8 invocations; WG_X * TN / 4 = 8 (each B vec4 of a step of k has one owner); TM is a
 // multiple of 8 / WG_Y (each A row has one owner among the invocations of its tile row).
@@ -39,23 +28,7 @@ const A_SLOTS: u32 = TM / AH;
 // offset of C multiples of 4 (the launcher checks), so each vec4 of a tile is inside or outside.
 @group(0) @binding(4) var<storage, read_write> c4: array<vec4<f32>>;
 
-fn emit(first: u32, m: u32, n: u32, value: f32) {
-    if (m >= p.m || n >= p.n) {
-        return;
-    }
-    var v = value;
-    if ((p.flags & BIAS_N) != 0u) {
-        v += bias[n];
-    }
-    if ((p.flags & BIAS_M) != 0u) {
-        v += bias[m];
-    }
-    let ci = p.c_off + first * p.sc_b + m * p.sc_m + n * p.sc_n;
-    if ((p.flags & ACCUMULATE) != 0u) {
-        v += c[ci];
-    }
-    c[ci] = v;
-}
+#include "lib/gemm_store.wgsl"
 
 // Stores a vec4 of C, elements (m, n .. n + 3), as `emit` does each.
 fn emit4(first: u32, m: u32, n: u32, value: vec4<f32>) {

@@ -12,18 +12,8 @@
 // Tile sizes are constants the device rewrites per pipeline (WGSL sizes the function-scope register
 // tile only with `const`), so every loop over a tile has a constant count and can be unrolled.
 
-struct Params {
-    m: u32, n: u32, k: u32, batch: u32,
-    sa_m: u32, sa_k: u32, sa_b: u32, a_off: u32,
-    sb_k: u32, sb_n: u32, sb_b: u32, b_off: u32,
-    sc_m: u32, sc_n: u32, sc_b: u32, c_off: u32,
-    flags: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-const BIAS_N: u32 = 1u;       // add bias[n] (dense)
-const BIAS_M: u32 = 2u;       // add bias[m] (conv)
-const ACCUMULATE: u32 = 4u;   // C += result instead of C = result
-const REDUCE_BATCH: u32 = 8u; // sum the products of all batches into one C
+#include "lib/gemm_params.wgsl"
+#include "lib/gemm_store.wgsl"
 
 const TM: u32 = 4u;
 const TN: u32 = 4u;
@@ -139,7 +129,6 @@ fn main(
             workgroupBarrier();
         }
     }
-    let cb = p.c_off + first * p.sc_b;
     for (var i = 0u; i < TM; i++) {
         let m = m_block + lid.y + i * WG_Y;
         if (m >= p.m) {
@@ -150,18 +139,7 @@ fn main(
             if (n >= p.n) {
                 break;
             }
-            var v = acc[i * TN + j];
-            if ((p.flags & BIAS_N) != 0u) {
-                v += bias[n];
-            }
-            if ((p.flags & BIAS_M) != 0u) {
-                v += bias[m];
-            }
-            let ci = cb + m * p.sc_m + n * p.sc_n;
-            if ((p.flags & ACCUMULATE) != 0u) {
-                v += c[ci];
-            }
-            c[ci] = v;
+            emit(first, m, n, acc[i * TN + j]);
         }
     }
 }

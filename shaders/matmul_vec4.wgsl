@@ -13,18 +13,7 @@
 // the tile in registers (too large a tile falls off a cliff). Rows and columns past the edge are
 // clamped when loading and masked when storing, so the inner loops have no branches.
 
-struct Params {
-    m: u32, n: u32, k: u32, batch: u32,
-    sa_m: u32, sa_k: u32, sa_b: u32, a_off: u32,
-    sb_k: u32, sb_n: u32, sb_b: u32, b_off: u32,
-    sc_m: u32, sc_n: u32, sc_b: u32, c_off: u32,
-    flags: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-const BIAS_N: u32 = 1u;       // add bias[n] (dense)
-const BIAS_M: u32 = 2u;       // add bias[m] (conv)
-const ACCUMULATE: u32 = 4u;   // C += result instead of C = result
-const REDUCE_BATCH: u32 = 8u; // sum the products of all batches into one C
+#include "lib/gemm_params.wgsl"
 
 const TM: u32 = 8u;
 const TN: u32 = 8u;
@@ -55,24 +44,7 @@ fn tile_of(gid: vec3<u32>) -> Tile {
     return Tile(gid.y * TM, gid.x * TN, gid.z, gid.z + 1u);
 }
 
-// Stores one element of C (adding the bias and the old value as the flags ask) if it is inside C.
-fn emit(t: Tile, m: u32, n: u32, value: f32) {
-    if (m >= p.m || n >= p.n) {
-        return;
-    }
-    var v = value;
-    if ((p.flags & BIAS_N) != 0u) {
-        v += bias[n];
-    }
-    if ((p.flags & BIAS_M) != 0u) {
-        v += bias[m];
-    }
-    let ci = p.c_off + t.first * p.sc_b + m * p.sc_m + n * p.sc_n;
-    if ((p.flags & ACCUMULATE) != 0u) {
-        v += c[ci];
-    }
-    c[ci] = v;
-}
+#include "lib/gemm_store.wgsl"
 
 // vec4 index of A(row, 0) / B(0, col), with the row / column clamped into the matrix.
 fn a_row(bi: u32, i: u32) -> u32 {
@@ -144,7 +116,7 @@ fn ak_bn(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var jv = 0u; jv < TN4; jv++) {
             let v = acc[i * TN4 + jv];
             for (var q = 0u; q < 4u; q++) {
-                emit(t, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+                emit(t.first, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
             }
         }
     }
@@ -205,7 +177,7 @@ fn am_bn(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var jv = 0u; jv < TN4; jv++) {
             let v = acc[i * TN4 + jv];
             for (var q = 0u; q < 4u; q++) {
-                emit(t, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+                emit(t.first, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
             }
         }
     }
@@ -270,7 +242,7 @@ fn ak_bk(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var jv = 0u; jv < TN4; jv++) {
             let v = acc[i * TN4 + jv];
             for (var q = 0u; q < 4u; q++) {
-                emit(t, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
+                emit(t.first, t.m0 + i, t.n0 + 4u * jv + q, v[q]);
             }
         }
     }

@@ -4,6 +4,8 @@
 // gradients of the windows covering it, with no atomics; disjoint windows are written once per
 // output instead (faster; pixels no window covers must be zeroed beforehand).
 
+#include "lib/grid.wgsl"
+
 struct Params {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kernel: u32, stride: u32, _p0: u32,
@@ -16,7 +18,7 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * WG + lid;
+    return workgroup_index(wg, nwg) * WG + lid;
 }
 
 // Output positions [lo, hi) whose window covers input position `pos` along one axis.

@@ -2,6 +2,8 @@
 // output, the index within its input plane (y * w + x) of the first maximum in row-major order,
 // for the backward pass (shaders/pool_max_backward.wgsl).
 
+#include "lib/grid.wgsl"
+
 struct Params {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kernel: u32, stride: u32, _p0: u32,
@@ -17,7 +19,7 @@ const WG: u32 = 64u;
 // One invocation per output row (plane, oy).
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.x + wg.y * nwg.x) * WG + lid;
+    let row = workgroup_index(wg, nwg) * WG + lid;
     if (row >= p.planes * p.oh) {
         return;
     }

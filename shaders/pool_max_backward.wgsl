@@ -4,6 +4,8 @@
 // window once (3.5x faster on lavapipe: 2 loads per window instead of 2 per pixel); pixels no
 // window covers must be zeroed beforehand.
 
+#include "lib/grid.wgsl"
+
 struct Params {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kernel: u32, stride: u32, _p0: u32,
@@ -43,7 +45,7 @@ fn advance(r: vec2<u32>, pos: u32, out_len: u32) -> vec2<u32> {
 // One invocation per input row (plane, y).
 @compute @workgroup_size(WG)
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.x + wg.y * nwg.x) * WG + lid;
+    let row = workgroup_index(wg, nwg) * WG + lid;
     if (row >= p.planes * p.h) {
         return;
     }
@@ -72,7 +74,7 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // One invocation per output row (plane, oy); windows must not overlap.
 @compute @workgroup_size(WG)
 fn scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.x + wg.y * nwg.x) * WG + lid;
+    let row = workgroup_index(wg, nwg) * WG + lid;
     if (row >= p.planes * p.oh) {
         return;
     }

@@ -2,6 +2,8 @@
 // (bias gradients of dense and conv layers, batch statistics). One workgroup per output element;
 // each invocation sums a strided slice, then the workgroup combines the partial sums.
 
+#include "lib/grid.wgsl"
+
 struct Params {
     outer: u32, mid: u32, inner: u32, accumulate: u32,
 }
@@ -13,10 +15,11 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
+#include "lib/workgroup_sum.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = wg.x + wg.y * nwg.x;
+    let m = workgroup_index(wg, nwg);
     if (m >= p.mid) {
         return; // uniform per workgroup, so the barriers below stay uniform
     }
@@ -28,13 +31,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         s += x[(o * p.mid + m) * p.inner + i];
     }
     partial[lid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    sum_partials(lid);
     if (lid == 0u) {
         var v = partial[0];
         if (p.accumulate != 0u) {

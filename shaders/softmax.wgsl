@@ -7,6 +7,8 @@
 // Narrow rows (class counts) take one row per invocation, so no workgroup barriers are needed;
 // wide rows (cols >= WG) one row per workgroup.
 
+#include "lib/grid.wgsl"
+
 struct Params {
     rows: u32, cols: u32, inv_rows: f32, invalid: f32,
 }
@@ -90,7 +92,7 @@ fn row_xent(r: u32, base: u32, ms: vec2<f32>) {
 }
 
 fn row_of_invocation(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * WG + lid;
+    return workgroup_index(wg, nwg) * WG + lid;
 }
 
 @compute @workgroup_size(WG)
@@ -103,7 +105,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
 @compute @workgroup_size(WG)
 fn wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = wg.x + wg.y * nwg.x;
+    let r = workgroup_index(wg, nwg);
     if (r < p.rows) { // uniform per workgroup, so the barriers stay uniform
         wide_softmax(r * p.cols, lid);
     }
@@ -119,7 +121,7 @@ fn xent(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
 @compute @workgroup_size(WG)
 fn xent_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = wg.x + wg.y * nwg.x;
+    let r = workgroup_index(wg, nwg);
     if (r >= p.rows) {
         return; // uniform per workgroup, so the barriers stay uniform
     }

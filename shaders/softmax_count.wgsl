@@ -16,6 +16,7 @@ const WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> acc: array<f32>;
 
 var<workgroup> partial: array<vec2<f32>, WG>;
+#include "lib/workgroup_sum.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -46,13 +47,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         }
     }
     partial[lid] = vec2<f32>(correct, loss);
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    sum_partials(lid);
     if (lid == 0u) {
         acc[0] += partial[0].x;
         if (p.with_loss != 0u) {

@@ -5,9 +5,7 @@ struct Params {
     rows: u32, cols: u32, inv_rows: f32, invalid: f32, // invalid unused here
 }
 
-// Set from ops::ELEMENTWISE_CONSTS at every launch.
-const WG: u32 = 256u;
-const PER_THREAD: u32 = 4u;
+#include "lib/elementwise.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> probs: array<f32>;
@@ -17,7 +15,7 @@ const PER_THREAD: u32 = 4u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = (wg.x + wg.y * nwg.x) * WG * PER_THREAD + lid;
+    let first = first_index(wg, nwg, lid);
     let g = dloss[0] * p.inv_rows;
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * WG;

@@ -1,7 +1,7 @@
 //! Every kernel in `shaders/` parses and validates with naga, and translates through naga's SPIR-V,
 //! MSL and HLSL back ends (Vulkan, Metal, DX12): shader errors show up without a GPU.
 
-use netmorph::device::specialise;
+use netmorph::device::{compose, specialise};
 use netmorph::ops::matmul::Tiling;
 use netmorph::testing::validate_wgsl;
 
@@ -12,7 +12,8 @@ fn every_shader_parses_and_validates() {
     for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "wgsl") {
-            let source = std::fs::read_to_string(&path).unwrap();
+            let written = std::fs::read_to_string(&path).unwrap();
+            let source = compose(&written).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             validate_wgsl(&path.display().to_string(), &source);
             checked += 1;
         }
@@ -80,7 +81,7 @@ fn every_shader_translates_for_vulkan_metal_and_dx12() {
             continue;
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let written = std::fs::read_to_string(&path).unwrap();
+        let written = compose(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
         for constants in variants(&name) {
             let (source, overrides) = specialise(&written, &constants);
             let what = if constants.is_empty() { name.clone() } else { format!("{name} {constants:?}") };

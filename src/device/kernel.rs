@@ -2,6 +2,7 @@
 //! first use and cached by (kernel, override constants).
 
 use super::options::ShaderChecks;
+use super::wgsl::{compose, specialise};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,8 @@ impl PipelineCache {
 }
 
 fn compile(device: &wgpu::Device, spec: &KernelSpec, constants: &[(&'static str, u32)], checks: ShaderChecks) -> Result<Compiled> {
-    let (source, overrides) = specialise(spec.source, constants);
+    let composed = compose(spec.source).map_err(|e| Error::Invalid(format!("kernel {} ({}): {e}", spec.name, spec.entry)))?;
+    let (source, overrides) = specialise(&composed, constants);
     let params_size = uniform_size(&source);
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let desc = wgpu::ShaderModuleDescriptor { label: Some(spec.name), source: wgpu::ShaderSource::Wgsl(source.into()) };
@@ -116,22 +118,4 @@ pub fn uniform_size(source: &str) -> Option<u32> {
         .iter()
         .find(|(_, v)| v.space == naga::AddressSpace::Uniform && v.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == 0))?;
     Some(module.types[var.ty].inner.size(module.to_ctx()))
-}
-
-/// Applies tile-size constants. WGSL sizes function-scope arrays only with `const`, so a constant
-/// declared as `const NAME: u32 = ...;` is rewritten in the source; any other name is passed as a
-/// pipeline-overridable constant (`override NAME`).
-pub fn specialise(source: &str, constants: &[(&'static str, u32)]) -> (String, Vec<(&'static str, u32)>) {
-    let mut text = source.to_string();
-    let mut overrides = Vec::new();
-    for &(name, value) in constants {
-        let decl = format!("const {name}: u32 = ");
-        if let Some(start) = text.find(&decl) {
-            let end = start + text[start..].find(';').expect("const declaration ends with ;");
-            text.replace_range(start..end, &format!("{decl}{value}u"));
-        } else {
-            overrides.push((name, value));
-        }
-    }
-    (text, overrides)
 }

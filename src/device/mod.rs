@@ -8,12 +8,14 @@ mod knobs;
 mod options;
 mod recorder;
 mod tuning;
+mod wgsl;
 
 pub use buffer::{DType, GpuBuffer};
-pub use kernel::{specialise, Access, KernelSpec};
+pub use kernel::{Access, KernelSpec};
 pub use knobs::{ConvDirect, ConvOrient, KernelKnobs};
 pub use options::{DeviceOptions, ShaderChecks};
 pub use tuning::{default_cache_dir, KernelTuning, TuningSummary};
+pub use wgsl::{compose, specialise};
 
 use crate::error::{Error, Result};
 use buffer::BufferPool;
@@ -486,7 +488,8 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
 mod tests {
     #[test]
     fn every_queued_error_is_taken_at_once() {
-        let device = crate::testing::device();
+        // A device of its own: on the shared one, another test's sync could take these errors.
+        let device = crate::testing::own_device();
         let too_large = device.limits().max_buffer_size + 4;
         for _ in 0..3 {
             // Invalid: larger than the device allows (a validation error, queued by wgpu).

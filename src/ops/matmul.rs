@@ -1041,7 +1041,7 @@ mod tests {
     fn workgroup_bytes_match_the_shader() {
         for t in Tiling::WORKGROUP_CANDIDATES.into_iter().chain([Tiling::new(3, 5, 8, 4).with_bk(7)]) {
             let consts = [("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y), ("BK", t.bk)];
-            let (source, overrides) = crate::device::specialise(GEMM_TILED.source, &consts);
+            let (source, overrides) = crate::device::specialise(&crate::device::compose(GEMM_TILED.source).unwrap(), &consts);
             assert!(overrides.is_empty(), "every tile size is a rewritten const: {overrides:?}");
             let module = naga::front::wgsl::parse_str(&source).unwrap();
             let declared: u64 = module

@@ -137,8 +137,10 @@ pub fn numeric_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
         .collect()
 }
 
-/// Parses and validates a WGSL shader with naga (no GPU needed), panicking with naga's message.
+/// Parses and validates a WGSL shader, its shared pieces included, with naga (no GPU needed),
+/// panicking with naga's message.
 pub fn validate_wgsl(name: &str, source: &str) {
+    let source = &crate::device::compose(source).unwrap_or_else(|e| panic!("{name}: {e}"));
     let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
     // Subgroup operations are validated as well: the kernels that use them run only where the
     // adapter has them.
