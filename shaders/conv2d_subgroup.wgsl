@@ -17,6 +17,8 @@
 // registers for a whole plane. With a K this short, the GEMM's 32x32 blocks paid a fifth of a
 // per-lane load or store for every multiply-add, and writing col cost a third of the forward.
 // Needs oh*ow to be a multiple of 4 and K <= 32.
+// A lane is its subgroup_invocation_id, the index the shuffles address (WGSL does not promise that
+// local_invocation_index equals it, even with the workgroup one subgroup).
 
 struct Params {
     c_in: u32, h: u32, w: u32, kh: u32,
@@ -107,7 +109,7 @@ fn col_vec(s: array<f32, GS>, k: u32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(8)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
     var w: array<f32, CPL * KK>;
@@ -143,7 +145,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 }
 
 @compute @workgroup_size(8)
-fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let q4 = p.col_stride / 4u;
     var acc: array<f32, CPL * KK>;
     for (var e = 0u; e < CPL * KK; e++) {
@@ -239,7 +241,7 @@ fn dcol_rows(d: ptr<function, DcolLane>, q: u32, lane: u32) -> array<vec4<f32>, 
 
 // Lane l stores dcol's rows l, l+8, ... (`dcol_rows`).
 @compute @workgroup_size(8)
-fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
     var d = dcol_lane(img, lane, q4);
@@ -282,7 +284,7 @@ const RW: u32 = 3u;
 @group(0) @binding(1) var<storage, read> srow4: array<vec4<f32>>;
 
 @compute @workgroup_size(8)
-fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
     var d = dcol_lane(img, lane, q4);
