@@ -13,7 +13,7 @@
 
 use netmorph::data::dataset::DeviceDataset;
 use netmorph::data::mnist::{default_data_dir, Mnist};
-use netmorph::device::{DeviceOptions, KernelTuning, ShaderChecks};
+use netmorph::device::{DeviceOptions, KernelKnobs, KernelTuning, ShaderChecks};
 use netmorph::graph::{Graph, Model};
 use netmorph::ops::matmul::matmul;
 use netmorph::optim::adadelta::Adadelta;
@@ -84,7 +84,7 @@ fn main() -> Result<()> {
     let rounds: usize = std::env::args().nth(1).and_then(|r| r.parse().ok()).unwrap_or(5);
     let mnist = Mnist::load(default_data_dir())?;
     let cache = std::env::temp_dir().join(format!("netmorph-tuning-ab-{}", std::process::id()));
-    let base = DeviceOptions::default();
+    let base = DeviceOptions { knobs: KernelKnobs::from_env()?, ..DeviceOptions::default() };
     let tuned = KernelTuning::On { cap: KernelTuning::DEFAULT_CAP, cache: Some(cache.clone()) };
     let mut benches = vec![
         Bench::new("previous", DeviceOptions { shader_checks: Some(ShaderChecks::Bounds), ..base.clone() }, &mnist)?,

@@ -43,6 +43,8 @@ struct Inner {
     knobs: KernelKnobs,
     /// Kernel choices measured on this adapter (`None`: tuning is off).
     tuning: Option<Mutex<tuning::TuningTable>>,
+    /// Set while one op's candidates are measured: the ops inside them measure nothing new.
+    tuning_paused: std::sync::atomic::AtomicBool,
     /// Errors wgpu reported outside an error scope; turned into `Err` at the next sync point.
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -128,6 +130,7 @@ impl Device {
             inner: Arc::new(Inner {
                 pipelines: PipelineCache::new(checks),
                 knobs: options.knobs.clone(),
+                tuning_paused: std::sync::atomic::AtomicBool::new(false),
                 tuning: match &options.kernel_tuning {
                     KernelTuning::Off => None,
                     KernelTuning::On { cap, cache } => Some(Mutex::new(tuning::TuningTable::open(&info, *cap, cache.as_deref()))),
@@ -204,7 +207,21 @@ impl Device {
     /// How long this run may still spend measuring kernels (zero when tuning is off, or the cap is
     /// reached: the class is then counted as left to the rules).
     pub fn tuning_time_left(&self) -> std::time::Duration {
+        if self.inner.tuning_paused.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::time::Duration::ZERO;
+        }
         self.inner.tuning.as_ref().map_or(std::time::Duration::ZERO, |t| t.lock().unwrap().time_left())
+    }
+
+    /// Runs `f` with no new measuring: an op that times its candidates (a convolution's plans)
+    /// compares them with the kernels already chosen inside them (the GEMMs' rules, or their
+    /// measured choices), instead of measuring every inner kernel of every candidate.
+    pub fn without_new_tuning<R>(&self, f: impl FnOnce() -> R) -> R {
+        use std::sync::atomic::Ordering;
+        let was = self.inner.tuning_paused.swap(true, Ordering::Relaxed);
+        let result = f();
+        self.inner.tuning_paused.store(was, Ordering::Relaxed);
+        result
     }
 
     /// Keeps the choice measured for a class (on disk too, where the table has a file). A choice

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod reduce;
 pub mod relu;
 pub mod softmax;
+mod timing;
 
 /// The backward half of an op: from dL/d(output), the gradient for each input, in the order the
 /// forward took them (`None` where no gradient flows, e.g. integer labels).

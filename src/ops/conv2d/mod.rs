@@ -26,6 +26,7 @@
 mod direct;
 mod im2col;
 mod subgroup;
+mod tuning;
 
 pub mod cpu;
 #[cfg(test)]
@@ -430,7 +431,13 @@ fn check_bias(b: Option<&Tensor>, g: &ConvGeometry) -> Result<()> {
 
 /// Forward, with the backward the tape keeps. `b`, when given, is `[c_out]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> Result<(Tensor, Conv2dBackward)> {
-    conv2d_with(x, w, b, cfg, Settings::for_device(x.device()))
+    let rules = Settings::for_device(x.device());
+    // A shape error is conv2d_with's to report.
+    let settings = match conv2d_geometry(x.shape(), w.shape(), cfg) {
+        Ok(g) => tuning::settings(x, w, b, cfg, &g, rules)?,
+        Err(_) => rules,
+    };
+    conv2d_with(x, w, b, cfg, settings)
 }
 
 /// [`conv2d`] with the given [`Settings`].

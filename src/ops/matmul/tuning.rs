@@ -2,30 +2,15 @@
 //! layout, its sides rounded up to powers of two, whether C takes vec4 stores) times the kernels
 //! that can run it, the rules' choice among them, and keeps the fastest in the device's table
 //! (on disk, so that the next run starts warm). The rules' choice stays unless another kernel beats
-//! it by [`MARGIN`] in a confirming round, so that on the adapter the rules were tuned on (lavapipe)
+//! it by [`MARGIN`](crate::ops::timing::MARGIN) in a confirming round, so that on the adapter the rules were tuned on (lavapipe)
 //! a choice is theirs or one measured faster. Measuring runs on the product's own operands with a
 //! scratch C, so it needs no more device memory than the product itself and one more C.
 
 use super::{gemm_variant, vec4_c, Gemm, Tiling, Variant, REDUCE_BATCH, SMALL_SIDE};
 use crate::device::{DType, Device, GpuBuffer};
 use crate::error::Result;
-use std::time::{Duration, Instant};
-
-/// How much faster than the rules' choice another kernel must run to replace it: timings on a busy
-/// machine move by a few percent, and a choice that flips with the noise is no choice.
-const MARGIN: f64 = 0.95;
-/// A candidate whose first run takes this much longer than the best so far is dropped unrepeated.
-const HOPELESS: f64 = 1.5;
-/// Each candidate's timed runs add up to about this much (at least two runs, at most 50).
-const TIMED: Duration = Duration::from_millis(4);
-/// Products whose rules' kernel runs longer than this are timed on a slice ([`sliced`]).
-const SLICE_ABOVE: Duration = Duration::from_millis(8);
-/// The time the rules' kernel takes on a slice.
-const SLICE_TARGET: Duration = Duration::from_millis(4);
-/// A slice's cut side is a multiple of this: whole tiles of every candidate, and vec4s along k.
-const SLICE_UNIT: usize = 128;
-/// Rounds of the confirming comparison between the winner and the rules' choice.
-const CONFIRM_ROUNDS: usize = 3;
+use crate::ops::timing::{confirmed_faster, fastest, seconds_per_run, slice_share};
+use std::time::Instant;
 
 /// Every variant, for parsing a stored choice.
 const EVERY: [Variant; 9] = [
@@ -97,16 +82,15 @@ pub(super) fn choose(
     Ok(chosen)
 }
 
-/// The product the candidates are timed on: `g` itself when the rules' kernel ran it within
-/// [`SLICE_ABOVE`], else fewer of its matrices and then its longest side cut, so that a run takes
-/// about [`SLICE_TARGET`]. A slice keeps the layout, the strides and the other sides, so its choice
-/// is the product's, and the
-/// measuring stays short on a slow adapter. A GPU runs whole products (they take microseconds).
+/// The product the candidates are timed on: `g` itself when the rules' kernel ran it quickly, else
+/// fewer of its matrices and then its longest side cut ([`slice_share`]). A slice keeps the
+/// layout, the strides and the other sides, so its choice is the product's, and the measuring
+/// stays short on a slow adapter. A GPU runs whole products (they take microseconds).
 fn sliced(g: &Gemm, seconds: f64) -> Gemm {
-    if seconds <= SLICE_ABOVE.as_secs_f64() {
+    let mut keep = slice_share(seconds);
+    if keep >= 1.0 {
         return *g;
     }
-    let mut keep = SLICE_TARGET.as_secs_f64() / seconds;
     let mut s = *g;
     // Fewer matrices first (a batched product's matrices are alike), then a shorter side.
     if g.batch > 1 {
@@ -126,6 +110,9 @@ fn sliced(g: &Gemm, seconds: f64) -> Gemm {
     }
     s
 }
+
+/// A slice's cut side is a multiple of this: whole tiles of every candidate, and vec4s along k.
+const SLICE_UNIT: usize = 128;
 
 /// The class a product's choice is kept under.
 pub(super) fn class_of(g: &Gemm, rule: Variant, vec4: bool) -> String {
@@ -176,67 +163,6 @@ fn parse_choice(s: &str) -> Option<(Variant, Tiling)> {
     Some((v, Tiling::parse(tiling)?))
 }
 
-/// Seconds per run of `candidate`: `runs` runs between two syncs.
-fn seconds_per_run(
-    device: &Device,
-    candidate: (Variant, Tiling),
-    runs: usize,
-    run: &impl Fn((Variant, Tiling)) -> Result<()>,
-) -> Result<f64> {
-    device.sync()?;
-    let start = Instant::now();
-    for _ in 0..runs {
-        run(candidate)?;
-    }
-    device.sync()?;
-    Ok(start.elapsed().as_secs_f64() / runs as f64)
-}
-
-/// The fastest candidate measured before `deadline` (`None` if none ran). Each is compiled and run
-/// once untimed, run once timed, and, unless hopeless, timed again over about [`TIMED`].
-fn fastest(
-    device: &Device,
-    candidates: &[(Variant, Tiling)],
-    run: impl Fn((Variant, Tiling)) -> Result<()>,
-    deadline: Instant,
-) -> Result<Option<(Variant, Tiling)>> {
-    let mut best: Option<((Variant, Tiling), f64)> = None;
-    for &candidate in candidates {
-        if Instant::now() >= deadline {
-            break;
-        }
-        // A candidate the adapter cannot run (its limits) is skipped, not an error of the product.
-        if run(candidate).is_err() {
-            continue;
-        }
-        let first = seconds_per_run(device, candidate, 1, &run)?;
-        if best.is_some_and(|(_, b)| first > HOPELESS * b) {
-            continue;
-        }
-        let runs = (TIMED.as_secs_f64() / first.max(1e-6)).clamp(2.0, 50.0) as usize;
-        let seconds = seconds_per_run(device, candidate, runs, &run)?.min(first);
-        if best.is_none_or(|(_, b)| seconds < b) {
-            best = Some((candidate, seconds));
-        }
-    }
-    Ok(best.map(|(c, _)| c))
-}
-
-/// Whether `winner` beats `rule` by [`MARGIN`], each at its best of a few alternating rounds.
-fn confirmed_faster(
-    device: &Device,
-    winner: (Variant, Tiling),
-    rule: (Variant, Tiling),
-    run: impl Fn((Variant, Tiling)) -> Result<()>,
-) -> Result<bool> {
-    let (mut w, mut r) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..CONFIRM_ROUNDS {
-        r = r.min(seconds_per_run(device, rule, 2, &run)?);
-        w = w.min(seconds_per_run(device, winner, 2, &run)?);
-    }
-    Ok(w < MARGIN * r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +170,7 @@ mod tests {
     use crate::ops::matmul::{gemm, plan, Strides};
     use crate::testing::{assert_close, rand_vec, rng, tensor};
     use crate::Tensor;
+    use std::time::Duration;
 
     fn tuning_device(cache: Option<std::path::PathBuf>) -> Device {
         let tuning = KernelTuning::On { cap: Duration::from_secs(60), cache };
