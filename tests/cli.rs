@@ -10,6 +10,10 @@ fn netmorph(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netmorph")).env("NETMORPH_TUNING", "off").args(args).output().expect("run netmorph")
 }
 
+/// A search's options for one small model, one epoch, no final fit and no report.
+const ONE_QUICK_MODEL: [&str; 13] =
+    ["--max-models", "1", "--width", "4", "--blocks", "1", "--max-epochs", "1", "--batch-size", "8", "--final-epochs", "0", "--no-report"];
+
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -66,23 +70,14 @@ fn kernel_choices_are_measured_once_and_kept() {
             "--search-dir",
             dir.to_str().unwrap(),
             "--kernel-tuning",
-            "60",
+            // Far above what it needs (2 s here when idle), so that a loaded machine does not
+            // reach the cap and leave classes to the second search.
+            "600",
             "--time-limit",
             "5m",
-            "--max-models",
-            "1",
-            "--width",
-            "4",
-            "--blocks",
-            "1",
-            "--max-epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--final-epochs",
-            "0",
-            "--no-report",
-        ];
+        ]
+        .into_iter()
+        .chain(ONE_QUICK_MODEL);
         let out = Command::new(env!("CARGO_BIN_EXE_netmorph")).env("NETMORPH_CACHE_DIR", &cache).args(args).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
         let out = text(&out);
@@ -94,7 +89,7 @@ fn kernel_choices_are_measured_once_and_kept() {
         (count(" problem classes measured"), count(" choices loaded"), line)
     };
     let (measured, loaded, line) = search("first");
-    assert!(measured >= 3 && loaded == 0, "{line}");
+    assert!(measured >= 3 && loaded == 0 && !line.contains("left to the rules"), "{line}");
     let tables: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(tables.len() == 1 && tables[0].starts_with("kernels-") && tables[0].ends_with(".json"), "{tables:?}");
     let (measured, loaded, line) = search("second");
@@ -198,29 +193,21 @@ fn every_subcommand_runs_end_to_end() {
     assert!(json["search"].is_null());
     // A new search without what the report flagged: these noisy one-colour images are near copies
     // of each other, so some training images have one in the test set; no suspect reaches 1.
-    let out = succeeds(&[
-        "search",
-        data_arg,
-        "--search-dir",
-        tmp.path().join("again").to_str().unwrap(),
-        "--exclude-flagged",
-        rebuilt.to_str().unwrap(),
-        "--exclude-confidence",
-        "1",
-        "--max-models",
-        "1",
-        "--width",
-        "4",
-        "--blocks",
-        "1",
-        "--max-epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--final-epochs",
-        "0",
-        "--no-report",
-    ]);
+    let out = succeeds(
+        &[
+            "search",
+            data_arg,
+            "--search-dir",
+            tmp.path().join("again").to_str().unwrap(),
+            "--exclude-flagged",
+            rebuilt.to_str().unwrap(),
+            "--exclude-confidence",
+            "1",
+        ]
+        .into_iter()
+        .chain(ONE_QUICK_MODEL)
+        .collect::<Vec<_>>(),
+    );
     let leaks = json["health"]["duplicates"]["pairs"]
         .as_array()
         .unwrap()
