@@ -2,10 +2,11 @@
 //! the `matmul` op on 2-D tensors with optional transposes. A launch picks a kernel from the
 //! operands' strides: when each operand is contiguous along one axis and 16-byte aligned, a
 //! `shaders/matmul_vec4.wgsl` variant that loads vec4s along that axis; otherwise the generic
-//! scalar kernel in `shaders/matmul.wgsl`, which takes any strides. On adapters with subgroups of
-//! one fixed size from 4 to 128 (a power of two: lavapipe's 8, NVIDIA's and Apple's 32), large
-//! products in the AkBn, AmBn and AkBk layouts run the kernels of `shaders/matmul_subgroup.wgsl`,
-//! whose invocations share their loads by shuffles.
+//! scalar kernel in `shaders/matmul.wgsl`, which takes any strides. The kernels of
+//! `shaders/matmul_subgroup.wgsl`, whose invocations share their loads by shuffles, run in the
+//! AkBn, AmBn and AkBk layouts on adapters with subgroups of one fixed size from 4 to 128 (a power
+//! of two: lavapipe's 8, NVIDIA's and Apple's 32): [`plan`] picks them for large products at 8
+//! lanes (measured faster there), the tuner times them at every size ([`candidates`]).
 //! `shaders/matmul_tiled.wgsl` ([`Variant::Workgroup`]) is the classic GPU GEMM through workgroup
 //! memory, for any strides; [`plan`] does not pick it yet (a tuner will), [`candidates`] lists it.
 
@@ -43,6 +44,12 @@ static GEMM_TILED: KernelSpec =
 pub fn subgroup_lanes_supported(lanes: u32) -> bool {
     lanes.is_power_of_two() && (4..=128).contains(&lanes)
 }
+
+/// The subgroup sizes at which [`plan`] picks the subgroup kernels by itself: where they were
+/// measured faster than the vec4 kernels, lavapipe's 8. With 4 (lavapipe on 128-bit vectors) the
+/// AkBn one ran 1024³ in 352 ms against the vec4 kernel's 189 ms; other sizes (GPUs) are not
+/// measured: the tuner times the subgroup kernels there among the others ([`candidates`]).
+const PLANNED_SUBGROUP_LANES: [u32; 1] = [8];
 
 /// The adapter's subgroup size when the subgroup kernels run with it.
 pub fn subgroup_lanes(device: &Device) -> Option<u32> {
@@ -560,7 +567,7 @@ pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
     let v = Variant::ALL[1..].iter().copied().find(|&v| v.fits(g, Tiling::default_for_variant(device, v))).unwrap_or(Variant::Scalar);
     // The subgroup kernels where both sides fill a subgroup's block of C (32 x 32 at 8 lanes); a
     // shorter side keeps the fitted tiles of the other kernels.
-    let sub = subgroup_lanes(device).filter(|_| subgroups_allowed(device)).map(Tiling::subgroup).and_then(|t| {
+    let sub = subgroup_lanes(device).filter(|_| plans_subgroups(device)).map(Tiling::subgroup).and_then(|t| {
         let (bm, bn) = t.block();
         let s = v.subgroup().filter(|s| g.m >= bm as usize && g.n >= bn as usize && s.fits(g, t))?;
         Some((s, t))
@@ -575,11 +582,17 @@ pub fn plan(device: &Device, g: &Gemm) -> (Variant, Tiling) {
     planned
 }
 
-/// Whether [`plan`] may pick the subgroup kernels on `device`: subgroups of a supported size
-/// ([`subgroup_lanes`]), no tiling forced through NETMORPH_GEMM_TILING, and not turned off by
-/// NETMORPH_GEMM_SUBGROUP=0 (for comparisons).
+/// Whether [`plan`] (at the sizes it picks them for) and the tuner may pick the subgroup kernels on
+/// `device`: subgroups of a supported size ([`subgroup_lanes`]), no tiling forced through
+/// NETMORPH_GEMM_TILING, and not turned off by NETMORPH_GEMM_SUBGROUP=0 (for comparisons).
 pub fn subgroups_allowed(device: &Device) -> bool {
     subgroup_lanes(device).is_some() && Tiling::forced(device).is_none() && !device.knobs().no_subgroups
+}
+
+/// Whether [`plan`] picks the subgroup kernels on `device` (for products that suit them): where
+/// [`subgroups_allowed`], at the sizes they were measured faster at ([`PLANNED_SUBGROUP_LANES`]).
+pub fn plans_subgroups(device: &Device) -> bool {
+    subgroups_allowed(device) && subgroup_lanes(device).is_some_and(|l| PLANNED_SUBGROUP_LANES.contains(&l))
 }
 
 fn plan_variant(device: &Device, g: &Gemm, v: Variant) -> (Variant, Tiling) {
@@ -988,11 +1001,9 @@ mod tests {
         if !subgroups_allowed(&dev) {
             return;
         }
-        // plan picks them when both sides fill a subgroup's block (32 x 32 at 8 lanes).
+        // The tuner times every geometry of this size; plan picks the default one at the sizes
+        // where it was measured faster (8), when both sides fill a subgroup's block (32 x 32).
         let st = Tiling::subgroup(lanes);
-        if lanes == 8 {
-            assert_eq!(st, Tiling::SUBGROUP);
-        }
         let (bm, bn) = st.block();
         let (m, n, k) = (2 * bm as usize, 3 * bn as usize, 40);
         let big = Gemm {
@@ -1005,6 +1016,15 @@ mod tests {
             c: Strides::matrix(m, n, false),
             flags: 0,
         };
+        let listed = candidates(&dev, &big);
+        assert!(tilings.iter().all(|&t| listed.contains(&(Variant::AkBnSubgroup, t))), "{tilings:?} in {listed:?}");
+        if !PLANNED_SUBGROUP_LANES.contains(&lanes) {
+            assert!(!plan(&dev, &big).0.is_subgroup(), "{lanes} lanes: {:?}", plan(&dev, &big));
+            return;
+        }
+        if lanes == 8 {
+            assert_eq!(st, Tiling::SUBGROUP);
+        }
         let short = bm as usize / 2;
         assert_eq!(plan(&dev, &big), (Variant::AkBnSubgroup, st));
         assert_eq!(plan(&dev, &Gemm { a: Strides::matrix(m, k, true), ..big }).0, Variant::AmBnSubgroup);
