@@ -1,23 +1,45 @@
 // The vec4 GEMMs of matmul_vec4.wgsl (`ak_bn`, `am_bn`, `ak_bk`: the operands' contiguous axes)
-// for adapters whose subgroups have 8 invocations (lavapipe on AVX2), one subgroup per workgroup.
-// The subgroup's 8 invocations compute WG_Y x WG_X neighbouring TM x TN tiles and share their
-// operands: each invocation loads an eighth of the A and B vec4s the subgroup needs and receives
-// the rest by shuffles. On lavapipe every per-invocation load is a bounds-checked scalar sequence
-// per lane while a shuffle is a register permute, so the loads drop from TM + TN per four steps
-// of k to (WG_Y TM + WG_X TN) / 8. Each kernel has a `_c4` entry that stores C as vec4s.
+// for adapters whose subgroups have a fixed size of LANES invocations (a power of two, 4 to 128:
+// lavapipe 8 (4 with LP_NATIVE_VECTOR_WIDTH=128), NVIDIA and Apple 32), one subgroup per workgroup.
+// The subgroup's LANES invocations compute WG_Y x WG_X neighbouring TM x TN tiles and share their
+// operands: each invocation loads a share of the A and B vec4s the subgroup needs and receives the
+// rest by shuffles. On lavapipe every per-invocation load is a bounds-checked scalar sequence per
+// lane while a shuffle is a register permute, so the loads drop from TM + TN per four steps of k
+// to (WG_Y TM + WG_X TN) / 8 at 8 lanes. Each kernel has a `_c4` entry that stores C as vec4s.
+//
+// Who loads what: the LANES / WG_Y invocations of a tile row share its A vectors (rows of A for
+// `ak_*`, vec4s along m for `am_bn`), those of a tile column its B vectors. With H invocations
+// sharing E vectors, the first U = min(H, E) of them own vector e as `e % U` in slot `e / U`: with
+// H <= E each owns E / H (H divides E), with H > E the other H - U own none (they load a copy of
+// another's, which no shuffle reads). The slot depends on e alone, so the shuffles index the
+// registers with constants; only the lane they read from depends on the invocation.
 
 #include "lib/gemm_params.wgsl"
 
-// WG_X * WG_Y = 8 invocations; WG_X * TN / 4 = 8 (each B vec4 of a step of k has one owner); TM is a
-// multiple of 8 / WG_Y (each A row has one owner among the invocations of its tile row).
+// LANES = WG_X * WG_Y invocations, one subgroup; TM a multiple of U_A (and of 4 for `am_bn`), TN a
+// multiple of 4 and TN / 4 a multiple of U_B4 (`ak_bn`, `am_bn`) or TN of U_BK (`ak_bk`).
+const LANES: u32 = 8u;
 const TM: u32 = 8u;
 const TN: u32 = 16u;
 const WG_X: u32 = 2u;
 const WG_Y: u32 = 4u;
 const TN4: u32 = TN / 4u;
-// Invocations sharing one tile row's A rows, and the A vec4s each loads per step.
-const AH: u32 = 8u / WG_Y;
-const A_SLOTS: u32 = TM / AH;
+// (At least 1: `am_bn` needs TM a multiple of 4, the other kernels take any TM and compile it too.)
+const TM4: u32 = max(TM / 4u, 1u);
+// Invocations per tile row and per tile column.
+const H_A: u32 = LANES / WG_Y;
+const H_B: u32 = LANES / WG_X;
+// Owners among them of a tile row's TM A rows (`ak_*`), of its TM / 4 A vec4s (`am_bn`), of a tile
+// column's TN / 4 B vec4s (`ak_bn`, `am_bn`) and of its TN B columns (`ak_bk`), and the vectors each
+// owner loads per step.
+const U_A: u32 = min(H_A, TM);
+const A_SLOTS: u32 = TM / U_A;
+const U_A4: u32 = min(H_A, TM4);
+const A4_SLOTS: u32 = TM4 / U_A4;
+const U_B4: u32 = min(H_B, TN4);
+const B4_SLOTS: u32 = TN4 / U_B4;
+const U_BK: u32 = min(H_B, TN);
+const B_SLOTS: u32 = TN / U_BK;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
@@ -91,32 +113,32 @@ fn store4(acc: array<vec4<f32>, TM * TN4>, wg: vec3<u32>, lane: u32) {
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn ak_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store(ak_bn_tile(wg, lane), wg, lane);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn ak_bn_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store4(ak_bn_tile(wg, lane), wg, lane);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn ak_bk_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store(ak_bk_tile(wg, lane), wg, lane);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn ak_bk_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store4(ak_bk_tile(wg, lane), wg, lane);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn am_bn_sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store(am_bn_tile(wg, lane), wg, lane);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn am_bn_sg_c4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     store4(am_bn_tile(wg, lane), wg, lane);
 }
@@ -130,6 +152,12 @@ fn update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, arra
     }
 }
 
+// This invocation's first A row of its tile row (`ak_*`): its tile row's, plus its place among
+// the owners; the owner's rows are that plus multiples of U_A.
+fn a_row0(lane: u32, m_block: u32) -> u32 {
+    return m_block + (lane / H_A) * TM + (lane % H_A) % U_A;
+}
+
 fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let sx = lane % WG_X;
     let sy = lane / WG_X;
@@ -140,18 +168,21 @@ fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     var acc: array<vec4<f32>, TM * TN4>;
     let sb = p.sb_k / 4u;
     let k4 = p.k / 4u;
-    // The A rows and the B column group this invocation loads for the subgroup.
-    let a_tile_row = lane / AH;
-    let b_col = n_block + (lane / TN4) * TN + 4u * (lane % TN4);
+    // The A rows and the B column groups this invocation loads for the subgroup.
+    let a_row = a_row0(lane, m_block);
+    let b_col = n_block + (lane / H_B) * TN + 4u * ((lane % H_B) % U_B4);
     for (var bi = batches.x; bi < batches.y; bi++) {
         var ai: array<u32, A_SLOTS>;
         for (var s = 0u; s < A_SLOTS; s++) {
-            let row = min(m_block + a_tile_row * TM + s * AH + lane % AH, p.m - 1u);
+            let row = min(a_row + s * U_A, p.m - 1u);
             ai[s] = (p.a_off + bi * p.sa_b + row * p.sa_m) / 4u;
         }
-        var bj = (p.b_off + bi * p.sb_b + min(b_col, (p.n - 1u) & ~3u)) / 4u;
+        var bj: array<u32, B4_SLOTS>;
+        for (var s = 0u; s < B4_SLOTS; s++) {
+            bj[s] = (p.b_off + bi * p.sb_b + min(b_col + 4u * s * U_B4, (p.n - 1u) & ~3u)) / 4u;
+        }
         var a_own: array<vec4<f32>, A_SLOTS>;
-        var b_own: array<vec4<f32>, 4>;
+        var b_own: array<vec4<f32>, 4u * B4_SLOTS>;
         var av: array<vec4<f32>, TM>;
         var bv: array<vec4<f32>, TN4>;
         for (var kq = 0u; kq < k4; kq++) {
@@ -159,15 +190,17 @@ fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
                 a_own[s] = a[ai[s] + kq];
             }
             for (var kk = 0u; kk < 4u; kk++) {
-                b_own[kk] = b[bj];
-                bj += sb;
+                for (var s = 0u; s < B4_SLOTS; s++) {
+                    b_own[kk * B4_SLOTS + s] = b[bj[s]];
+                    bj[s] += sb;
+                }
             }
             for (var i = 0u; i < TM; i++) {
-                av[i] = subgroupShuffle(a_own[i / AH], sy * AH + i % AH);
+                av[i] = subgroupShuffle(a_own[i / U_A], sy * H_A + i % U_A);
             }
             for (var kk = 0u; kk < 4u; kk++) {
                 for (var jv = 0u; jv < TN4; jv++) {
-                    bv[jv] = subgroupShuffle(b_own[kk], sx * TN4 + jv);
+                    bv[jv] = subgroupShuffle(b_own[kk * B4_SLOTS + jv / U_B4], sx * H_B + jv % U_B4);
                 }
                 update(&acc, &av, &bv, kk);
             }
@@ -179,13 +212,15 @@ fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
                 a_own[s] = a[ai[s] + k4];
             }
             for (var i = 0u; i < TM; i++) {
-                av[i] = subgroupShuffle(a_own[i / AH], sy * AH + i % AH);
+                av[i] = subgroupShuffle(a_own[i / U_A], sy * H_A + i % U_A);
             }
             for (var kk = 0u; kk < rest; kk++) {
-                b_own[0] = b[bj];
-                bj += sb;
+                for (var s = 0u; s < B4_SLOTS; s++) {
+                    b_own[s] = b[bj[s]];
+                    bj[s] += sb;
+                }
                 for (var jv = 0u; jv < TN4; jv++) {
-                    bv[jv] = subgroupShuffle(b_own[0], sx * TN4 + jv);
+                    bv[jv] = subgroupShuffle(b_own[jv / U_B4], sx * H_B + jv % U_B4);
                 }
                 update(&acc, &av, &bv, kk);
             }
@@ -198,10 +233,6 @@ fn ak_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
 // four steps of k, each invocation loads A_SLOTS A rows and B_SLOTS B columns of the block and
 // receives its tile's TM rows and TN columns by shuffles; a step's four columns regroup into a
 // vec4 along n for free (lavapipe keeps every component in its own register).
-// Invocations sharing one tile column's B columns, and the B vec4s each loads per four steps.
-const BH: u32 = 8u / WG_X;
-const B_SLOTS: u32 = TN / BH;
-
 fn ak_bk_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let sx = lane % WG_X;
     let sy = lane / WG_X;
@@ -210,15 +241,17 @@ fn ak_bk_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     let batches = batch_range(wg);
     var acc: array<vec4<f32>, TM * TN4>;
     let passes = p.k / 4u + select(0u, 1u, p.k % 4u != 0u);
+    let a_row = a_row0(lane, m_block);
+    let b_col = n_block + (lane / H_B) * TN + (lane % H_B) % U_BK;
     for (var bi = batches.x; bi < batches.y; bi++) {
         var ai: array<u32, A_SLOTS>;
         for (var s = 0u; s < A_SLOTS; s++) {
-            let row = min(m_block + (lane / AH) * TM + s * AH + lane % AH, p.m - 1u);
+            let row = min(a_row + s * U_A, p.m - 1u);
             ai[s] = (p.a_off + bi * p.sa_b + row * p.sa_m) / 4u;
         }
         var bj: array<u32, B_SLOTS>;
         for (var s = 0u; s < B_SLOTS; s++) {
-            let col = min(n_block + (lane / BH) * TN + s * BH + lane % BH, p.n - 1u);
+            let col = min(b_col + s * U_BK, p.n - 1u);
             bj[s] = (p.b_off + bi * p.sb_b + col * p.sb_n) / 4u;
         }
         var a_own: array<vec4<f32>, A_SLOTS>;
@@ -236,10 +269,10 @@ fn ak_bk_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
                 b_own[s] = select(vec4<f32>(0.0), b[bj[s] + kq], keep);
             }
             for (var i = 0u; i < TM; i++) {
-                av[i] = subgroupShuffle(a_own[i / AH], sy * AH + i % AH);
+                av[i] = subgroupShuffle(a_own[i / U_A], sy * H_A + i % U_A);
             }
             for (var j = 0u; j < TN; j++) {
-                bc[j] = subgroupShuffle(b_own[j / BH], sx * BH + j % BH);
+                bc[j] = subgroupShuffle(b_own[j / U_BK], sx * H_B + j % U_BK);
             }
             for (var kk = 0u; kk < 4u; kk++) {
                 for (var jv = 0u; jv < TN4; jv++) {
@@ -253,10 +286,10 @@ fn ak_bk_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
 }
 
 // `am_bn` (A stored [k, m], B row-major [k, n], both read as vec4s along m and n) the same way:
-// per step of k the subgroup needs WG_Y TM / 4 = 8 vec4s of A and WG_X TN / 4 = 8 of B, one of each
-// per invocation.
-fn am_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM / 4u>>, bv: ptr<function, array<vec4<f32>, TN4>>) {
-    for (var iv = 0u; iv < TM / 4u; iv++) {
+// per step of k the subgroup needs WG_Y TM / 4 vec4s of A and WG_X TN / 4 of B (at 8 lanes with
+// the default tilings, one of each per invocation).
+fn am_update(acc: ptr<function, array<vec4<f32>, TM * TN4>>, av: ptr<function, array<vec4<f32>, TM4>>, bv: ptr<function, array<vec4<f32>, TN4>>) {
+    for (var iv = 0u; iv < TM4; iv++) {
         for (var q = 0u; q < 4u; q++) {
             let s = vec4<f32>((*av)[iv][q]);
             for (var jv = 0u; jv < TN4; jv++) {
@@ -276,21 +309,35 @@ fn am_bn_tile(wg: vec3<u32>, lane: u32) -> array<vec4<f32>, TM * TN4> {
     var acc: array<vec4<f32>, TM * TN4>;
     let sa = p.sa_k / 4u;
     let sb = p.sb_k / 4u;
+    let a_m = m_block + (lane / H_A) * TM + 4u * ((lane % H_A) % U_A4);
+    let b_n = n_block + (lane / H_B) * TN + 4u * ((lane % H_B) % U_B4);
     for (var bi = batches.x; bi < batches.y; bi++) {
-        var ai = (p.a_off + bi * p.sa_b + min(m_block + 4u * lane, (p.m - 1u) & ~3u)) / 4u;
-        var bj = (p.b_off + bi * p.sb_b + min(n_block + 4u * lane, (p.n - 1u) & ~3u)) / 4u;
-        var av: array<vec4<f32>, TM / 4u>;
+        var ai: array<u32, A4_SLOTS>;
+        for (var s = 0u; s < A4_SLOTS; s++) {
+            ai[s] = (p.a_off + bi * p.sa_b + min(a_m + 4u * s * U_A4, (p.m - 1u) & ~3u)) / 4u;
+        }
+        var bj: array<u32, B4_SLOTS>;
+        for (var s = 0u; s < B4_SLOTS; s++) {
+            bj[s] = (p.b_off + bi * p.sb_b + min(b_n + 4u * s * U_B4, (p.n - 1u) & ~3u)) / 4u;
+        }
+        var a_own: array<vec4<f32>, A4_SLOTS>;
+        var b_own: array<vec4<f32>, B4_SLOTS>;
+        var av: array<vec4<f32>, TM4>;
         var bv: array<vec4<f32>, TN4>;
         for (var kk = 0u; kk < p.k; kk++) {
-            let a_own = a[ai];
-            let b_own = b[bj];
-            ai += sa;
-            bj += sb;
-            for (var iv = 0u; iv < TM / 4u; iv++) {
-                av[iv] = subgroupShuffle(a_own, sy * (TM / 4u) + iv);
+            for (var s = 0u; s < A4_SLOTS; s++) {
+                a_own[s] = a[ai[s]];
+                ai[s] += sa;
+            }
+            for (var s = 0u; s < B4_SLOTS; s++) {
+                b_own[s] = b[bj[s]];
+                bj[s] += sb;
+            }
+            for (var iv = 0u; iv < TM4; iv++) {
+                av[iv] = subgroupShuffle(a_own[iv / U_A4], sy * H_A + iv % U_A4);
             }
             for (var jv = 0u; jv < TN4; jv++) {
-                bv[jv] = subgroupShuffle(b_own, sx * TN4 + jv);
+                bv[jv] = subgroupShuffle(b_own[jv / U_B4], sx * H_B + jv % U_B4);
             }
             am_update(&acc, &av, &bv);
         }

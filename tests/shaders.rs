@@ -56,11 +56,16 @@ fn translate(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str,
 }
 
 /// The constants each shader is compiled with (applied by the device's own `specialise`): the
-/// GEMMs in every candidate tiling, the subgroup GEMMs in their one geometry, the workgroup-memory
+/// GEMMs in every candidate tiling, the subgroup GEMMs in their geometries for subgroups of 4 to
+/// 128 invocations, the workgroup-memory
 /// GEMM in its candidate tilings with their k-steps, the others as written.
 fn variants(name: &str) -> Vec<Vec<(&'static str, u32)>> {
     let tilings: Vec<Tiling> = match name {
-        "matmul_subgroup.wgsl" => vec![Tiling::SUBGROUP],
+        "matmul_subgroup.wgsl" => {
+            // Every geometry of every subgroup size the kernels take, LANES among the constants.
+            let tilings = [4, 8, 16, 32, 64, 128].into_iter().flat_map(Tiling::subgroup_candidates);
+            return tilings.map(|t| vec![("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y), ("LANES", t.lanes())]).collect();
+        }
         "matmul.wgsl" | "matmul_vec4.wgsl" => Tiling::CANDIDATES.to_vec(),
         "matmul_tiled.wgsl" => {
             let tilings = Tiling::WORKGROUP_CANDIDATES.iter();

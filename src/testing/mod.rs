@@ -25,22 +25,45 @@ pub fn own_device() -> Device {
     Device::with_options(&options).expect("a GPU adapter (lavapipe on a machine without a GPU: apt-get install mesa-vulkan-drivers)")
 }
 
-/// The path of example `name`, (re)built with the profile of the running test binary:
-/// `cargo test --release` builds examples too, but `cargo test --test X` would leave a stale one.
-/// Whether the adapter has subgroups of exactly 8 invocations, which the subgroup kernels
-/// (`shaders/*_subgroup.wgsl`) need. lavapipe of Mesa 25 (CI's, from bookworm-backports) has them:
-/// missing there is a regression, and fails. Older drivers and GPUs with other sizes never run
+/// Whether the adapter has subgroups of exactly 8 invocations, which the convolution's subgroup
+/// kernels (`shaders/conv2d_subgroup.wgsl`) need. lavapipe of Mesa 25 (CI's, from
+/// bookworm-backports) has subgroups: missing there is a regression, and fails ([`mesa_lacks_subgroups`]).
+/// Older drivers and GPUs with other sizes (lavapipe with LP_NATIVE_VECTOR_WIDTH=128: 4) never run
 /// those kernels, so a test of them has nothing to check there.
 pub fn has_subgroups_of_8(dev: &Device) -> bool {
     if dev.subgroup_size() == Some(8) {
         return true;
     }
-    let mesa = dev.driver_info().strip_prefix("Mesa ").and_then(|v| v.split('.').next()?.parse::<u32>().ok());
-    assert!(!(dev.is_cpu() && mesa >= Some(25)), "{} ({}) should offer subgroups of 8", dev.name(), dev.driver_info());
-    eprintln!("{} has no subgroups of 8: the subgroup kernels never run there", dev.name());
+    mesa_lacks_subgroups(dev);
+    eprintln!("{} has subgroups of {:?}, not 8: the 8-lane subgroup kernels never run there", dev.name(), dev.subgroup_size());
     false
 }
 
+/// The adapter's subgroup size where the GEMM's subgroup kernels run with it
+/// ([`crate::ops::matmul::subgroup_lanes`]: a power of two from 4 to 128), else None (said on
+/// stderr; a failure on lavapipe of Mesa 25, which has subgroups).
+pub fn subgroup_lanes_of(dev: &Device) -> Option<u32> {
+    let lanes = crate::ops::matmul::subgroup_lanes(dev);
+    if lanes.is_none() {
+        mesa_lacks_subgroups(dev);
+        eprintln!("{} has subgroups of {:?}: the subgroup GEMMs never run there", dev.name(), dev.subgroup_size());
+    }
+    lanes
+}
+
+/// Fails where lavapipe of Mesa 25 or later offers no fixed-size subgroups (a regression).
+fn mesa_lacks_subgroups(dev: &Device) {
+    let mesa = dev.driver_info().strip_prefix("Mesa ").and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    assert!(
+        !(dev.is_cpu() && mesa >= Some(25) && dev.subgroup_size().is_none()),
+        "{} ({}) should offer subgroups",
+        dev.name(),
+        dev.driver_info()
+    );
+}
+
+/// The path of example `name`, (re)built with the profile of the running test binary:
+/// `cargo test --release` builds examples too, but `cargo test --test X` would leave a stale one.
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();

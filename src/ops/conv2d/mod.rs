@@ -279,6 +279,12 @@ struct Settings {
     row_outputs: usize,
 }
 
+/// Whether the small-reduction kernels of `shaders/conv2d_subgroup.wgsl` may run on `dev`: they
+/// are written for subgroups of exactly 8 (the GEMM's subgroup kernels take other sizes too).
+pub(super) fn small_k_subgroups(dev: &Device) -> bool {
+    subgroups_allowed(dev) && dev.subgroup_size() == Some(8)
+}
+
 impl Settings {
     /// The device's: its binding limit, subgroups, and the knobs it opened with.
     fn for_device(dev: &Device) -> Settings {
@@ -288,7 +294,7 @@ impl Settings {
             orient: knobs.conv_orient,
             direct: knobs.conv_direct,
             subgroup_forward: subgroups_allowed(dev),
-            subgroup_small_k: subgroups_allowed(dev),
+            subgroup_small_k: small_k_subgroups(dev),
             row_channels: knobs.row_channels.map_or(DIRECT_CO, |c| c as usize),
             row_outputs: knobs.row_outputs.map_or(DIRECT_FORWARD_ROWS, |r| r as usize),
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ops::matmul::plans_subgroups;
 use crate::testing::*;
 
 /// A random geometry. Cases 0..24 cover every combination of kernel (1, 3, 5, 7, 2, 4),
@@ -82,7 +83,7 @@ fn pinned(dev: &Device) -> Settings {
         orient: Orient::Auto,
         direct: Direct::Rows,
         subgroup_forward: subgroups_allowed(dev),
-        subgroup_small_k: subgroups_allowed(dev),
+        subgroup_small_k: small_k_subgroups(dev),
         row_channels: DIRECT_CO,
         row_outputs: DIRECT_FORWARD_ROWS,
     }
@@ -194,8 +195,8 @@ fn the_weight_gradient_reads_a_transposed_output_gradient() {
 #[test]
 fn the_subgroup_gemms_serve_all_three_passes() {
     let dev = crate::testing::own_device();
-    if !subgroups_allowed(&dev) {
-        eprintln!("{}: no subgroups of 8, nothing to check", dev.name());
+    if !plans_subgroups(&dev) {
+        eprintln!("{}: the GEMM plans no subgroup kernels, nothing to check", dev.name());
         return;
     }
     // Products of at least 32 x 32 in every pass: the forward through the transposed weight.
@@ -374,7 +375,7 @@ fn the_direct_forwards_match_reference_and_the_gemm_path() {
             }
         }
     }
-    assert!(subgroup_forwards >= 1 || !subgroups_allowed(&dev), "the 28x28 case takes the subgroup GEMM");
+    assert!(subgroup_forwards >= 1 || !plans_subgroups(&dev), "the 28x28 case takes the subgroup GEMM");
     // An odd output plane (5x5) keeps im2col + GEMM with `direct`.
     assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_direct(Direct::Quads));
     // A large reduction and a pointwise convolution keep it with either.
@@ -413,7 +414,7 @@ fn the_seed_convolutions_plan_the_kernels_they_ran() {
             GradWeightPath::Gemm,
         ),
     ];
-    if subgroups_allowed(&dev) {
+    if small_k_subgroups(&dev) {
         cases.extend([
             (pinned(&dev), conv1, ForwardPath::SubgroupSmallK, GradInputPath::SubgroupRowSums, GradWeightPath::Subgroup),
             (
