@@ -113,12 +113,14 @@ fn class_of(g: &ConvGeometry, cfg: Conv2dConfig) -> String {
 
 /// The rules' settings first, then every variation of their paths that gives another plan.
 fn candidates(device: &crate::Device, g: &ConvGeometry, rules: Settings) -> Vec<Settings> {
-    let subgroups: &[bool] = if rules.subgroup_forward || rules.subgroup_small_k { &[true, false] } else { &[false] };
+    // Each kind of subgroup kernel only where the rules may use it (the small-K kernels need
+    // subgroups of 8; the subgroup GEMM takes the device's size).
+    let allowed = |rule: bool| -> &'static [bool] { if rule { &[true, false] } else { &[false] } };
     let mut out = vec![rules];
     let mut plans = vec![plan_key(device, g, rules)];
     for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
-        for &subgroup_small_k in subgroups {
-            for &subgroup_forward in subgroups {
+        for &subgroup_small_k in allowed(rules.subgroup_small_k) {
+            for &subgroup_forward in allowed(rules.subgroup_forward) {
                 for orient in [Orient::Auto, Orient::Normal, Orient::Transposed] {
                     let s = Settings { direct, subgroup_small_k, subgroup_forward, orient, ..rules };
                     let plan = plan_key(device, g, s);
@@ -144,15 +146,14 @@ fn format_choice(s: Settings) -> String {
 }
 
 /// The settings a stored choice names, on top of `rules` (the device's limits and knobs); a choice
-/// of subgroup kernels the rules do not allow here is not taken.
+/// of a kind of subgroup kernel the rules do not allow here is not taken.
 fn parse_choice(text: &str, rules: Settings) -> Option<Settings> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let [_, direct, _, small_k, _, forward, _, orient] = words[..] else { return None };
     let direct = [Direct::Rows, Direct::Quads, Direct::Off].into_iter().find(|d| format!("{d:?}") == direct)?;
     let orient = [Orient::Auto, Orient::Normal, Orient::Transposed].into_iter().find(|o| format!("{o:?}") == orient)?;
     let (small_k, forward): (bool, bool) = (small_k.parse().ok()?, forward.parse().ok()?);
-    let allowed = rules.subgroup_small_k || rules.subgroup_forward;
-    if (small_k || forward) && !allowed {
+    if (small_k && !rules.subgroup_small_k) || (forward && !rules.subgroup_forward) {
         return None;
     }
     Some(Settings { direct, subgroup_small_k: small_k, subgroup_forward: forward, orient, ..rules })
