@@ -204,13 +204,13 @@ impl Device {
         self.inner.tuning.as_ref()?.lock().unwrap().choice(class).map(str::to_string)
     }
 
-    /// How long this run may still spend measuring kernels (zero when tuning is off, or the cap is
-    /// reached: the class is then counted as left to the rules).
-    pub fn tuning_time_left(&self) -> std::time::Duration {
+    /// How long this run may still spend measuring the kernels of `class` (zero when tuning is off,
+    /// or paused, or the cap is reached: the class is then counted as left to the rules).
+    pub fn tuning_time_left(&self, class: &str) -> std::time::Duration {
         if self.inner.tuning_paused.load(std::sync::atomic::Ordering::Relaxed) {
             return std::time::Duration::ZERO;
         }
-        self.inner.tuning.as_ref().map_or(std::time::Duration::ZERO, |t| t.lock().unwrap().time_left())
+        self.inner.tuning.as_ref().map_or(std::time::Duration::ZERO, |t| t.lock().unwrap().time_left(class))
     }
 
     /// Runs `f` with no new measuring: an op that times its candidates (a convolution's plans)

@@ -34,7 +34,7 @@ pub(super) fn settings(
     if let Some(choice) = device.tuned_choice(&class) {
         return Ok(parse_choice(&choice, rules).unwrap_or(rules));
     }
-    let left = device.tuning_time_left();
+    let left = device.tuning_time_left(&class);
     if left.is_zero() {
         return Ok(rules);
     }
@@ -115,7 +115,13 @@ fn class_of(g: &ConvGeometry, cfg: Conv2dConfig) -> String {
 fn candidates(device: &crate::Device, g: &ConvGeometry, rules: Settings) -> Vec<Settings> {
     // Each kind of subgroup kernel only where the rules may use it (the small-K kernels need
     // subgroups of 8; the subgroup GEMM takes the device's size).
-    let allowed = |rule: bool| -> &'static [bool] { if rule { &[true, false] } else { &[false] } };
+    let allowed = |rule: bool| -> &'static [bool] {
+        if rule {
+            &[true, false]
+        } else {
+            &[false]
+        }
+    };
     let mut out = vec![rules];
     let mut plans = vec![plan_key(device, g, rules)];
     for direct in [Direct::Rows, Direct::Quads, Direct::Off] {

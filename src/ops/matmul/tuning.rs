@@ -2,9 +2,10 @@
 //! layout, its sides rounded up to powers of two, whether C takes vec4 stores) times the kernels
 //! that can run it, the rules' choice among them, and keeps the fastest in the device's table
 //! (on disk, so that the next run starts warm). The rules' choice stays unless another kernel beats
-//! it by [`MARGIN`](crate::ops::timing::MARGIN) in a confirming round, so that on the adapter the rules were tuned on (lavapipe)
-//! a choice is theirs or one measured faster. Measuring runs on the product's own operands with a
-//! scratch C, so it needs no more device memory than the product itself and one more C.
+//! it by [`MARGIN`](crate::ops::timing::MARGIN) in a confirming round, so that on the adapter the
+//! rules were tuned on (lavapipe) a choice is theirs or one measured faster. Measuring runs on the
+//! product's own operands with a scratch C, so it needs no more device memory than the product
+//! itself and one more C.
 
 use super::{gemm_variant, vec4_c, Gemm, Tiling, Variant, REDUCE_BATCH, SMALL_SIDE};
 use crate::device::{DType, Device, GpuBuffer};
@@ -43,9 +44,11 @@ pub(super) fn choose(
     }
     let class = class_of(g, rule.0, vec4);
     if let Some(choice) = device.tuned_choice(&class) {
-        return Ok(parse_choice(&choice).map(|(v, t)| fitted(g, v, t)).filter(|&(v, t)| v.fits(g, t)).unwrap_or(rule));
+        // A stored subgroup kernel is not taken where the knobs turn subgroups off.
+        let usable = |&(v, t): &(Variant, Tiling)| v.fits(g, t) && (!v.is_subgroup() || super::subgroups_allowed(device));
+        return Ok(parse_choice(&choice).map(|(v, t)| fitted(g, v, t)).filter(usable).unwrap_or(rule));
     }
-    let left = device.tuning_time_left();
+    let left = device.tuning_time_left(&class);
     if left.is_zero() {
         return Ok(rule);
     }
