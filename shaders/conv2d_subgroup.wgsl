@@ -233,15 +233,7 @@ fn dcol_rows(d: ptr<function, DcolLane>, q: u32, lane: u32) -> array<vec4<f32>, 
         let base = r * LANES;
         if (KK - base == 1u) {
             // A last row alone (K = 9 at 8 lanes): a butterfly gives every lane its total.
-            var v = s[base];
-            for (var i = 0u; i < 7u; i++) {
-                let m = 1u << i;
-                if (m >= LANES) {
-                    break;
-                }
-                v += subgroupShuffleXor(v, m);
-            }
-            rows[r] = v;
+            rows[r] = butterfly(s[base]);
         } else {
             var v: array<vec4<f32>, LANES>;
             for (var j = 0u; j < LANES; j++) {
@@ -274,21 +266,61 @@ fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_i
 // shuffle rounds (LANES - 1 shuffles, where a butterfly of each row takes LANES*log2(LANES); 7
 // against 24 at 8 lanes). Round one keeps the half of the rows on this lane's side of
 // lane ^ LANES/2 and adds the partner's copy of them, and so on; the rows shrink in place.
+// The rounds are written out, each under a condition on LANES, so that every loop's count and
+// every shuffle's lane offset is a constant: the compiler unrolls them and keeps the rows in
+// registers (a shuffle by a lane offset known only at run time is a loop over the lanes on
+// lavapipe).
 fn reduce_scatter(v: ptr<function, array<vec4<f32>, LANES>>, lane: u32) -> vec4<f32> {
-    // Counted rounds (at most 7, for 128 lanes) and constant lane offsets once unrolled.
-    for (var i = 1u; i <= 7u; i++) {
-        let h = LANES >> i;
-        if (h == 0u) {
-            break;
-        }
-        let hi = (lane & h) != 0u;
-        for (var j = 0u; j < h; j++) {
-            let a = (*v)[j];
-            let b = (*v)[j + h];
-            (*v)[j] = select(a, b, hi) + subgroupShuffleXor(select(b, a, hi), h);
-        }
+    if (LANES >= 128u) {
+        reduce_round(v, 64u, lane);
     }
+    if (LANES >= 64u) {
+        reduce_round(v, 32u, lane);
+    }
+    if (LANES >= 32u) {
+        reduce_round(v, 16u, lane);
+    }
+    if (LANES >= 16u) {
+        reduce_round(v, 8u, lane);
+    }
+    if (LANES >= 8u) {
+        reduce_round(v, 4u, lane);
+    }
+    reduce_round(v, 2u, lane);
+    reduce_round(v, 1u, lane);
     return (*v)[0];
+}
+
+// One round of `reduce_scatter`: rows j < h keep this lane's side of lane ^ h, plus the partner's.
+fn reduce_round(v: ptr<function, array<vec4<f32>, LANES>>, h: u32, lane: u32) {
+    let hi = (lane & h) != 0u;
+    for (var j = 0u; j < h; j++) {
+        let a = (*v)[j];
+        let b = (*v)[j + h];
+        (*v)[j] = select(a, b, hi) + subgroupShuffleXor(select(b, a, hi), h);
+    }
+}
+
+// Every lane's total of v over the subgroup, by a butterfly (written out as `reduce_scatter`).
+fn butterfly(x: vec4<f32>) -> vec4<f32> {
+    var v = x + subgroupShuffleXor(x, 1u);
+    v += subgroupShuffleXor(v, 2u);
+    if (LANES >= 8u) {
+        v += subgroupShuffleXor(v, 4u);
+    }
+    if (LANES >= 16u) {
+        v += subgroupShuffleXor(v, 8u);
+    }
+    if (LANES >= 32u) {
+        v += subgroupShuffleXor(v, 16u);
+    }
+    if (LANES >= 64u) {
+        v += subgroupShuffleXor(v, 32u);
+    }
+    if (LANES >= 128u) {
+        v += subgroupShuffleXor(v, 64u);
+    }
+    return v;
 }
 
 // The input gradient at stride 1 in two passes that move a third of dcol's values: `grad_rowsum`
