@@ -9,9 +9,10 @@
 //! wide enough to fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
 //! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs its gradients, and its
 //! forward unless the subgroup GEMM takes that, in direct kernels: no col. On adapters with
-//! subgroups of 8 (lavapipe), such a layer over planes of whole vec4s runs its forward and weight
-//! gradient in `shaders/conv2d_subgroup.wgsl` instead, gathering col from x without storing it,
-//! and its input gradient's dcol there too (then col2im).
+//! subgroups (any power of two from 4 to 128 lanes; planned at lavapipe's 4 and 8), such a layer
+//! over planes of whole vec4s runs its forward and weight gradient in
+//! `shaders/conv2d_subgroup.wgsl` instead, gathering col from x without storing it, and its input
+//! gradient's dcol (or its row sums) there too (then col2im).
 //! col's rows, and the output gradient's planes in backward-data, are padded with zeros to a multiple
 //! of 4 values so that odd planes (7x7) still run the vec4 GEMMs; a small K's input gradient reads
 //! a transposed copy of the weight.
@@ -287,8 +288,11 @@ pub(super) fn small_k_subgroups(dev: &Device) -> bool {
 }
 
 /// The subgroup sizes at which the rules plan the small-K kernels ([`small_k_subgroups`] only at
-/// these): where they were measured faster than the direct kernels.
-const PLANNED_SMALL_K_LANES: [u32; 1] = [8];
+/// these): where they were measured faster than the direct kernels. On lavapipe, the seed's conv1
+/// (examples/profile_conv, medians of 9 runs): at 8 lanes as before; at 4 (LP_NATIVE_VECTOR_WIDTH=128)
+/// forward 4.6 ms against the direct kernel's 11.3, input gradient 5.1 against 9.3, weight
+/// gradient 4.6 against 4.7. Other sizes, never measured, are left to the tuner.
+const PLANNED_SMALL_K_LANES: [u32; 2] = [4, 8];
 
 /// Whether the rules ([`Settings::for_device`]) plan the small-K subgroup kernels on `dev`.
 pub(super) fn plans_small_k_subgroups(dev: &Device) -> bool {

@@ -145,7 +145,15 @@ impl Conv2dBackward {
         let parts = g.n.min(SUBGROUP_WEIGHT_PARTIALS);
         let partials = Tensor::uninit(dev, &[parts, len], "conv2d weight gradient partials")?;
         let whole = Chunk { first: 0, images: g.n };
-        subgroup_pass(&SUBGROUP_GRAD_WEIGHT, g, &whole, false, &[&self.x, &partials, dout], parts, subgroup_channels_per_lane(g.c_out, lanes(dev)))?;
+        subgroup_pass(
+            &SUBGROUP_GRAD_WEIGHT,
+            g,
+            &whole,
+            false,
+            &[&self.x, &partials, dout],
+            parts,
+            subgroup_channels_per_lane(g.c_out, lanes(dev)),
+        )?;
         let dw = Tensor::uninit(dev, &g.w_shape(), "conv2d weight gradient")?;
         let params = ConvParams { len: len as u32, images: parts as u32, ..ConvParams::new(g, &whole) };
         dispatch_rows(dev, &SUM_BATCH, &params, &partials, &dw, len)?;

@@ -443,17 +443,18 @@ fn the_seed_convolutions_plan_the_kernels_they_ran() {
             GradWeightPath::Gemm,
         ),
     ];
+    // The small-K kernels are planned at 4 lanes too, the subgroup GEMM at 8 only.
     if plans_small_k_subgroups(&dev) {
-        cases.extend([
-            (pinned(&dev), conv1, ForwardPath::SubgroupSmallK, GradInputPath::SubgroupRowSums, GradWeightPath::Subgroup),
-            (
-                pinned(&dev),
-                conv2,
-                ForwardPath::Gemm(gemm(WeightLayout::Transposed)),
-                GradInputPath::Gemm(gemm(WeightLayout::Matrix)),
-                GradWeightPath::Gemm,
-            ),
-        ]);
+        cases.push((pinned(&dev), conv1, ForwardPath::SubgroupSmallK, GradInputPath::SubgroupRowSums, GradWeightPath::Subgroup));
+    }
+    if plans_subgroups(&dev) {
+        cases.push((
+            pinned(&dev),
+            conv2,
+            ForwardPath::Gemm(gemm(WeightLayout::Transposed)),
+            GradInputPath::Gemm(gemm(WeightLayout::Matrix)),
+            GradWeightPath::Gemm,
+        ));
     }
     for (settings, g, forward, grad_input, grad_weight) in cases {
         let plan = ConvPlan::new(&dev, &g, &settings);

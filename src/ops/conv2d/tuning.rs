@@ -123,7 +123,13 @@ fn tunable(device: &crate::Device, rules: Settings) -> Settings {
 fn candidates(device: &crate::Device, g: &ConvGeometry, rules: Settings) -> Vec<Settings> {
     // Each kind of subgroup kernel only where the device may run it ([`tunable`]; the subgroup
     // GEMM plans its own kernels at the device's size).
-    let allowed = |rule: bool| -> &'static [bool] { if rule { &[true, false] } else { &[false] } };
+    let allowed = |rule: bool| -> &'static [bool] {
+        if rule {
+            &[true, false]
+        } else {
+            &[false]
+        }
+    };
     let mut out = vec![rules];
     let mut plans = vec![plan_key(device, g, rules)];
     for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
