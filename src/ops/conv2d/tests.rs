@@ -225,8 +225,9 @@ fn the_small_k_subgroup_kernels_match_reference() {
     // K from 2 to 32, c_out around the blocks of 8 lanes and the 1..4 channels per lane (5,
     // 8, 13, 32; 40 and 64 in two blocks, of 3 and 4 channels per lane), batch 1,
     // stride 2, both paddings (taps gathered from outside the input); chunks of images for
-    // the input gradient's dcol; and a batch past the weight gradient's partials.
-    for (xs, ws, cfg, max_bytes) in [
+    // the input gradient's dcol; and a batch past the weight gradient's partials. Then random
+    // shapes (below).
+    let mut cases = vec![
         ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ([1, 1, 6, 6], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ([2, 3, 8, 8], [13, 3, 3, 3], Conv2dConfig::new(2, Padding::Same), dev.max_binding_bytes()),
@@ -242,7 +243,21 @@ fn the_small_k_subgroup_kernels_match_reference() {
         ([5, 1, 12, 12], [9, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), 6500),
         // More images than the weight gradient's 32 partials: some workgroups sum two.
         ([37, 1, 6, 6], [6, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
-    ] {
+    ];
+    // Random shapes the kernels take (K <= 32, planes of whole vec4s): channel counts that fill
+    // no block of lanes evenly, up to past the input gradient's limit at 4 lanes (32), kernels
+    // not square, strides 1 and 2, both paddings, batches past a lane count.
+    while cases.len() < 24 {
+        let (kh, kw) = (rand_dim(&mut rng, 1, 5), rand_dim(&mut rng, 1, 5));
+        let c_in = rand_dim(&mut rng, 1, 3);
+        let (h, w) = (rand_dim(&mut rng, kh.max(2), 13), rand_dim(&mut rng, kw.max(2), 13));
+        let cfg = Conv2dConfig::new(rand_dim(&mut rng, 1, 2), if rand_dim(&mut rng, 0, 1) == 1 { Padding::Same } else { Padding::Valid });
+        let (xs, ws) = ([rand_dim(&mut rng, 1, 9), c_in, h, w], [rand_dim(&mut rng, 1, 40), c_in, kh, kw]);
+        if conv2d_geometry(&xs, &ws, cfg).is_ok_and(|g| g.suits_subgroup()) {
+            cases.push((xs, ws, cfg, dev.max_binding_bytes()));
+        }
+    }
+    for (xs, ws, cfg, max_bytes) in cases {
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         assert!(g.suits_subgroup(), "{xs:?} {ws:?} {cfg:?}");
         if max_bytes < dev.max_binding_bytes() {
