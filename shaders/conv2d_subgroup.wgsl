@@ -1,18 +1,19 @@
 // Forward and gradients of a convolution with a small reduction (a first layer: K = c_in*kh*kw of
-// 9 for MNIST's 3x3), for adapters whose subgroups have 8 invocations (lavapipe on AVX2), one
-// subgroup per workgroup:
+// 9 for MNIST's 3x3), for adapters whose subgroups have a fixed size of LANES invocations (a power
+// of two, 4 to 128: lavapipe has 8 on AVX2, 4 with LP_NATIVE_VECTOR_WIDTH=128), one subgroup per
+// workgroup:
 //   forward:     out[img][co][q] = bias[co] + sum_k w[co][k] * col[img][k][q]
 //   grad_weight: part[x][co][k] = sum over images img = x mod nwg.x, sum_q dy[img][co][q] * col[img][k][q]
 //                (partials for conv2d.wgsl's sum_batch)
 //   grad_col:    dcol[img][k][q] = sum_co w[co][k] * dy[img][co][q]   (the input gradient's col, for
-//                conv2d.wgsl's col2im; every output channel in one workgroup: c_out <= 8*CPL)
+//                conv2d.wgsl's col2im; every output channel in one workgroup: c_out <= LANES*CPL)
 //   grad_rowsum, col2im_rowsum: the input gradient at stride 1 through dcol's row sums (below)
 // with col as conv2d.wgsl's im2col defines it, though forward and grad_weight never store it: they
 // gather its values from x.
 // Workgroups: x over the chunk's images (grad_weight: at most the launcher's count of partials),
-// y over blocks of 8*CPL output channels. Lane l owns the channels block*8*CPL + 8*i + l (i <
-// CPL); the subgroup walks an image's plane 4 positions at a time. A step's 4K col values are
-// gathered once across the subgroup (K/2 per lane) and shuffled to every lane, and each lane loads
+// y over blocks of LANES*CPL output channels. Lane l owns the channels block*LANES*CPL + LANES*i + l
+// (i < CPL); the subgroup walks an image's plane 4 positions at a time. A step's 4K col values are
+// gathered once across the subgroup (4K/LANES per lane, rounded up) and shuffled to every lane, and each lane loads
 // or stores only its own channels' vec4s; a lane's weights (forward) or sums (grad_weight) stay in
 // registers for a whole plane. With a K this short, the GEMM's 32x32 blocks paid a fifth of a
 // per-lane load or store for every multiply-add, and writing col cost a third of the forward.
@@ -28,11 +29,13 @@ struct Params {
     col_stride: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-// The reduction c_in*kh*kw and the channels per lane (both specialised by the launcher).
+// The subgroup size, the reduction c_in*kh*kw and the channels per lane (all specialised by the
+// launcher).
+const LANES: u32 = 8u;
 const KK: u32 = 9u;
 const CPL: u32 = 4u;
 // grad_col: the rows of dcol each lane stores per step.
-const KL: u32 = (KK + 7u) / 8u;
+const KL: u32 = (KK + LANES - 1u) / LANES;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // forward and grad_weight: the input x.
@@ -49,14 +52,16 @@ const KL: u32 = (KK + 7u) / 8u;
 
 // Output channel `i` of this lane; past c_out for the last block's spare lanes.
 fn channel(block: u32, i: u32, lane: u32) -> u32 {
-    return (block * CPL + i) * 8u + lane;
+    return (block * CPL + i) * LANES + lane;
 }
 
-// Gather slots per lane: a step's 4K col values over 8 lanes.
-const GS: u32 = (KK + 1u) / 2u;
+// Taps per gather slot (one per 4 lanes), and gather slots per lane: a step's 4K col values over
+// LANES lanes.
+const TPS: u32 = LANES / 4u;
+const GS: u32 = (KK + TPS - 1u) / TPS;
 
-// Value t = 4k + e of a step (tap k of position 4q + e) is gathered by lane t % 8 into its slot
-// t / 8: lane l gathers taps l/4 + 2i of position 4q + l%4.
+// Value t = 4k + e of a step (tap k of position 4q + e) is gathered by lane t % LANES into its
+// slot t / LANES: lane l gathers taps l/4 + TPS*i of position 4q + l%4.
 struct Gather {
     row: array<u32, GS>,
     dy: array<i32, GS>,
@@ -68,8 +73,9 @@ struct Gather {
 fn gather_start(img: u32, lane: u32) -> Gather {
     var gt: Gather;
     for (var i = 0u; i < GS; i++) {
-        // Past K (lanes 4-7 of an odd K's last slot): a repeat of the last tap, never shuffled out.
-        let k = min(lane / 4u + 2u * i, KK - 1u);
+        // Past K (the upper lanes of the last slot when TPS does not divide K): a repeat of the
+        // last tap, never shuffled out.
+        let k = min(lane / 4u + TPS * i, KK - 1u);
         let c = k / (p.kh * p.kw);
         gt.row[i] = ((p.first_image + img) * p.c_in + c) * p.h;
         gt.dy[i] = i32((k / p.kw) % p.kh) - i32(p.pad_top);
@@ -103,12 +109,12 @@ fn gather_step(gt: ptr<function, Gather>) -> array<f32, GS> {
 
 // The col vec4 of tap k for the step's 4 positions, from the lanes that gathered it.
 fn col_vec(s: array<f32, GS>, k: u32) -> vec4<f32> {
-    let v = s[k / 2u];
-    let l = 4u * (k % 2u);
+    let v = s[k / TPS];
+    let l = 4u * (k % TPS);
     return vec4<f32>(subgroupShuffle(v, l), subgroupShuffle(v, l + 1u), subgroupShuffle(v, l + 2u), subgroupShuffle(v, l + 3u));
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
@@ -144,7 +150,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn grad_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let q4 = p.col_stride / 4u;
     var acc: array<f32, CPL * KK>;
@@ -203,7 +209,7 @@ fn dcol_lane(img: u32, lane: u32, q4: u32) -> DcolLane {
     return d;
 }
 
-// Rows l, l+8, ... (l this lane) of dcol at positions 4q .. 4q+3: each lane sums its own
+// Rows l, l+LANES, ... (l this lane) of dcol at positions 4q .. 4q+3: each lane sums its own
 // channels' products for all K rows, and the subgroup adds those up by shuffles.
 fn dcol_rows(d: ptr<function, DcolLane>, q: u32, lane: u32) -> array<vec4<f32>, KL> {
     var g: array<vec4<f32>, CPL>;
@@ -211,8 +217,8 @@ fn dcol_rows(d: ptr<function, DcolLane>, q: u32, lane: u32) -> array<vec4<f32>, 
         g[i] = dy_in[(*d).plane[i] + q];
     }
     // This lane's sums, rows past K zero.
-    var s: array<vec4<f32>, KL * 8u>;
-    for (var k = 0u; k < KL * 8u; k++) {
+    var s: array<vec4<f32>, KL * LANES>;
+    for (var k = 0u; k < KL * LANES; k++) {
         s[k] = vec4<f32>(0.0);
     }
     for (var k = 0u; k < KK; k++) {
@@ -224,23 +230,23 @@ fn dcol_rows(d: ptr<function, DcolLane>, q: u32, lane: u32) -> array<vec4<f32>, 
     }
     var rows: array<vec4<f32>, KL>;
     for (var r = 0u; r < KL; r++) {
-        let base = r * 8u;
+        let base = r * LANES;
         if (KK - base == 1u) {
-            // A last row alone (K = 9): a butterfly gives every lane its total.
-            var v = s[base];
-            v += subgroupShuffleXor(v, 1u);
-            v += subgroupShuffleXor(v, 2u);
-            v += subgroupShuffleXor(v, 4u);
-            rows[r] = v;
+            // A last row alone (K = 9 at 8 lanes): a butterfly gives every lane its total.
+            rows[r] = butterfly(s[base]);
         } else {
-            rows[r] = reduce_scatter(s[base], s[base + 1u], s[base + 2u], s[base + 3u], s[base + 4u], s[base + 5u], s[base + 6u], s[base + 7u], lane);
+            var v: array<vec4<f32>, LANES>;
+            for (var j = 0u; j < LANES; j++) {
+                v[j] = s[base + j];
+            }
+            rows[r] = reduce_scatter(&v, lane);
         }
     }
     return rows;
 }
 
-// Lane l stores dcol's rows l, l+8, ... (`dcol_rows`).
-@compute @workgroup_size(8)
+// Lane l stores dcol's rows l, l+LANES, ... (`dcol_rows`).
+@compute @workgroup_size(LANES)
 fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
@@ -248,7 +254,7 @@ fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_i
     for (var q = 0u; q < q4; q++) {
         let rows = dcol_rows(&d, q, lane);
         for (var r = 0u; r < KL; r++) {
-            let row = r * 8u + lane;
+            let row = r * LANES + lane;
             if (row < KK) {
                 out4[(img * KK + row) * q4 + q] = rows[r];
             }
@@ -256,20 +262,65 @@ fn grad_col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_i
     }
 }
 
-// The subgroup's total of row `lane` of eight rows: halving the rows at each of three shuffle
-// rounds (7 shuffles, where a butterfly of each row takes 24). Round one keeps the half of the
-// rows on this lane's side of lane ^ 4 and adds the partner's copy of them, and so on.
-fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>, lane: u32) -> vec4<f32> {
-    let h4 = (lane & 4u) != 0u;
-    let a0 = select(v0, v4, h4) + subgroupShuffleXor(select(v4, v0, h4), 4u);
-    let a1 = select(v1, v5, h4) + subgroupShuffleXor(select(v5, v1, h4), 4u);
-    let a2 = select(v2, v6, h4) + subgroupShuffleXor(select(v6, v2, h4), 4u);
-    let a3 = select(v3, v7, h4) + subgroupShuffleXor(select(v7, v3, h4), 4u);
-    let h2 = (lane & 2u) != 0u;
-    let b0 = select(a0, a2, h2) + subgroupShuffleXor(select(a2, a0, h2), 2u);
-    let b1 = select(a1, a3, h2) + subgroupShuffleXor(select(a3, a1, h2), 2u);
-    let h1 = (lane & 1u) != 0u;
-    return select(b0, b1, h1) + subgroupShuffleXor(select(b1, b0, h1), 1u);
+// The subgroup's total of row `lane` of LANES rows: halving the rows at each of log2(LANES)
+// shuffle rounds (LANES - 1 shuffles, where a butterfly of each row takes LANES*log2(LANES); 7
+// against 24 at 8 lanes). Round one keeps the half of the rows on this lane's side of
+// lane ^ LANES/2 and adds the partner's copy of them, and so on; the rows shrink in place.
+// The rounds are written out, each under a condition on LANES, so that every loop's count and
+// every shuffle's lane offset is a constant: the compiler unrolls them and keeps the rows in
+// registers (a shuffle by a lane offset known only at run time is a loop over the lanes on
+// lavapipe).
+fn reduce_scatter(v: ptr<function, array<vec4<f32>, LANES>>, lane: u32) -> vec4<f32> {
+    if (LANES >= 128u) {
+        reduce_round(v, 64u, lane);
+    }
+    if (LANES >= 64u) {
+        reduce_round(v, 32u, lane);
+    }
+    if (LANES >= 32u) {
+        reduce_round(v, 16u, lane);
+    }
+    if (LANES >= 16u) {
+        reduce_round(v, 8u, lane);
+    }
+    if (LANES >= 8u) {
+        reduce_round(v, 4u, lane);
+    }
+    reduce_round(v, 2u, lane);
+    reduce_round(v, 1u, lane);
+    return (*v)[0];
+}
+
+// One round of `reduce_scatter`: rows j < h keep this lane's side of lane ^ h, plus the partner's.
+fn reduce_round(v: ptr<function, array<vec4<f32>, LANES>>, h: u32, lane: u32) {
+    let hi = (lane & h) != 0u;
+    for (var j = 0u; j < h; j++) {
+        let a = (*v)[j];
+        let b = (*v)[j + h];
+        (*v)[j] = select(a, b, hi) + subgroupShuffleXor(select(b, a, hi), h);
+    }
+}
+
+// Every lane's total of v over the subgroup, by a butterfly (written out as `reduce_scatter`).
+fn butterfly(x: vec4<f32>) -> vec4<f32> {
+    var v = x + subgroupShuffleXor(x, 1u);
+    v += subgroupShuffleXor(v, 2u);
+    if (LANES >= 8u) {
+        v += subgroupShuffleXor(v, 4u);
+    }
+    if (LANES >= 16u) {
+        v += subgroupShuffleXor(v, 8u);
+    }
+    if (LANES >= 32u) {
+        v += subgroupShuffleXor(v, 16u);
+    }
+    if (LANES >= 64u) {
+        v += subgroupShuffleXor(v, 32u);
+    }
+    if (LANES >= 128u) {
+        v += subgroupShuffleXor(v, 64u);
+    }
+    return v;
 }
 
 // The input gradient at stride 1 in two passes that move a third of dcol's values: `grad_rowsum`
@@ -277,13 +328,13 @@ fn reduce_scatter(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4
 //   srow[img][g][oy][x] = sum_j dcol[img][g*kw + j][oy*ow + x + pad_left - j]   (g = c*kh + i),
 // and `col2im_rowsum` adds those rows up along the kernel's height:
 //   dx[img][c][y][x] = sum_i srow[img][c*kh + i][y + pad_top - i][x].
-// Lane g of the subgroup takes group g (needs c_in*kh <= 8) and keeps a window of the next RW
+// Lane g of the subgroup takes group g (needs c_in*kh <= LANES) and keeps a window of the next RW
 // (kw, specialised) columns in registers: one store per position and group, where grad_col stores
 // all kw*kh*c_in taps and col2im reads them back one by one.
 const RW: u32 = 3u;
 @group(0) @binding(1) var<storage, read> srow4: array<vec4<f32>>;
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let img = wg.x;
     let q4 = p.col_stride / 4u;
@@ -305,7 +356,7 @@ fn grad_rowsum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocatio
             t[j] = vec4<f32>(0.0);
         }
         for (var k = 0u; k < KK; k++) {
-            let v = subgroupShuffle(vr[k / 8u], k % 8u);
+            let v = subgroupShuffle(vr[k / LANES], k % LANES);
             t[k % RW] = select(t[k % RW], v, lane == k / RW);
         }
         // The step's 4 positions in order: each adds its taps into the window of the next RW

@@ -57,7 +57,7 @@ fn translate(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str,
 
 /// The constants each shader is compiled with (applied by the device's own `specialise`): the
 /// GEMMs in every candidate tiling, the subgroup GEMMs in their geometries for subgroups of 4 to
-/// 128 invocations, the workgroup-memory
+/// 128 invocations, the small-K subgroup convolutions at 4, 8, 32 and 64, the workgroup-memory
 /// GEMM in its candidate tilings with their k-steps, the others as written.
 fn variants(name: &str) -> Vec<Vec<(&'static str, u32)>> {
     let tilings: Vec<Tiling> = match name {
@@ -65,6 +65,12 @@ fn variants(name: &str) -> Vec<Vec<(&'static str, u32)>> {
             // Every geometry of every subgroup size the kernels take, LANES among the constants.
             let tilings = [4, 8, 16, 32, 64, 128].into_iter().flat_map(Tiling::subgroup_candidates);
             return tilings.map(|t| vec![("TM", t.tm), ("TN", t.tn), ("WG_X", t.wg_x), ("WG_Y", t.wg_y), ("LANES", t.lanes())]).collect();
+        }
+        "conv2d_subgroup.wgsl" => {
+            // The small-K kernels at subgroup sizes of 4 to 64, with a reduction of 9 (more than
+            // a lane's rows at 4 and 8, fewer than a subgroup's at 32 and 64) and of 32.
+            let sizes = [4, 8, 32, 64].into_iter().flat_map(|lanes| [(lanes, 9, 4), (lanes, 32, 2)]);
+            return sizes.map(|(lanes, k, cpl)| vec![("LANES", lanes), ("KK", k), ("CPL", cpl)]).collect();
         }
         "matmul.wgsl" | "matmul_vec4.wgsl" => Tiling::CANDIDATES.to_vec(),
         "matmul_tiled.wgsl" => {

@@ -25,23 +25,10 @@ pub fn own_device() -> Device {
     Device::with_options(&options).expect("a GPU adapter (lavapipe on a machine without a GPU: apt-get install mesa-vulkan-drivers)")
 }
 
-/// Whether the adapter has subgroups of exactly 8 invocations, which the convolution's subgroup
-/// kernels (`shaders/conv2d_subgroup.wgsl`) need. lavapipe of Mesa 25 (CI's, from
-/// bookworm-backports) has subgroups: missing there is a regression, and fails ([`mesa_lacks_subgroups`]).
-/// Older drivers and GPUs with other sizes (lavapipe with LP_NATIVE_VECTOR_WIDTH=128: 4) never run
-/// those kernels, so a test of them has nothing to check there.
-pub fn has_subgroups_of_8(dev: &Device) -> bool {
-    if dev.subgroup_size() == Some(8) {
-        return true;
-    }
-    mesa_lacks_subgroups(dev);
-    eprintln!("{} has subgroups of {:?}, not 8: the 8-lane subgroup kernels never run there", dev.name(), dev.subgroup_size());
-    false
-}
-
-/// The adapter's subgroup size where the GEMM's subgroup kernels run with it
-/// ([`crate::ops::matmul::subgroup_lanes`]: a power of two from 4 to 128), else None (said on
-/// stderr; a failure on lavapipe of Mesa 25, which has subgroups).
+/// The adapter's subgroup size where the GEMM's (and the convolution's) subgroup kernels run with
+/// it ([`crate::ops::matmul::subgroup_lanes`]: a power of two from 4 to 128), else None (said on
+/// stderr). lavapipe of Mesa 25 (CI's, from bookworm-backports) has subgroups: missing there is a
+/// regression, and fails ([`mesa_lacks_subgroups`]).
 pub fn subgroup_lanes_of(dev: &Device) -> Option<u32> {
     let lanes = crate::ops::matmul::subgroup_lanes(dev);
     if lanes.is_none() {

@@ -9,9 +9,10 @@
 //! wide enough to fill a GPU; a batch-reducing GEMM would have only `c_out*K/1024` workgroups).
 //! A small reduction (a first layer's K = c_in*kh*kw of at most 32) runs its gradients, and its
 //! forward unless the subgroup GEMM takes that, in direct kernels: no col. On adapters with
-//! subgroups of 8 (lavapipe), such a layer over planes of whole vec4s runs its forward and weight
-//! gradient in `shaders/conv2d_subgroup.wgsl` instead, gathering col from x without storing it,
-//! and its input gradient's dcol there too (then col2im).
+//! subgroups (any power of two from 4 to 128 lanes; planned at lavapipe's 4 and 8), such a layer
+//! over planes of whole vec4s runs its forward and weight gradient in
+//! `shaders/conv2d_subgroup.wgsl` instead, gathering col from x without storing it, and its input
+//! gradient's dcol (or its row sums) there too (then col2im).
 //! col's rows, and the output gradient's planes in backward-data, are padded with zeros to a multiple
 //! of 4 values so that odd planes (7x7) still run the vec4 GEMMs; a small K's input gradient reads
 //! a transposed copy of the weight.
@@ -32,7 +33,7 @@ pub mod cpu;
 #[cfg(test)]
 mod tests;
 
-use super::matmul::subgroups_allowed;
+use super::matmul::{subgroup_lanes, subgroups_allowed};
 use super::Backward;
 use crate::device::{Access, Device, KernelSpec};
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ use crate::tensor::Tensor;
 use direct::{Direct, DIRECT_CO, DIRECT_FORWARD_ROWS, DIRECT_MAX_K};
 use im2col::{chunks, subgroup_takes_forward, Chunk, Orient, TRANSPOSED_WEIGHT_MAX_K};
 use std::sync::OnceLock;
-use subgroup::SUBGROUP_GRAD_COL_MAX;
+use subgroup::subgroup_grad_col_max;
 
 static SUM_BATCH: KernelSpec =
     KernelSpec { name: "conv2d_sum_batch", source: include_str!("../../../shaders/conv2d.wgsl"), entry: "sum_batch", bindings: BINDINGS };
@@ -279,10 +280,23 @@ struct Settings {
     row_outputs: usize,
 }
 
-/// Whether the small-reduction kernels of `shaders/conv2d_subgroup.wgsl` may run on `dev`: they
-/// are written for subgroups of exactly 8 (the GEMM's subgroup kernels take other sizes too).
+/// Whether the small-reduction kernels of `shaders/conv2d_subgroup.wgsl` can run on `dev`: at
+/// any subgroup size the GEMM's subgroup kernels take (a power of two, 4 to 128), unless the
+/// environment turns subgroups off. Tests and the tuner may use them wherever this holds.
 pub(super) fn small_k_subgroups(dev: &Device) -> bool {
-    subgroups_allowed(dev) && dev.subgroup_size() == Some(8)
+    subgroups_allowed(dev)
+}
+
+/// The subgroup sizes at which the rules plan the small-K kernels ([`small_k_subgroups`] only at
+/// these): where they were measured faster than the direct kernels. On lavapipe, the seed's conv1
+/// (examples/profile_conv, medians of 9 runs): at 8 lanes as before; at 4 (LP_NATIVE_VECTOR_WIDTH=128)
+/// forward 4.6 ms against the direct kernel's 11.3, input gradient 5.1 against 9.3, weight
+/// gradient 4.6 against 4.7. Other sizes, never measured, are left to the tuner.
+const PLANNED_SMALL_K_LANES: [u32; 2] = [4, 8];
+
+/// Whether the rules ([`Settings::for_device`]) plan the small-K subgroup kernels on `dev`.
+pub(super) fn plans_small_k_subgroups(dev: &Device) -> bool {
+    small_k_subgroups(dev) && subgroup_lanes(dev).is_some_and(|l| PLANNED_SMALL_K_LANES.contains(&l))
 }
 
 impl Settings {
@@ -294,7 +308,7 @@ impl Settings {
             orient: knobs.conv_orient,
             direct: knobs.conv_direct,
             subgroup_forward: subgroups_allowed(dev),
-            subgroup_small_k: small_k_subgroups(dev),
+            subgroup_small_k: plans_small_k_subgroups(dev),
             row_channels: knobs.row_channels.map_or(DIRECT_CO, |c| c as usize),
             row_outputs: knobs.row_outputs.map_or(DIRECT_FORWARD_ROWS, |r| r as usize),
         }
@@ -372,7 +386,9 @@ enum WeightLayout {
 
 impl ConvPlan {
     fn new(dev: &Device, g: &ConvGeometry, settings: &Settings) -> ConvPlan {
-        let small_k_subgroup = settings.subgroup_small_k && g.suits_subgroup();
+        // The small-K subgroup kernels' lane count (0: no subgroups, the kernels cannot run).
+        let lanes = subgroup_lanes(dev).map_or(0, |l| l as usize);
+        let small_k_subgroup = settings.subgroup_small_k && lanes > 0 && g.suits_subgroup();
         let direct_rows = settings.direct == Direct::Rows && g.suits_direct(Direct::Rows);
         let orient = settings.orient;
         // The subgroup GEMM is asked only when the small-K kernels do not take the layer (it plans
@@ -389,9 +405,10 @@ impl ConvPlan {
         } else {
             ForwardPath::Gemm(ConvGemm { weight: WeightLayout::Matrix, orient })
         };
-        // The subgroup dcol needs every output channel in one subgroup.
-        let grad_input = if small_k_subgroup && g.c_out <= SUBGROUP_GRAD_COL_MAX {
-            if g.stride == 1 && g.c_in * g.kh <= 8 && g.w.is_multiple_of(4) {
+        // The subgroup dcol needs every output channel in one subgroup, its row sums a lane per
+        // input channel and kernel row.
+        let grad_input = if small_k_subgroup && g.c_out <= subgroup_grad_col_max(lanes) {
+            if g.stride == 1 && g.c_in * g.kh <= lanes && g.w.is_multiple_of(4) {
                 GradInputPath::SubgroupRowSums
             } else {
                 GradInputPath::SubgroupCol

@@ -83,7 +83,7 @@ fn pinned(dev: &Device) -> Settings {
         orient: Orient::Auto,
         direct: Direct::Rows,
         subgroup_forward: subgroups_allowed(dev),
-        subgroup_small_k: small_k_subgroups(dev),
+        subgroup_small_k: plans_small_k_subgroups(dev),
         row_channels: DIRECT_CO,
         row_outputs: DIRECT_FORWARD_ROWS,
     }
@@ -217,15 +217,17 @@ fn the_subgroup_gemms_serve_all_three_passes() {
 #[test]
 fn the_small_k_subgroup_kernels_match_reference() {
     let dev = crate::testing::own_device();
-    if !has_subgroups_of_8(&dev) {
-        return;
-    }
+    let lanes = subgroup_lanes_of(&dev);
+    // What the child of `the_small_k_subgroup_kernels_match_reference_at_4_lanes` reports.
+    eprintln!("subgroup lanes: {lanes:?} on {}", dev.name());
+    let Some(lanes) = lanes.map(|l| l as usize) else { return };
     let mut rng = rng(30);
     // K from 2 to 32, c_out around the blocks of 8 lanes and the 1..4 channels per lane (5,
     // 8, 13, 32; 40 and 64 in two blocks, of 3 and 4 channels per lane), batch 1,
     // stride 2, both paddings (taps gathered from outside the input); chunks of images for
-    // the input gradient's dcol; and a batch past the weight gradient's partials.
-    for (xs, ws, cfg, max_bytes) in [
+    // the input gradient's dcol; and a batch past the weight gradient's partials. Then random
+    // shapes (below).
+    let mut cases = vec![
         ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ([1, 1, 6, 6], [5, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
         ([2, 3, 8, 8], [13, 3, 3, 3], Conv2dConfig::new(2, Padding::Same), dev.max_binding_bytes()),
@@ -241,7 +243,21 @@ fn the_small_k_subgroup_kernels_match_reference() {
         ([5, 1, 12, 12], [9, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), 6500),
         // More images than the weight gradient's 32 partials: some workgroups sum two.
         ([37, 1, 6, 6], [6, 1, 3, 3], Conv2dConfig::new(1, Padding::Valid), dev.max_binding_bytes()),
-    ] {
+    ];
+    // Random shapes the kernels take (K <= 32, planes of whole vec4s): channel counts that fill
+    // no block of lanes evenly, up to past the input gradient's limit at 4 lanes (32), kernels
+    // not square, strides 1 and 2, both paddings, batches past a lane count.
+    while cases.len() < 24 {
+        let (kh, kw) = (rand_dim(&mut rng, 1, 5), rand_dim(&mut rng, 1, 5));
+        let c_in = rand_dim(&mut rng, 1, 3);
+        let (h, w) = (rand_dim(&mut rng, kh.max(2), 13), rand_dim(&mut rng, kw.max(2), 13));
+        let cfg = Conv2dConfig::new(rand_dim(&mut rng, 1, 2), if rand_dim(&mut rng, 0, 1) == 1 { Padding::Same } else { Padding::Valid });
+        let (xs, ws) = ([rand_dim(&mut rng, 1, 9), c_in, h, w], [rand_dim(&mut rng, 1, 40), c_in, kh, kw]);
+        if conv2d_geometry(&xs, &ws, cfg).is_ok_and(|g| g.suits_subgroup()) {
+            cases.push((xs, ws, cfg, dev.max_binding_bytes()));
+        }
+    }
+    for (xs, ws, cfg, max_bytes) in cases {
         let g = conv2d_geometry(&xs, &ws, cfg).unwrap();
         assert!(g.suits_subgroup(), "{xs:?} {ws:?} {cfg:?}");
         if max_bytes < dev.max_binding_bytes() {
@@ -259,14 +275,42 @@ fn the_small_k_subgroup_kernels_match_reference() {
         // The input gradient needs every channel in one subgroup: per chunk, the row sums of
         // dcol at stride 1 (a lane per kernel row and input channel, rows of whole vec4s),
         // else dcol itself.
-        let chunks = if ws[0] <= SUBGROUP_GRAD_COL_MAX { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
-        let rowsum = cfg.stride == 1 && xs[1] * ws[2] <= 8 && xs[3].is_multiple_of(4);
+        let chunks = if ws[0] <= subgroup_grad_col_max(lanes) { chunks(&g, max_bytes).unwrap().len() as u64 } else { 0 };
+        let rowsum = cfg.stride == 1 && xs[1] * ws[2] <= lanes && xs[3].is_multiple_of(4);
         assert_eq!(calls("conv2d_subgroup_grad_rowsum"), if rowsum { chunks } else { 0 }, "x{xs:?} w{ws:?} ran {profile:?}");
         assert_eq!(calls("conv2d_subgroup_grad_col"), if rowsum { 0 } else { chunks }, "x{xs:?} w{ws:?} ran {profile:?}");
     }
     // Planes not of whole vec4s and large reductions keep the other kernels.
     assert!(!conv2d_geometry(&[1, 1, 7, 7], &[4, 1, 3, 3], Conv2dConfig::default()).unwrap().suits_subgroup());
     assert!(!conv2d_geometry(&[1, 32, 6, 6], &[4, 32, 3, 3], Conv2dConfig::default()).unwrap().suits_subgroup());
+}
+
+/// [`the_small_k_subgroup_kernels_match_reference`] again in a child process at another subgroup
+/// size: lavapipe with LP_NATIVE_VECTOR_WIDTH=128 runs subgroups of 4 (SSE width). On another
+/// adapter the child runs at whatever size it has (and says so).
+#[test]
+fn the_small_k_subgroup_kernels_match_reference_at_4_lanes() {
+    const WIDTH: &str = "LP_NATIVE_VECTOR_WIDTH";
+    if std::env::var_os(WIDTH).is_some() {
+        eprintln!("{WIDTH} is set already: this is the child or a run at that width");
+        return;
+    }
+    let dev = device();
+    let name = format!("{}::the_small_k_subgroup_kernels_match_reference", module_path!().split_once("::").unwrap().1);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env(WIDTH, "128")
+        .output()
+        .expect("run the test binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} with {WIDTH}=128 failed:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
+    let lavapipe = dev.adapter_info().name.contains("llvmpipe");
+    if lavapipe && dev.subgroup_size().is_some() {
+        assert!(text.contains("subgroup lanes: Some(4)"), "lavapipe with {WIDTH}=128 should run subgroups of 4:\n{text}");
+    } else {
+        eprintln!("{} is not lavapipe with subgroups: the child ran at its own size:\n{text}", dev.name());
+    }
 }
 
 #[test]
@@ -414,17 +458,18 @@ fn the_seed_convolutions_plan_the_kernels_they_ran() {
             GradWeightPath::Gemm,
         ),
     ];
-    if small_k_subgroups(&dev) {
-        cases.extend([
-            (pinned(&dev), conv1, ForwardPath::SubgroupSmallK, GradInputPath::SubgroupRowSums, GradWeightPath::Subgroup),
-            (
-                pinned(&dev),
-                conv2,
-                ForwardPath::Gemm(gemm(WeightLayout::Transposed)),
-                GradInputPath::Gemm(gemm(WeightLayout::Matrix)),
-                GradWeightPath::Gemm,
-            ),
-        ]);
+    // The small-K kernels are planned at 4 lanes too, the subgroup GEMM at 8 only.
+    if plans_small_k_subgroups(&dev) {
+        cases.push((pinned(&dev), conv1, ForwardPath::SubgroupSmallK, GradInputPath::SubgroupRowSums, GradWeightPath::Subgroup));
+    }
+    if plans_subgroups(&dev) {
+        cases.push((
+            pinned(&dev),
+            conv2,
+            ForwardPath::Gemm(gemm(WeightLayout::Transposed)),
+            GradInputPath::Gemm(gemm(WeightLayout::Matrix)),
+            GradWeightPath::Gemm,
+        ));
     }
     for (settings, g, forward, grad_input, grad_weight) in cases {
         let plan = ConvPlan::new(&dev, &g, &settings);

@@ -6,7 +6,7 @@
 //! (`ops/matmul/tuning.rs`), the rules' plan stays unless another beats it by the margin in a
 //! confirming round, and the choice is kept in the device's table.
 
-use super::{conv2d_with, Conv2dConfig, ConvGeometry, ConvPlan, Direct, Orient, Padding, Settings};
+use super::{conv2d_with, small_k_subgroups, Conv2dConfig, ConvGeometry, ConvPlan, Direct, Orient, Padding, Settings};
 use crate::error::Result;
 use crate::ops::timing::{confirmed_faster, fastest, seconds_per_run, slice_share};
 use crate::tensor::Tensor;
@@ -32,7 +32,7 @@ pub(super) fn settings(
     }
     let class = class_of(g, cfg);
     if let Some(choice) = device.tuned_choice(&class) {
-        return Ok(parse_choice(&choice, rules).unwrap_or(rules));
+        return Ok(parse_choice(&choice, tunable(device, rules)).unwrap_or(rules));
     }
     let left = device.tuning_time_left(&class);
     if left.is_zero() {
@@ -111,10 +111,18 @@ fn class_of(g: &ConvGeometry, cfg: Conv2dConfig) -> String {
     )
 }
 
+/// `rules` with the kinds of subgroup kernel the tuner may try besides: the small-K kernels at
+/// every subgroup size they take ([`small_k_subgroups`]), where the rules plan them only at the
+/// sizes they were measured faster at (as the GEMM's tuner times its subgroup kernels at sizes its
+/// rules pass over).
+fn tunable(device: &crate::Device, rules: Settings) -> Settings {
+    Settings { subgroup_small_k: rules.subgroup_small_k || small_k_subgroups(device), ..rules }
+}
+
 /// The rules' settings first, then every variation of their paths that gives another plan.
 fn candidates(device: &crate::Device, g: &ConvGeometry, rules: Settings) -> Vec<Settings> {
-    // Each kind of subgroup kernel only where the rules may use it (the small-K kernels need
-    // subgroups of 8; the subgroup GEMM takes the device's size).
+    // Each kind of subgroup kernel only where the device may run it ([`tunable`]; the subgroup
+    // GEMM plans its own kernels at the device's size).
     let allowed = |rule: bool| -> &'static [bool] {
         if rule {
             &[true, false]
@@ -125,7 +133,7 @@ fn candidates(device: &crate::Device, g: &ConvGeometry, rules: Settings) -> Vec<
     let mut out = vec![rules];
     let mut plans = vec![plan_key(device, g, rules)];
     for direct in [Direct::Rows, Direct::Quads, Direct::Off] {
-        for &subgroup_small_k in allowed(rules.subgroup_small_k) {
+        for &subgroup_small_k in allowed(tunable(device, rules).subgroup_small_k) {
             for &subgroup_forward in allowed(rules.subgroup_forward) {
                 for orient in [Orient::Auto, Orient::Normal, Orient::Transposed] {
                     let s = Settings { direct, subgroup_small_k, subgroup_forward, orient, ..rules };
@@ -151,8 +159,8 @@ fn format_choice(s: Settings) -> String {
     format!("direct {:?} subgroup_small_k {} subgroup_forward {} orient {:?}", s.direct, s.subgroup_small_k, s.subgroup_forward, s.orient)
 }
 
-/// The settings a stored choice names, on top of `rules` (the device's limits and knobs); a choice
-/// of a kind of subgroup kernel the rules do not allow here is not taken.
+/// The settings a stored choice names, on top of `rules` (the device's limits and knobs, widened by
+/// [`tunable`]); a choice of a kind of subgroup kernel they do not allow here is not taken.
 fn parse_choice(text: &str, rules: Settings) -> Option<Settings> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let [_, direct, _, small_k, _, forward, _, orient] = words[..] else { return None };
