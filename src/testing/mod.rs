@@ -51,6 +51,33 @@ fn mesa_lacks_subgroups(dev: &Device) {
 
 /// The path of example `name`, (re)built with the profile of the running test binary:
 /// `cargo test --release` builds examples too, but `cargo test --test X` would leave a stale one.
+/// Runs the test `name` (its path within the crate, as `--exact` takes it) again in a child process
+/// of this test binary with lavapipe's SIMD width at 128 bits, where it has subgroups of 4: a
+/// second subgroup size on a machine without a GPU. The child must pass; on lavapipe with
+/// subgroups it must report 4 lanes (the test prints `subgroup lanes: {:?}`); elsewhere the child
+/// runs at the adapter's own size, and says so. Returns at once in the child itself.
+pub fn rerun_at_4_lanes(name: &str) {
+    const WIDTH: &str = "LP_NATIVE_VECTOR_WIDTH";
+    if std::env::var_os(WIDTH).is_some() {
+        eprintln!("{WIDTH} is set already: this is the child or a run at that width");
+        return;
+    }
+    let dev = device();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(WIDTH, "128")
+        .output()
+        .expect("run the test binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} with {WIDTH}=128 failed:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
+    if dev.adapter_info().name.contains("llvmpipe") && dev.subgroup_size().is_some() {
+        assert!(text.contains("subgroup lanes: Some(4)"), "lavapipe with {WIDTH}=128 should run subgroups of 4:\n{text}");
+    } else {
+        eprintln!("{} is not lavapipe with subgroups: the child ran at its own size:\n{text}", dev.name());
+    }
+}
+
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();

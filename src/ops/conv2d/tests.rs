@@ -290,27 +290,10 @@ fn the_small_k_subgroup_kernels_match_reference() {
 /// adapter the child runs at whatever size it has (and says so).
 #[test]
 fn the_small_k_subgroup_kernels_match_reference_at_4_lanes() {
-    const WIDTH: &str = "LP_NATIVE_VECTOR_WIDTH";
-    if std::env::var_os(WIDTH).is_some() {
-        eprintln!("{WIDTH} is set already: this is the child or a run at that width");
-        return;
-    }
-    let dev = device();
-    let name = format!("{}::the_small_k_subgroup_kernels_match_reference", module_path!().split_once("::").unwrap().1);
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-        .env(WIDTH, "128")
-        .output()
-        .expect("run the test binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{name} with {WIDTH}=128 failed:\n{text}");
-    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
-    let lavapipe = dev.adapter_info().name.contains("llvmpipe");
-    if lavapipe && dev.subgroup_size().is_some() {
-        assert!(text.contains("subgroup lanes: Some(4)"), "lavapipe with {WIDTH}=128 should run subgroups of 4:\n{text}");
-    } else {
-        eprintln!("{} is not lavapipe with subgroups: the child ran at its own size:\n{text}", dev.name());
-    }
+    crate::testing::rerun_at_4_lanes(&format!(
+        "{}::the_small_k_subgroup_kernels_match_reference",
+        module_path!().split_once("::").unwrap().1
+    ));
 }
 
 #[test]
