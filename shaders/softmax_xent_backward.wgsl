@@ -1,8 +1,10 @@
 // Softmax cross-entropy backward, element-wise over [rows, cols]:
-// dlogits = (probs - onehot(label)) * dloss / rows. A label >= cols has no one-hot term.
+// dlogits = (probs - q) * dloss / rows, with the target q = (1 - smoothing) onehot(label) +
+// smoothing / cols (plain cross-entropy at smoothing 0: q = onehot exactly). A label >= cols has no
+// one-hot term.
 
 struct Params {
-    rows: u32, cols: u32, inv_rows: f32, invalid: f32, // invalid unused here
+    rows: u32, cols: u32, inv_rows: f32, invalid: f32, smoothing: f32, _p0: u32, _p1: u32, _p2: u32, // invalid unused here
 }
 
 #include "lib/elementwise.wgsl"
@@ -17,13 +19,14 @@ struct Params {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let first = first_index(wg, nwg, lid);
     let g = dloss[0] * p.inv_rows;
+    let spread = p.smoothing / f32(p.cols);
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * WG;
         if (i >= p.rows * p.cols) {
             return;
         }
         let r = i / p.cols;
-        let onehot = select(0.0, 1.0, labels[r] == i - r * p.cols);
-        dlogits[i] = (probs[i] - onehot) * g;
+        let target_share = select(0.0, 1.0 - p.smoothing, labels[r] == i - r * p.cols) + spread;
+        dlogits[i] = (probs[i] - target_share) * g;
     }
 }

@@ -82,7 +82,13 @@ impl Tape {
 
     /// Mean cross-entropy of softmax(logits) against integer labels; a `[1]` loss.
     pub fn softmax_cross_entropy(&self, logits: &Var, labels: &Var) -> Result<Var> {
-        let (y, bw) = ops::softmax::softmax_cross_entropy(&logits.value, &labels.value)?;
+        self.softmax_cross_entropy_smoothed(logits, labels, 0.0)
+    }
+
+    /// Mean cross-entropy of softmax(logits) against the labels smoothed by `smoothing` in [0, 1)
+    /// (see [`ops::softmax::softmax_cross_entropy_smoothed`]); a `[1]` loss.
+    pub fn softmax_cross_entropy_smoothed(&self, logits: &Var, labels: &Var, smoothing: f32) -> Result<Var> {
+        let (y, bw) = ops::softmax::softmax_cross_entropy_smoothed(&logits.value, &labels.value, smoothing)?;
         Ok(self.record(&[Some(logits), Some(labels)], y, bw))
     }
 
