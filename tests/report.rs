@@ -77,7 +77,7 @@ fn labels_flipped_on_purpose_are_found_by_k_fold_confident_learning() {
     let config = ClassifierConfig {
         seed: 3,
         batch_size: 32,
-        optimizer: OptimizerConfig::Adam { lr: 3e-3 },
+        optimizer: OptimizerConfig::adam(3e-3),
         lr_schedule: LrSchedule::Constant,
         final_lr_schedule: LrSchedule::Constant,
         ..Default::default()

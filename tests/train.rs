@@ -80,6 +80,40 @@ fn one_epoch_on_2000_images_reaches_90_percent() {
 }
 
 #[test]
+fn label_smoothing_trains_and_the_validation_loss_stays_plain_cross_entropy() {
+    use netmorph::ops::softmax::cpu;
+    let dev = device();
+    let data = mnist();
+    let train = DeviceDataset::new(&dev, &data.train.take(256)).unwrap();
+    let val = DeviceDataset::new(&dev, &data.test.take(64)).unwrap();
+    let net = SmallConvnet::new(&dev, 5);
+    let mut opt = Adam::new(2e-3, 0.9, 0.999, 1e-8, 0.0);
+    let cfg = FitConfig { epochs: 3, batch_size: 32, seed: 5, verbose: false, label_smoothing: 0.2, ..FitConfig::default() };
+    let h = fit(&net, &mut opt, &train, Some(&val), &cfg).unwrap();
+    let losses: Vec<f64> = h.epochs.iter().map(|e| e.loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses.windows(2).all(|w| w[1] < w[0]), "the smoothed training loss falls every epoch: {losses:?}");
+    let reported = h.epochs.last().unwrap().val_loss.unwrap();
+    assert_eq!(evaluate(&net, &val, 32).unwrap().loss, reported, "the reported validation loss is evaluate's");
+    // ... which is the plain cross-entropy of the validation logits, not the smoothed one.
+    let logits: Vec<f64> = netmorph::train::logits(&net, &val, 32).unwrap().into_iter().map(f64::from).collect();
+    let labels: Vec<u32> = data.test.take(64).labels.iter().map(|&l| l as u32).collect();
+    let plain = cpu::softmax_cross_entropy(&logits, &labels, 10);
+    let smoothed = cpu::softmax_cross_entropy_smoothed(&logits, &labels, 10, 0.2);
+    eprintln!(
+        "[train] smoothed fit: training losses {losses:?}; validation: reported {reported:.5}, plain {plain:.5}, smoothed {smoothed:.5}"
+    );
+    assert!((reported - plain).abs() < 1e-4 * plain.max(1.0), "reported {reported} vs plain {plain}");
+    assert!((reported - smoothed).abs() > 1e-2, "the smoothed loss differs enough to tell: {smoothed}");
+
+    let bad = FitConfig { label_smoothing: 1.0, ..cfg };
+    match fit(&net, &mut opt, &train, None, &bad) {
+        Err(Error::Invalid(msg)) => assert!(msg.contains("label smoothing 1"), "{msg}"),
+        other => panic!("expected label smoothing 1 refused, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_message_naming_epoch_and_step() {
     let dev = device();
     let data = mnist();

@@ -120,6 +120,15 @@ pub struct TrainingArgs {
     /// images, off for one channel).
     #[arg(long, value_name = "BOOL")]
     pub normalize: Option<bool>,
+    /// Label smoothing of the training loss, at least 0 and below 1: the target is (1 - EPS) on
+    /// the label plus EPS spread over all classes. Models are still compared on the plain
+    /// validation loss.
+    #[arg(long, value_name = "EPS", default_value_t = 0.0, value_parser = parse_label_smoothing)]
+    pub label_smoothing: f32,
+    /// Weight decay: adam's decoupled (AdamW: each step shrinks the weights by lr * W), sgd's L2
+    /// term; adadelta takes none.
+    #[arg(long, value_name = "W", default_value_t = 0.0, value_parser = parse_non_negative_real)]
+    pub weight_decay: f32,
 }
 
 impl TrainingArgs {
@@ -130,7 +139,8 @@ impl TrainingArgs {
         Ok(ClassifierConfig {
             seed,
             batch_size: self.batch_size,
-            optimizer: self.optimizer.config(self.lr)?,
+            optimizer: self.optimizer.config(self.lr, self.weight_decay)?,
+            label_smoothing: self.label_smoothing,
             lr_schedule: schedule,
             final_lr_schedule: schedule,
             shift: self.shift.value().map(|max| RandomShift { max }),
@@ -206,6 +216,22 @@ pub fn parse_fraction(text: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// A label smoothing: a number of at least 0 and below 1.
+pub fn parse_label_smoothing(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}` is not a label smoothing: it must be at least 0 and below 1")),
+    }
+}
+
+/// A finite number of at least 0.
+pub fn parse_non_negative_real(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(f) if f >= 0.0 && f.is_finite() => Ok(f),
+        _ => Err(format!("`{text}` is not a number of at least 0")),
+    }
+}
+
 /// A number in (0, 1].
 pub fn parse_share(text: &str) -> std::result::Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -249,6 +275,14 @@ mod tests {
             assert!(parse_share(bad).is_err(), "`{bad}` accepted");
         }
         assert!(parse_positive_real("NaN").is_err() && parse_positive_real("0").is_err() && parse_positive_real("1e-3").is_ok());
+        for bad in ["NaN", "1", "1.5", "-0.1", "inf", "x"] {
+            assert!(parse_label_smoothing(bad).is_err(), "label smoothing `{bad}` accepted");
+        }
+        assert_eq!(parse_label_smoothing("0.1"), Ok(0.1));
+        for bad in ["NaN", "-1e-4", "inf", "x"] {
+            assert!(parse_non_negative_real(bad).is_err(), "weight decay `{bad}` accepted");
+        }
+        assert_eq!(parse_non_negative_real("0"), Ok(0.0));
         assert!(parse_time_limit("1e30").unwrap_err().contains("at most a year"));
         assert!(parse_time_limit("0").is_err() && parse_time_limit("2h").is_ok());
     }

@@ -204,13 +204,14 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
     let (train, test) = (data.train, data.test);
     let class_names = data.class_names.to_vec();
     args.report.options()?;
+    // Checked before the store opens, so that a refused option leaves no search directory.
+    let mut config = args.classifier_config(class_names)?;
     let start = Instant::now();
     let store = args.storage.open(&worker_name(&device.name()))?;
     let time = store.deadline(args.time_limit)?;
     let budget = TimeBudget::split(time.total, args.final_share, args.final_epochs, args.ensemble)?;
     let used = time.total.saturating_sub(time.left);
     let search_left = budget.search.saturating_sub(used);
-    let mut config = args.classifier_config(class_names)?;
     println!("Device: {}", device.name());
     println!("Storage: {} (worker {})", store.name(), store.worker());
     let deadline = start + time.left;

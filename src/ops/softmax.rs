@@ -148,11 +148,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<(Tensor
 /// Mean over the batch of -sum_k q_k log softmax(logits)_k with the smoothed target
 /// q = (1 - smoothing) onehot(label) + smoothing / classes, as a `[1]` tensor; `smoothing` in
 /// [0, 1), where 0 is [`softmax_cross_entropy`] exactly.
-pub fn softmax_cross_entropy_smoothed(
-    logits: &Tensor,
-    labels: &Tensor,
-    smoothing: f32,
-) -> Result<(Tensor, SoftmaxCrossEntropyBackward)> {
+pub fn softmax_cross_entropy_smoothed(logits: &Tensor, labels: &Tensor, smoothing: f32) -> Result<(Tensor, SoftmaxCrossEntropyBackward)> {
     let (_, c) = xent_shape("softmax_cross_entropy", logits, labels)?;
     softmax_cross_entropy_rows(logits, labels, smoothing, wide_rows(logits.device(), c))
 }
@@ -284,22 +280,14 @@ pub mod cpu {
             .zip(labels)
             .map(|(row, &l)| match row.get(l as usize) {
                 None => f64::NAN,
-                Some(log_p_label) => {
-                    -(1.0 - smoothing) * log_p_label - smoothing / cols as f64 * row.iter().sum::<f64>()
-                }
+                Some(log_p_label) => -(1.0 - smoothing) * log_p_label - smoothing / cols as f64 * row.iter().sum::<f64>(),
             })
             .sum();
         total / n
     }
 
     /// (softmax - q) * dloss / n; an out-of-range label has no one-hot term, only the eps / cols.
-    pub fn softmax_cross_entropy_smoothed_backward(
-        logits: &[f64],
-        labels: &[u32],
-        cols: usize,
-        smoothing: f64,
-        dloss: f64,
-    ) -> Vec<f64> {
+    pub fn softmax_cross_entropy_smoothed_backward(logits: &[f64], labels: &[u32], cols: usize, smoothing: f64, dloss: f64) -> Vec<f64> {
         let n = labels.len() as f64;
         let mut g = softmax(logits, cols);
         for (r, &l) in labels.iter().enumerate() {
@@ -410,7 +398,8 @@ mod tests {
             let (x, y) = (logits(&mut rng, n * c), labels(&mut rng, n, c));
             let dloss = rand_vec(&mut rng, 1);
             let wide = case % 2 == 1; // the probabilities come from either forward kernel
-            let (_, bw) = softmax_cross_entropy_rows(&tensor(&dev, &x, &[n, c]), &Tensor::from_u32(&dev, &y, &[n]).unwrap(), 0.0, wide).unwrap();
+            let (_, bw) =
+                softmax_cross_entropy_rows(&tensor(&dev, &x, &[n, c]), &Tensor::from_u32(&dev, &y, &[n]).unwrap(), 0.0, wide).unwrap();
             let grads = bw.backward(&tensor(&dev, &dloss, &[1])).unwrap();
             assert!(grads.len() == 2 && grads[1].is_none());
             let want = cpu::softmax_cross_entropy_backward(&x, &y, c, dloss[0]);
@@ -549,11 +538,8 @@ mod tests {
                         // in f32, bit for bit, as before smoothing existed.
                         let g = dloss[0] as f32 * (1.0 / n as f32);
                         let probs = bw.probs.to_vec().unwrap();
-                        let plain: Vec<f32> = probs
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &p)| (p - if y[i / c] as usize == i % c { 1.0 } else { 0.0 }) * g)
-                            .collect();
+                        let plain: Vec<f32> =
+                            probs.iter().enumerate().map(|(i, &p)| (p - if y[i / c] as usize == i % c { 1.0 } else { 0.0 }) * g).collect();
                         assert!(grad.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: not bit for bit");
                     }
                 }

@@ -57,28 +57,75 @@ impl Generator {
 }
 
 /// The optimizer each model trains with (a fresh one per model).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum OptimizerConfig {
-    Adam { lr: f32 },
-    Adadelta { lr: f32, rho: f32, eps: f32 },
-    Sgd { lr: f32 },
+    /// Adam; with `weight_decay` > 0 AdamW's decoupled decay (each step shrinks the weights by
+    /// lr * weight_decay, apart from the gradient).
+    Adam {
+        lr: f32,
+        #[serde(default)]
+        weight_decay: f32,
+    },
+    Adadelta {
+        lr: f32,
+        rho: f32,
+        eps: f32,
+    },
+    /// SGD; `weight_decay` is the L2 term added to the gradient, as PyTorch's.
+    Sgd {
+        lr: f32,
+        #[serde(default)]
+        weight_decay: f32,
+    },
+}
+
+/// Written by hand so that a config without weight decay prints as it did before the field
+/// existed (`Adam { lr: 0.001 }`): a search records this text in its settings, and a resume must
+/// match it, so searches started before keep resuming.
+impl std::fmt::Debug for OptimizerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, lr, weight_decay) = match *self {
+            OptimizerConfig::Adam { lr, weight_decay } => ("Adam", lr, weight_decay),
+            OptimizerConfig::Sgd { lr, weight_decay } => ("Sgd", lr, weight_decay),
+            OptimizerConfig::Adadelta { lr, rho, eps } => {
+                return f.debug_struct("Adadelta").field("lr", &lr).field("rho", &rho).field("eps", &eps).finish()
+            }
+        };
+        let mut s = f.debug_struct(name);
+        s.field("lr", &lr);
+        if weight_decay != 0.0 {
+            s.field("weight_decay", &weight_decay);
+        }
+        s.finish()
+    }
 }
 
 impl OptimizerConfig {
-    /// The same optimizer with its learning rate times `factor`.
+    /// Adam at learning rate `lr`, without weight decay.
+    pub fn adam(lr: f32) -> OptimizerConfig {
+        OptimizerConfig::Adam { lr, weight_decay: 0.0 }
+    }
+
+    /// Plain SGD at learning rate `lr`, without weight decay.
+    pub fn sgd(lr: f32) -> OptimizerConfig {
+        OptimizerConfig::Sgd { lr, weight_decay: 0.0 }
+    }
+
+    /// The same optimizer with its learning rate times `factor`, its weight decay kept (both
+    /// optimizers apply the decay through the rate, so it scales too).
     pub fn scaled(&self, factor: f32) -> OptimizerConfig {
         match *self {
-            OptimizerConfig::Adam { lr } => OptimizerConfig::Adam { lr: lr * factor },
+            OptimizerConfig::Adam { lr, weight_decay } => OptimizerConfig::Adam { lr: lr * factor, weight_decay },
             OptimizerConfig::Adadelta { lr, rho, eps } => OptimizerConfig::Adadelta { lr: lr * factor, rho, eps },
-            OptimizerConfig::Sgd { lr } => OptimizerConfig::Sgd { lr: lr * factor },
+            OptimizerConfig::Sgd { lr, weight_decay } => OptimizerConfig::Sgd { lr: lr * factor, weight_decay },
         }
     }
 
     pub fn build(&self) -> Box<dyn Optimizer> {
         match *self {
-            OptimizerConfig::Adam { lr } => Box::new(Adam::new(lr, 0.9, 0.999, 1e-7, 0.0)),
+            OptimizerConfig::Adam { lr, weight_decay } => Box::new(Adam::new(lr, 0.9, 0.999, 1e-7, weight_decay)),
             OptimizerConfig::Adadelta { lr, rho, eps } => Box::new(Adadelta::new(lr, rho, eps)),
-            OptimizerConfig::Sgd { lr } => Box::new(Sgd::new(lr)),
+            OptimizerConfig::Sgd { lr, weight_decay } => Box::new(Sgd::new(lr).with_weight_decay(weight_decay)),
         }
     }
 }
@@ -99,6 +146,9 @@ pub struct ClassifierConfig {
     pub patience: usize,
     pub min_delta: f64,
     pub optimizer: OptimizerConfig,
+    /// Label smoothing of the training loss in the search and the final fit (see
+    /// [`FitConfig::label_smoothing`]); models are still compared on the plain validation loss.
+    pub label_smoothing: f32,
     /// The learning rate's course over each searched model's training: its epoch cap, or the
     /// epochs its time share holds. Cosine to a low floor ends each model in a settled minimum; at
     /// a constant 1e-3 every model of the 2-hour MNIST search was cut by its share while its
@@ -159,7 +209,8 @@ impl Default for ClassifierConfig {
             child_epochs: 15,
             patience: 5,
             min_delta: 1e-4,
-            optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+            optimizer: OptimizerConfig::adam(1e-3),
+            label_smoothing: 0.0,
             lr_schedule: LrSchedule::Cosine { floor: 0.02 },
             final_lr_scale: 0.1,
             final_lr_schedule: LrSchedule::Cosine { floor: 0.02 },
@@ -340,6 +391,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 lr_schedule: self.config.lr_schedule,
                 shift: self.config.shift_for(&self.train),
                 flip: self.config.flip_for(&self.train),
+                label_smoothing: self.config.label_smoothing,
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
@@ -704,6 +756,7 @@ impl ImageClassifier {
             lr_schedule: self.config.final_lr_schedule,
             shift: self.config.shift_for(&data),
             flip: self.config.flip_for(&data),
+            label_smoothing: self.config.label_smoothing,
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;
@@ -771,7 +824,7 @@ impl ImageClassifier {
         let correct = crate::tensor::Tensor::zeros(&self.device, &[1])?;
         let mut step = |seed| -> Result<()> {
             let (x, y) = data.batch(&indices)?;
-            train::train_step(&model, optimizer.as_mut(), x, y, seed, &correct)?;
+            train::train_step_smoothed(&model, optimizer.as_mut(), x, y, seed, &correct, cfg.label_smoothing)?;
             self.device.sync()
         };
         step(0)?;
@@ -910,6 +963,42 @@ mod tests {
         let mean0: f64 = (0..n).flat_map(|i| input.data[i * input.shape[1] * inner..][..inner].to_vec()).sum::<f64>() / (n * inner) as f64;
         assert!((bn.param("running_mean").data[0] as f64 - mean0).abs() < 1e-4, "running mean is the input's");
         assert!((bn.param("beta").data[0] as f64 - mean0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn optimizer_text_without_weight_decay_is_what_older_searches_recorded() {
+        // The search's settings hold this text and a resume must match it: the texts of configs
+        // without weight decay are those of the derived Debug before the field existed.
+        assert_eq!(format!("{:?}", OptimizerConfig::adam(1e-3)), "Adam { lr: 0.001 }");
+        assert_eq!(format!("{:?}", OptimizerConfig::sgd(0.01)), "Sgd { lr: 0.01 }");
+        let adadelta = OptimizerConfig::Adadelta { lr: 1.0, rho: 0.95, eps: 1e-7 };
+        assert_eq!(format!("{adadelta:?}"), "Adadelta { lr: 1.0, rho: 0.95, eps: 1e-7 }");
+        let decayed = OptimizerConfig::Adam { lr: 1e-3, weight_decay: 0.05 };
+        assert_eq!(format!("{decayed:?}"), "Adam { lr: 0.001, weight_decay: 0.05 }");
+        assert_eq!(format!("{:?}", OptimizerConfig::Sgd { lr: 0.01, weight_decay: 5e-4 }), "Sgd { lr: 0.01, weight_decay: 0.0005 }");
+        assert_ne!(format!("{decayed:?}"), format!("{:?}", OptimizerConfig::adam(1e-3)), "a changed decay must not resume");
+        // The decay survives the final fit's scaling, and a config stored without it reads as 0.
+        assert_eq!(decayed.scaled(0.1), OptimizerConfig::Adam { lr: 1e-3 * 0.1, weight_decay: 0.05 });
+        let old: OptimizerConfig = serde_json::from_str(r#"{"Adam":{"lr":0.001}}"#).unwrap();
+        assert_eq!(old, OptimizerConfig::adam(1e-3));
+    }
+
+    #[test]
+    fn the_built_optimizers_apply_the_weight_decay() {
+        // A zero gradient isolates the decay: Adam's moments stay 0, so its step is the decoupled
+        // lr * wd * w alone; SGD's L2 gradient wd * w gives the same step. 1 - 0.1 * 0.5 = 0.95.
+        let dev = crate::testing::device();
+        let grad = crate::tensor::Tensor::zeros(&dev, &[3]).unwrap();
+        for config in [OptimizerConfig::Adam { lr: 0.1, weight_decay: 0.5 }, OptimizerConfig::Sgd { lr: 0.1, weight_decay: 0.5 }] {
+            let w = crate::tensor::Tensor::full(&dev, &[3], 1.0).unwrap();
+            config.build().step(&[(&w, &grad)]).unwrap();
+            assert!(w.to_vec().unwrap().iter().all(|v| (v - 0.95).abs() < 1e-6), "{config:?}: {:?}", w.to_vec().unwrap());
+        }
+        for config in [OptimizerConfig::adam(0.1), OptimizerConfig::sgd(0.1)] {
+            let w = crate::tensor::Tensor::full(&dev, &[3], 1.0).unwrap();
+            config.build().step(&[(&w, &grad)]).unwrap();
+            assert_eq!(w.to_vec().unwrap(), vec![1.0; 3], "{config:?} without decay leaves the weights");
+        }
     }
 
     #[test]

@@ -16,17 +16,24 @@ pub enum OptimizerKind {
 
 impl OptimizerKind {
     /// The optimizer at learning rate `lr`, or its usual default: 1e-3 for Adam, 1.0 for
-    /// Adadelta (Keras 2's, with rho 0.95 and epsilon 1e-7), 0.01 for SGD.
-    pub fn config(self, lr: Option<f32>) -> Result<OptimizerConfig> {
+    /// Adadelta (Keras 2's, with rho 0.95 and epsilon 1e-7), 0.01 for SGD; with `weight_decay`
+    /// (Adam's decoupled, SGD's L2; Adadelta has none, so it takes only 0).
+    pub fn config(self, lr: Option<f32>, weight_decay: f32) -> Result<OptimizerConfig> {
         if let Some(lr) = lr {
             if !(lr > 0.0 && lr.is_finite()) {
                 return Err(Error::Invalid(format!("--lr {lr} must be a positive number")));
             }
         }
+        if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+            return Err(Error::Invalid(format!("--weight-decay {weight_decay} must be a number of at least 0")));
+        }
         Ok(match self {
-            OptimizerKind::Adam => OptimizerConfig::Adam { lr: lr.unwrap_or(1e-3) },
+            OptimizerKind::Adam => OptimizerConfig::Adam { lr: lr.unwrap_or(1e-3), weight_decay },
+            OptimizerKind::Adadelta if weight_decay != 0.0 => {
+                return Err(Error::Invalid(format!("--weight-decay {weight_decay}: adadelta has no weight decay (adam and sgd have)")))
+            }
             OptimizerKind::Adadelta => OptimizerConfig::Adadelta { lr: lr.unwrap_or(1.0), rho: 0.95, eps: 1e-7 },
-            OptimizerKind::Sgd => OptimizerConfig::Sgd { lr: lr.unwrap_or(0.01) },
+            OptimizerKind::Sgd => OptimizerConfig::Sgd { lr: lr.unwrap_or(0.01), weight_decay },
         })
     }
 }
@@ -111,11 +118,24 @@ mod tests {
 
     #[test]
     fn learning_rates_are_checked() {
-        assert_eq!(OptimizerKind::Sgd.config(None).unwrap(), OptimizerConfig::Sgd { lr: 0.01 });
-        assert_eq!(OptimizerKind::Adam.config(Some(0.5)).unwrap(), OptimizerConfig::Adam { lr: 0.5 });
+        assert_eq!(OptimizerKind::Sgd.config(None, 0.0).unwrap(), OptimizerConfig::sgd(0.01));
+        assert_eq!(OptimizerKind::Adam.config(Some(0.5), 0.0).unwrap(), OptimizerConfig::adam(0.5));
         for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-            assert!(OptimizerKind::Adam.config(Some(bad)).unwrap_err().to_string().contains("--lr"));
+            assert!(OptimizerKind::Adam.config(Some(bad), 0.0).unwrap_err().to_string().contains("--lr"));
         }
+    }
+
+    #[test]
+    fn weight_decay_is_checked_and_reaches_the_optimizer() {
+        assert_eq!(OptimizerKind::Adam.config(None, 0.01).unwrap(), OptimizerConfig::Adam { lr: 1e-3, weight_decay: 0.01 });
+        assert_eq!(OptimizerKind::Sgd.config(Some(0.1), 5e-4).unwrap(), OptimizerConfig::Sgd { lr: 0.1, weight_decay: 5e-4 });
+        for bad in [-0.1, f32::NAN, f32::INFINITY] {
+            let e = OptimizerKind::Adam.config(None, bad).unwrap_err().to_string();
+            assert!(e.contains("--weight-decay") && e.contains(&bad.to_string()), "{e}");
+        }
+        let e = OptimizerKind::Adadelta.config(None, 0.01).unwrap_err().to_string();
+        assert!(e.contains("--weight-decay 0.01") && e.contains("adadelta"), "{e}");
+        OptimizerKind::Adadelta.config(None, 0.0).unwrap();
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub struct FitConfig {
     pub shift: RandomShift,
     /// Mirror each training image left-right with probability one half (see [`Augmentation::flip`]).
     pub flip: bool,
+    /// Label smoothing eps in [0, 1) of the training loss: the target is (1 - eps) onehot + eps /
+    /// classes. The reported training loss is the smoothed one (it cannot reach 0); the validation
+    /// loss and accuracy, early stopping and `restore_best` use the plain cross-entropy, so fits
+    /// with and without smoothing are judged on the same figure.
+    pub label_smoothing: f32,
 }
 
 impl Default for FitConfig {
@@ -130,6 +135,7 @@ impl Default for FitConfig {
             lr_schedule: LrSchedule::Constant,
             shift: RandomShift::default(),
             flip: false,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -203,11 +209,25 @@ pub struct Evaluation {
 
 /// One optimisation step on a batch; returns the loss tensor (`[1]`, not read back).
 pub fn train_step(net: &dyn Network, opt: &mut dyn Optimizer, x: Tensor, y: Tensor, seed: u64, correct: &Tensor) -> Result<Tensor> {
+    train_step_smoothed(net, opt, x, y, seed, correct, 0.0)
+}
+
+/// [`train_step`] on the cross-entropy with labels smoothed by `label_smoothing` (see
+/// [`FitConfig::label_smoothing`]); `correct` still counts the batch's plain argmax hits.
+pub fn train_step_smoothed(
+    net: &dyn Network,
+    opt: &mut dyn Optimizer,
+    x: Tensor,
+    y: Tensor,
+    seed: u64,
+    correct: &Tensor,
+    label_smoothing: f32,
+) -> Result<Tensor> {
     let tape = Tape::new();
     let xv = tape.constant(x);
     let yv = tape.constant(y);
     let logits = net.forward(&tape, &xv, true, seed)?;
-    let loss = tape.softmax_cross_entropy(&logits, &yv)?;
+    let loss = tape.softmax_cross_entropy_smoothed(&logits, &yv, label_smoothing)?;
     ops::softmax::count_correct(logits.value(), yv.value(), correct)?;
     let grads = tape.backward(&loss)?;
     let params = net.parameters();
@@ -236,6 +256,7 @@ pub fn fit(
     if cfg.restore_best && val.is_none() {
         return Err(Error::Invalid("fit: restore_best needs validation data to tell the best epoch".into()));
     }
+    ops::softmax::check_label_smoothing("fit", cfg.label_smoothing)?;
     let base_lr = opt.learning_rate();
     let result = fit_epochs(net, opt, train, val, cfg, base_lr);
     opt.set_learning_rate(base_lr);
@@ -276,7 +297,7 @@ fn fit_epochs(
             let count = batches.indices(step).len();
             let (x, y) = batches.gather(step, &augmentation.draw(count, seed ^ SHIFT_STREAM))?;
             opt.set_learning_rate(base_lr * schedule.factor(epoch, step));
-            let loss = train_step(net, opt, x, y, seed, &correct)?;
+            let loss = train_step_smoothed(net, opt, x, y, seed, &correct, cfg.label_smoothing)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
             seen += count;
