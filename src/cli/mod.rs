@@ -206,6 +206,14 @@ pub fn parse_fraction(text: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// A number above 0 and below 1 (a quantile).
+pub fn parse_quantile(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(q) if q > 0.0 && q < 1.0 => Ok(q),
+        _ => Err(format!("`{text}` is not a quantile above 0 and below 1")),
+    }
+}
+
 /// A number in (0, 1].
 pub fn parse_share(text: &str) -> std::result::Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -248,6 +256,10 @@ mod tests {
         for bad in ["NaN", "0", "1.5", "inf"] {
             assert!(parse_share(bad).is_err(), "`{bad}` accepted");
         }
+        for bad in ["NaN", "0", "1", "1.5", "-0.5", "inf"] {
+            assert!(parse_quantile(bad).is_err(), "`{bad}` accepted");
+        }
+        assert_eq!(parse_quantile("0.25"), Ok(0.25));
         assert!(parse_positive_real("NaN").is_err() && parse_positive_real("0").is_err() && parse_positive_real("1e-3").is_ok());
         assert!(parse_time_limit("1e30").unwrap_err().contains("at most a year"));
         assert!(parse_time_limit("0").is_err() && parse_time_limit("2h").is_ok());
