@@ -1119,7 +1119,7 @@ mod tests {
             };
             assert_eq!(kept(&pg), kept(&directory));
             assert!(pg.iter().all(|r| r.curve.len() == r.epochs && r.epochs > 0), "{pg:?}");
-            assert!(pg.iter().any(|r| ranked_out(r)), "no child was ranked out: {pg:?}");
+            assert!(pg.iter().any(ranked_out), "no child was ranked out: {pg:?}");
             std::fs::remove_dir_all(&dir).unwrap();
         }
 

@@ -94,7 +94,9 @@ pub struct EarlyStopping {
 /// epoch so far and answers why to stop, or `None` to go on (the search's early ranking of
 /// children, [`crate::search::ranking`]).
 #[derive(Clone)]
-pub struct StopRule(Arc<dyn Fn(&[EpochStats]) -> Option<String> + Send + Sync>);
+pub struct StopRule(Arc<StopRuleFn>);
+
+type StopRuleFn = dyn Fn(&[EpochStats]) -> Option<String> + Send + Sync;
 
 impl StopRule {
     pub fn new(rule: impl Fn(&[EpochStats]) -> Option<String> + Send + Sync + 'static) -> StopRule {
