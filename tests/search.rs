@@ -191,6 +191,19 @@ fn images_of_other_sizes_channels_and_classes() {
 }
 
 #[test]
+fn a_bad_early_ranking_setting_is_named_before_anything_trains() {
+    let dir = temp_dir("bad-ranking");
+    let device = netmorph::testing::device();
+    let ranking = netmorph::search::EarlyRanking { grace_epochs: 2, quantile: 2.0 };
+    let mut classifier = ImageClassifier::new(&device, ClassifierConfig { early_ranking: Some(ranking), ..narrow_config(&dir, 3) });
+    let err = classifier.fit(&small_mnist(100), Duration::from_secs(60)).expect_err("a quantile of 2 is refused");
+    assert!(err.to_string().contains("early ranking: the quantile 2 is not above 0 and below 1"), "{err}");
+    let history = SearchDir::open(&dir, true, "test").unwrap().load_history::<Value>().unwrap();
+    assert!(history.is_empty(), "{history:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_search_fails_clearly_when_the_limit_is_already_spent() {
     let dir = temp_dir("nolimit");
     let device = netmorph::testing::device();

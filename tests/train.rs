@@ -177,6 +177,45 @@ fn restore_best_puts_back_the_weights_and_batch_norm_statistics_of_the_best_epoc
 }
 
 #[test]
+fn a_stop_rule_ends_training_after_a_validated_epoch_and_the_best_is_restored() {
+    use netmorph::graph::{CnnConfig, Graph, Model};
+    use netmorph::train::StopRule;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dev = device();
+    let data = mnist();
+    let train = DeviceDataset::new(&dev, &data.train.take(64)).unwrap();
+    let val = DeviceDataset::new(&dev, &data.test.take(64)).unwrap();
+    let graph = Graph::cnn(&[1, 28, 28], 10, &CnnConfig { blocks: 2, width: 4, dense: 8, ..CnnConfig::default() }, 3).unwrap();
+    let model = Model::new(&graph, &dev).unwrap();
+    // Gradient ascent: epoch 1 is the best, and the rule stops after epoch 2, whose figures it saw.
+    let mut opt = Sgd::new(-0.05);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let rule = StopRule::new(move |epochs| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let last = epochs.last()?;
+        let accuracy = last.val_accuracy?;
+        (epochs.len() >= 2).then(|| format!("ranked out after epoch {} at {accuracy:.4}", last.epoch))
+    });
+    let cfg =
+        FitConfig { epochs: 5, batch_size: 32, verbose: false, restore_best: true, stop_rule: Some(rule.clone()), ..FitConfig::default() };
+    let h = fit(&model, &mut opt, &train, Some(&val), &cfg).unwrap();
+    assert_eq!(h.epochs.len(), 2, "{h:?}");
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "asked once an epoch");
+    let why = h.stopped_early.clone().expect("the rule's reason");
+    assert_eq!(why, format!("ranked out after epoch 2 at {:.4}", h.epochs[1].val_accuracy.unwrap()));
+    assert_eq!(h.restored_epoch, Some(1));
+    assert_eq!(evaluate(&model, &val, 32).unwrap().loss, h.epochs[0].val_loss.unwrap(), "the best epoch is restored");
+    // After the last epoch the rule is not asked: training ended anyway.
+    asked.store(0, Ordering::SeqCst);
+    let cfg = FitConfig { epochs: 2, ..cfg };
+    let h = fit(&model, &mut opt, &train, Some(&val), &cfg).unwrap();
+    assert_eq!((h.epochs.len(), h.stopped_early.as_deref()), (2, None));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn the_baseline_example_saves_a_model_that_loads_and_scores_the_same() {
     use netmorph::graph::{Graph, Model};
     let dir = std::env::temp_dir().join(format!("netmorph-baseline-save-{}", std::process::id()));

@@ -232,6 +232,14 @@ pub fn parse_non_negative_real(text: &str) -> std::result::Result<f32, String> {
     }
 }
 
+/// A number above 0 and below 1 (a quantile).
+pub fn parse_quantile(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(q) if q > 0.0 && q < 1.0 => Ok(q),
+        _ => Err(format!("`{text}` is not a quantile above 0 and below 1")),
+    }
+}
+
 /// A number in (0, 1].
 pub fn parse_share(text: &str) -> std::result::Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -274,6 +282,10 @@ mod tests {
         for bad in ["NaN", "0", "1.5", "inf"] {
             assert!(parse_share(bad).is_err(), "`{bad}` accepted");
         }
+        for bad in ["NaN", "0", "1", "1.5", "-0.5", "inf"] {
+            assert!(parse_quantile(bad).is_err(), "`{bad}` accepted");
+        }
+        assert_eq!(parse_quantile("0.25"), Ok(0.25));
         assert!(parse_positive_real("NaN").is_err() && parse_positive_real("0").is_err() && parse_positive_real("1e-3").is_ok());
         for bad in ["NaN", "1", "1.5", "-0.1", "inf", "x"] {
             assert!(parse_label_smoothing(bad).is_err(), "label smoothing `{bad}` accepted");

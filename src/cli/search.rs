@@ -3,7 +3,7 @@
 //! model (JSON + safetensors, and ONNX), and report test accuracy. The test set chooses nothing.
 
 use super::report::{write_search_report, ExcludeArgs, ReportArgs};
-use super::{parse_fraction, parse_positive, parse_positive_real, parse_share, parse_time_limit, TrainingArgs};
+use super::{parse_fraction, parse_positive, parse_positive_real, parse_quantile, parse_share, parse_time_limit, TrainingArgs};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, ResNetConfig};
@@ -11,7 +11,7 @@ use crate::report::Sources;
 use crate::search::classifier::{ClassifierConfig, Generator, ImageClassifier};
 use crate::search::options::{AutoOr, FinalFitKind};
 use crate::search::store::{worker_name, PgStore, SearchDir, Store, FINAL_OUTCOME};
-use crate::search::{format_duration, TimeBudget};
+use crate::search::{format_duration, EarlyRanking, TimeBudget};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,15 @@ pub struct SearchArgs {
     /// The most of the search time left that one model may train for (1: no cap, as AutoKeras).
     #[arg(long, default_value_t = 0.4, value_parser = parse_share)]
     pub model_share: f64,
+    /// Rank children early (the median-stopping rule): from this epoch on, a child whose best
+    /// validation accuracy so far is below --ranking-quantile of the finished children's at the
+    /// same epoch stops, and its time goes to other proposals; 0 turns the rule off.
+    #[arg(long, value_name = "EPOCHS", default_value_t = 2)]
+    pub early_ranking: usize,
+    /// The share of finished children a child must not fall below to train on (0.5: the median;
+    /// lower stops fewer), above 0 and below 1.
+    #[arg(long, value_name = "Q", default_value_t = 0.5, value_parser = parse_quantile)]
+    pub ranking_quantile: f64,
     /// Stop the search after this many models in the search directory.
     #[arg(long, value_parser = parse_positive)]
     pub max_models: Option<usize>,
@@ -98,6 +107,8 @@ impl SearchArgs {
             max_models: self.max_models,
             ensemble_size: self.ensemble,
             model_share: self.model_share,
+            early_ranking: (self.early_ranking > 0)
+                .then_some(EarlyRanking { grace_epochs: self.early_ranking, quantile: self.ranking_quantile }),
             ..self.training.classifier_config(self.seed, class_names)?
         };
         if let Some(scale) = self.final_lr_scale {
@@ -305,4 +316,37 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        search: SearchArgs,
+    }
+
+    fn ranking_of(args: &[&str]) -> std::result::Result<Option<EarlyRanking>, String> {
+        let command = Command::try_parse_from(std::iter::once("search").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        Ok(command.search.classifier_config(vec![]).unwrap().early_ranking)
+    }
+
+    #[test]
+    fn early_ranking_is_on_by_default_and_set_by_its_options() {
+        assert_eq!(ranking_of(&[]).unwrap(), Some(EarlyRanking { grace_epochs: 2, quantile: 0.5 }));
+        assert_eq!(
+            ranking_of(&["--early-ranking", "4", "--ranking-quantile", "0.25"]).unwrap(),
+            Some(EarlyRanking { grace_epochs: 4, quantile: 0.25 })
+        );
+        assert_eq!(ranking_of(&["--early-ranking", "0"]).unwrap(), None, "0 turns it off");
+        for bad in ["0", "1", "1.5", "-0.2", "NaN", "half"] {
+            let err = ranking_of(&[&format!("--ranking-quantile={bad}")]).unwrap_err();
+            assert!(err.contains("--ranking-quantile") && err.contains("above 0 and below 1"), "{err}");
+        }
+        let err = ranking_of(&["--early-ranking=-1"]).unwrap_err();
+        assert!(err.contains("--early-ranking"), "{err}");
+    }
 }

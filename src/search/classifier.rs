@@ -14,6 +14,7 @@
 
 use super::bayesian::BayesianConfig;
 use super::ensemble::{select_members, SelectionStep};
+use super::ranking::EarlyRanking;
 use super::searcher::{search, study_result, wait_for_other_workers, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
 use super::store::{check_settings, write_atomic, ModelBlob, ModelRecord, SearchDir, Store};
@@ -22,7 +23,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{ensemble::average_logits, ChannelNorm, CnnConfig, Graph, LayerId, Model, Op, ResNetConfig};
 use crate::optim::{Adadelta, Adam, Optimizer, Sgd};
-use crate::train::{self, EarlyStopping, Evaluation, FitConfig, History, LrSchedule};
+use crate::train::{self, EarlyStopping, Evaluation, FitConfig, History, LrSchedule, StopRule};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -191,6 +192,9 @@ pub struct ClassifierConfig {
     pub model_share: f64,
     /// A child starts only with time for this many epochs (see [`SearchConfig::min_epochs`]).
     pub min_epochs: usize,
+    /// Children below the median of the finished children after a few epochs stop, leaving their
+    /// time to more proposals (see [`super::ranking`]); `None`: each trains its whole share.
+    pub early_ranking: Option<EarlyRanking>,
     /// Candidates with more weights are not proposed.
     pub max_parameters: u64,
     pub bayesian: BayesianConfig,
@@ -224,6 +228,7 @@ impl Default for ClassifierConfig {
             ensemble_size: 4,
             model_share: 0.4,
             min_epochs: 3,
+            early_ranking: Some(EarlyRanking::default()),
             max_parameters: DEFAULT_MAX_PARAMETERS,
             bayesian: BayesianConfig::default(),
             verbose: true,
@@ -371,7 +376,13 @@ impl GraphTrainer<'_> {
 }
 
 impl Trainer<GraphSpace> for GraphTrainer<'_> {
-    fn train(&mut self, job: &Job<Architecture, DescribedMorph>, store: &dyn Store, deadline: Instant) -> Result<Trained> {
+    fn train(
+        &mut self,
+        job: &Job<Architecture, DescribedMorph>,
+        store: &dyn Store,
+        deadline: Instant,
+        stop_rule: Option<StopRule>,
+    ) -> Result<Trained> {
         let start = Instant::now();
         let mut graph = self.model_graph(job, store)?;
         let epochs = if job.father.is_some() { self.config.child_epochs } else { self.config.max_epochs };
@@ -392,6 +403,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 shift: self.config.shift_for(&self.train),
                 flip: self.config.flip_for(&self.train),
                 label_smoothing: self.config.label_smoothing,
+                stop_rule,
             };
             let history = train::fit(&model, optimizer.as_mut(), &self.train, Some(&self.val), &fit)?;
             model.sync_to_graph(&mut graph)?;
@@ -555,6 +567,9 @@ impl ImageClassifier {
         if train.n < 2 {
             return Err(Error::Invalid(format!("fit needs at least two training images, got {}", train.n)));
         }
+        if let Some(ranking) = &cfg.early_ranking {
+            ranking.check()?;
+        }
         let n_val = validation_size(train.n);
         let settings = Settings {
             input: train.image_shape(),
@@ -609,6 +624,7 @@ impl ImageClassifier {
             max_models: cfg.max_models,
             model_share: cfg.model_share,
             min_epochs: cfg.min_epochs,
+            early_ranking: cfg.early_ranking,
             bayesian: cfg.bayesian.clone(),
             verbose: cfg.verbose,
         };
@@ -757,6 +773,7 @@ impl ImageClassifier {
             shift: self.config.shift_for(&data),
             flip: self.config.flip_for(&data),
             label_smoothing: self.config.label_smoothing,
+            stop_rule: None,
         };
         let history = train::fit(&model, optimizer.as_mut(), &data, None, &fit)?;
         model.sync_to_graph(&mut graph)?;

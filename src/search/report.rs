@@ -64,13 +64,14 @@ pub fn training(id: usize, father: Option<usize>, operations: &[String]) -> Stri
     out
 }
 
-/// The model's result: id, validation loss and metric (validation accuracy), or why it failed.
+/// The model's result: id, validation loss and metric (validation accuracy) and why its training
+/// ended (ranked out, early stopping, the time limit, the epoch cap), or why it failed.
 pub fn result<A>(r: &ModelRecord<A>) -> String {
     match &r.status {
         Status::Finished => table(
             None,
-            &["Model ID", "Loss", "Metric Value"],
-            &[vec![r.id.to_string(), fmt_opt(r.val_loss, 6), fmt_opt(r.val_accuracy, 4)]],
+            &["Model ID", "Loss", "Metric Value", "Ended by"],
+            &[vec![r.id.to_string(), fmt_opt(r.val_loss, 6), fmt_opt(r.val_accuracy, 4), ended_by(r)]],
         ),
         Status::Failed { reason, .. } => table(None, &["Model ID", "Failed"], &[vec![r.id.to_string(), reason.clone()]]),
     }
@@ -82,7 +83,7 @@ pub fn summary<A>(records: &[ModelRecord<A>], best: Option<usize>) -> String {
         .iter()
         .map(|r| {
             let status = match &r.status {
-                Status::Finished => r.stopped.clone().unwrap_or_else(|| "epoch cap".into()),
+                Status::Finished => ended_by(r),
                 Status::Failed { reason, .. } => format!("failed: {}", truncate(reason, 40)),
             };
             vec![
@@ -185,6 +186,29 @@ pub fn status(name: &str, state: &StudyState) -> String {
     out
 }
 
+/// Why a finished model's training ended, wrapped to keep the tables narrow.
+fn ended_by<A>(r: &ModelRecord<A>) -> String {
+    wrap(r.stopped.as_deref().unwrap_or("epoch cap"), ENDED_BY_WIDTH)
+}
+
+/// Wide enough for "no validation loss decrease after 5 epochs" on one line.
+const ENDED_BY_WIDTH: usize = 44;
+
+/// `text` broken into lines of at most `width` characters at spaces (a longer word keeps its line).
+fn wrap(text: &str, width: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines.join("\n")
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
@@ -207,6 +231,47 @@ mod tests {
         let widths: Vec<usize> = t.lines().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|&w| w == widths[0]), "{t}");
         assert!(t.contains("longer") && t.lines().count() == 8, "{t}");
+    }
+
+    #[test]
+    fn a_result_says_why_its_training_ended() {
+        let mut record = ModelRecord {
+            id: 4,
+            father: Some(1),
+            operations: vec![],
+            architecture: (),
+            parameters: 10,
+            status: Status::Finished,
+            epochs: 2,
+            seconds: 3.0,
+            val_loss: Some(0.05),
+            val_accuracy: Some(0.9812),
+            stopped: None,
+            worker: String::new(),
+            curve: vec![],
+            started_at: None,
+            finished_at: None,
+        };
+        assert!(result(&record).contains("epoch cap"), "{}", result(&record));
+        record.stopped =
+            Some("ranked out after epoch 2: best validation accuracy 0.9812 below the median 0.9840 of 4 children at that epoch".into());
+        let t = result(&record);
+        assert!(t.contains("Ended by") && t.contains("ranked out after epoch 2:") && t.contains("0.9840 of 4"), "{t}");
+        let widths: Vec<usize> = t.lines().map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]) && widths[0] < 100, "{t}");
+        let summary = summary(&[record], Some(4));
+        assert!(summary.contains("ranked out after epoch 2:") && summary.contains("Best model: 4"), "{summary}");
+    }
+
+    #[test]
+    fn wrapping_breaks_at_spaces_within_the_width() {
+        assert_eq!(wrap("epoch cap", 44), "epoch cap");
+        assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc");
+        assert_eq!(wrap("averyverylongword x", 5), "averyverylongword\nx");
+        let text = "ranked out after epoch 3: best validation accuracy 0.9812 below the median 0.9840 of 4 children at that epoch";
+        let wrapped = wrap(text, ENDED_BY_WIDTH);
+        assert!(wrapped.lines().all(|l| l.chars().count() <= ENDED_BY_WIDTH), "{wrapped}");
+        assert_eq!(wrapped.replace('\n', " "), text);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 
 use super::bayesian::{BayesianConfig, BayesianOptimizer, Planner, SearchSpace};
 use super::duration::format_duration;
+use super::ranking::EarlyRanking;
 use super::report;
 use super::store::{best_record, unix_seconds, Claim, ClaimOutcome, ModelBlob, ModelRecord, Running, Status, Store, TrialSpec};
 use crate::error::{Error, Result};
-use crate::train::EpochStats;
+use crate::train::{EpochStats, StopRule};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -34,6 +35,9 @@ pub struct SearchConfig {
     /// their costs, with a 15% margin; else the search ends, leaving the time to what follows it),
     /// and its share is stretched to hold them.
     pub min_epochs: usize,
+    /// Children below their finished peers after a few epochs stop early (see
+    /// [`super::ranking`]); `None`: every child trains its whole share.
+    pub early_ranking: Option<EarlyRanking>,
     pub bayesian: BayesianConfig,
     /// Print the tables.
     pub verbose: bool,
@@ -47,6 +51,7 @@ impl Default for SearchConfig {
             max_models: None,
             model_share: 1.0,
             min_epochs: 0,
+            early_ranking: Some(EarlyRanking::default()),
             bayesian: BayesianConfig::default(),
             verbose: true,
         }
@@ -70,7 +75,7 @@ pub struct Trained {
     pub seconds: f64,
     pub val_loss: f64,
     pub val_accuracy: f64,
-    /// Why training ended before the epoch cap.
+    /// Why training ended before the epoch cap (the time limit, early stopping, the stop rule).
     pub stopped: Option<String>,
     /// Each epoch's figures.
     pub curve: Vec<EpochStats>,
@@ -81,9 +86,11 @@ pub struct Trained {
 /// Trains the search's models on the device.
 pub trait Trainer<S: SearchSpace> {
     /// Trains `job` (from its father's weights, read from `store`, or from scratch) and stops after
-    /// the epoch during which `deadline` passes. Errors for which `continues_search` is true are
-    /// recorded as the model's failure; any other error ends the search.
-    fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &dyn Store, deadline: Instant) -> Result<Trained>;
+    /// the epoch during which `deadline` passes, or after an epoch (not the last) for which
+    /// `stop_rule` gives a reason, which becomes [`Trained::stopped`]; the figures are those of the
+    /// best epoch either way. Errors for which `continues_search` is true are recorded as the
+    /// model's failure; any other error ends the search.
+    fn train(&mut self, job: &Job<S::Arch, S::Op>, store: &dyn Store, deadline: Instant, stop_rule: Option<StopRule>) -> Result<Trained>;
 }
 
 /// A model that runs out of device memory, diverges, or fails for another reason of its own is
@@ -140,6 +147,9 @@ where
 {
     let start = Instant::now();
     let deadline = start + config.time_limit;
+    if let Some(ranking) = &config.early_ranking {
+        ranking.check()?;
+    }
     // Workers that joined later draw other proposals from the same results, so that workers
     // asking at once seldom propose the same architecture; the first draws what one process does.
     let planner_seed = config.seed ^ (store.worker_index() as u64).wrapping_mul(0xA24B_AED4_963E_E407);
@@ -242,7 +252,10 @@ where
             break;
         }
         let model_deadline = began + model_budget(left, config.model_share, epoch, config.min_epochs);
-        let outcome = with_heartbeat(store, job.id, || trainer.train(&job, store, model_deadline));
+        // A child is ranked against the children finished when it starts; a generator's model,
+        // trained from scratch, against nothing.
+        let stop_rule = config.early_ranking.filter(|_| job.father.is_some()).map(|ranking| ranking.stop_rule(&records));
+        let outcome = with_heartbeat(store, job.id, || trainer.train(&job, store, model_deadline, stop_rule));
         record.seconds = began.elapsed().as_secs_f64();
         record.finished_at = Some(unix_seconds());
         let mut model = None;
@@ -642,7 +655,9 @@ mod tests {
         assert!(result.records.len() >= 2);
         // The model in training when the limit passed stopped early (unless the limit fell between models).
         let last = result.records.last().unwrap();
-        assert!(last.stopped.as_deref() == Some("time limit reached") || last.epochs == 3, "{last:?}");
+        // (or was ranked out before it came).
+        let stopped = last.stopped.as_deref().unwrap_or("");
+        assert!(stopped == "time limit reached" || stopped.starts_with("ranked out") || last.epochs == 3, "{last:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -747,6 +762,135 @@ mod tests {
         // Never past the search's limit.
         assert_eq!(model_budget(s(320), 0.4, s(100), 3), s(320));
         assert_eq!(model_budget(s(320), 2.0, Duration::ZERO, 3), s(320), "a share is at most all of it");
+    }
+
+    /// A trainer of `epochs` epochs of `epoch` whose accuracy curves are `curve`'s, by model id.
+    fn trainer_with_curves(epoch: Duration, epochs: usize, curve: impl Fn(usize, usize) -> f64 + Send + 'static) -> FakeTrainer {
+        FakeTrainer { epoch, epochs, curve: Some(Box::new(move |job, e| curve(job.id, e))), ..FakeTrainer::new() }
+    }
+
+    fn ranked_out<A>(r: &ModelRecord<A>) -> bool {
+        r.stopped.as_deref().is_some_and(|s| s.starts_with("ranked out"))
+    }
+
+    #[test]
+    fn the_worse_of_two_children_is_ranked_out_at_the_grace_epoch() {
+        // Model 0 is the generator's; children 1 and 2 rise by 0.05 an epoch, one from 0.5 and the
+        // other from 0.3.
+        let run = |name: &str, worse: usize| {
+            let dir = temp_dir(name);
+            let store = SearchDir::open(&dir, false, "test").unwrap();
+            let mut trainer = trainer_with_curves(Duration::from_millis(1), 6, move |id, e| {
+                let from = if id == 0 {
+                    0.4
+                } else if id == worse {
+                    0.3
+                } else {
+                    0.5
+                };
+                from + 0.05 * e as f64
+            });
+            let result = search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &config(3)).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            assert_eq!(trainer.stop_rules, vec![false, true, true], "children, and only they, are ranked");
+            assert!(result.records[1..].iter().all(|r| r.father.is_some()));
+            result.records
+        };
+        // The worse trains second: it stops after epoch 2, 0.40 against the better's 0.60.
+        let records = run("rank-worse-second", 2);
+        assert_eq!((records[0].epochs, records[1].epochs, records[2].epochs), (6, 6, 2));
+        assert_eq!((records[0].stopped.as_deref(), records[1].stopped.as_deref()), (None, None), "the better runs on");
+        assert_eq!(
+            records[2].stopped.as_deref(),
+            Some("ranked out after epoch 2: best validation accuracy 0.4000 below the median 0.6000 of 1 child at that epoch")
+        );
+        // Recorded as a finished model, with its best epoch's figures for the optimiser.
+        assert!(records[2].finished() && (records[2].val_accuracy.unwrap() - 0.4).abs() < 1e-12, "{:?}", records[2]);
+        assert_eq!(records[2].curve.len(), 2);
+        // The worse trains first: with no peer it runs on, and the better is above it.
+        let records = run("rank-worse-first", 1);
+        assert!(records.iter().all(|r| r.epochs == 6 && r.stopped.is_none()), "{records:?}");
+    }
+
+    #[test]
+    fn the_rule_keeps_the_time_limit_and_leaves_time_for_more_models() {
+        // Every child is flat at a figure below every earlier child's: from the second child on,
+        // each is below the median after its second epoch.
+        let epoch = Duration::from_millis(20);
+        let limit = Duration::from_millis(1500);
+        let run = |name: &str, early_ranking: Option<EarlyRanking>| {
+            let dir = temp_dir(name);
+            let store = SearchDir::open(&dir, false, "test").unwrap();
+            let mut trainer = trainer_with_curves(epoch, 10, |id, e| if id == 0 { 0.08 * e as f64 } else { 0.9 - 0.01 * id as f64 });
+            let cfg = SearchConfig { time_limit: limit, max_models: None, early_ranking, ..config(0) };
+            let start = Instant::now();
+            let result = search(Grid { max: 30 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap();
+            let elapsed = start.elapsed();
+            std::fs::remove_dir_all(&dir).unwrap();
+            // One epoch past the limit at most, with room for a loaded machine's scheduling.
+            assert!(elapsed < limit + epoch + Duration::from_millis(80), "ran {elapsed:?} with a limit of {limit:?}");
+            assert_eq!(result.ended_by, "time limit");
+            result.records
+        };
+        let with = run("rank-time-with", Some(EarlyRanking::default()));
+        let without = run("rank-time-without", None);
+        let ranked = with.iter().filter(|r| ranked_out(r)).count();
+        assert!(without.iter().all(|r| !ranked_out(r)));
+        assert!(ranked >= 3 && with.iter().filter(|r| ranked_out(r)).all(|r| r.epochs == 2), "{with:?}");
+        // Ten epochs a model without the rule, two for each child it ranks out.
+        assert!(with.len() > without.len() + 2, "{} models with the rule, {} without", with.len(), without.len());
+    }
+
+    #[test]
+    fn generators_are_never_ranked_and_a_resumed_search_ranks_against_ranked_out_children() {
+        let dir = temp_dir("rank-resume");
+        let store = SearchDir::open(&dir, false, "test").unwrap();
+        let epoch = Duration::from_millis(1);
+        // Child 1 at 0.9; children 2 and 3 at 0.5, below it (and, for 3, below the median 0.7).
+        let mut first = trainer_with_curves(epoch, 4, |id, e| match id {
+            0 => 0.2 * e as f64,
+            1 => 0.9,
+            _ => 0.5,
+        });
+        let result = search(Grid { max: 12 }, vec![(1, 1)], &mut first, &store, &config(4)).unwrap();
+        assert!(!ranked_out(&result.records[1]) && ranked_out(&result.records[2]) && ranked_out(&result.records[3]), "{result:?}");
+        drop(store);
+
+        // Resumed with a second generator whose model is worse than every child: it trains on, with
+        // no rule. Child 5 (0.95) is above every child; child 6 (0.4) is below the median of 1, 2, 3
+        // and 5 after epoch 2, 0.7: the ranked-out children are finished peers.
+        let store = SearchDir::open(&dir, true, "test").unwrap();
+        let mut second = trainer_with_curves(epoch, 4, |id, _| match id {
+            4 => 0.1,
+            5 => 0.95,
+            _ => 0.4,
+        });
+        let result = search(Grid { max: 12 }, vec![(1, 1), (5, 5)], &mut second, &store, &config(7)).unwrap();
+        assert_eq!(second.trained.iter().map(|j| (j.id, j.father.is_some())).collect::<Vec<_>>(), vec![(4, false), (5, true), (6, true)]);
+        assert_eq!(second.stop_rules, vec![false, true, true]);
+        let records = &result.records;
+        assert_eq!(records.len(), 7);
+        assert!(records[..4].iter().all(|r| r.finished()), "ranked-out records stay finished: {records:?}");
+        assert!(records[4].epochs == 4 && records[4].stopped.is_none(), "the generator's model: {:?}", records[4]);
+        assert!(records[5].epochs == 4 && records[5].stopped.is_none(), "{:?}", records[5]);
+        assert_eq!(
+            records[6].stopped.as_deref(),
+            Some("ranked out after epoch 2: best validation accuracy 0.4000 below the median 0.7000 of 4 children at that epoch")
+        );
+        assert!(records.iter().filter(|r| r.father.is_none()).all(|r| !ranked_out(r)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_ranking_setting_ends_the_search_before_any_model() {
+        let dir = temp_dir("rank-bad");
+        let store = SearchDir::open(&dir, false, "test").unwrap();
+        let cfg = SearchConfig { early_ranking: Some(EarlyRanking { grace_epochs: 2, quantile: 1.5 }), ..config(3) };
+        let mut trainer = FakeTrainer::new();
+        let err = search(Grid { max: 12 }, vec![(1, 1)], &mut trainer, &store, &cfg).unwrap_err().to_string();
+        assert!(err.contains("quantile 1.5"), "{err}");
+        assert!(trainer.trained.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -957,14 +1101,25 @@ mod tests {
         fn one_worker_on_postgres_proposes_what_the_search_directory_does() {
             let server = PostgresServer::start();
             let cfg = SearchConfig { seed: 1, ..config(10) };
-            let mut on_postgres = FakeTrainer::new();
-            search(Grid { max: 12 }, vec![(1, 1)], &mut on_postgres, &open(&server, "same", "only", DEFAULT_LEASE), &cfg).unwrap();
+            // Four epochs, so that children below the median are ranked out after the second.
+            let mut on_postgres = FakeTrainer { epochs: 4, ..FakeTrainer::new() };
+            let pg_store = open(&server, "same", "only", DEFAULT_LEASE);
+            search(Grid { max: 12 }, vec![(1, 1)], &mut on_postgres, &pg_store, &cfg).unwrap();
             let dir = temp_dir("same-as-postgres");
-            let mut in_directory = FakeTrainer::new();
-            search(Grid { max: 12 }, vec![(1, 1)], &mut in_directory, &SearchDir::open(&dir, false, "only").unwrap(), &cfg).unwrap();
+            let mut in_directory = FakeTrainer { epochs: 4, ..FakeTrainer::new() };
+            let dir_store = SearchDir::open(&dir, false, "only").unwrap();
+            search(Grid { max: 12 }, vec![(1, 1)], &mut in_directory, &dir_store, &cfg).unwrap();
             let sequence = |t: &FakeTrainer| t.trained.iter().map(|j| (j.id, j.father, j.arch)).collect::<Vec<_>>();
             assert_eq!(sequence(&on_postgres), sequence(&in_directory));
             assert_eq!(on_postgres.trained.len(), 10);
+            // Both stores keep each model's curve and why it stopped, ranked-out children included.
+            let (pg, directory) = (pg_store.state().unwrap().records, dir_store.state().unwrap().records);
+            let kept = |records: &[ModelRecord<Value>]| {
+                records.iter().map(|r| (r.id, r.epochs, r.stopped.clone(), r.curve.clone())).collect::<Vec<_>>()
+            };
+            assert_eq!(kept(&pg), kept(&directory));
+            assert!(pg.iter().all(|r| r.curve.len() == r.epochs && r.epochs > 0), "{pg:?}");
+            assert!(pg.iter().any(ranked_out), "no child was ranked out: {pg:?}");
             std::fs::remove_dir_all(&dir).unwrap();
         }
 

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::search::store::{ModelBlob, Store};
 use crate::search::{Job, SearchSpace, Trained, Trainer};
-use crate::train::EpochStats;
+use crate::train::{EpochStats, StopRule};
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -56,14 +56,22 @@ pub fn score(a: (i64, i64)) -> f64 {
     1.0 - 0.01 * (((a.0 - 6).pow(2) + (a.1 - 6).pow(2)) as f64)
 }
 
-/// Trains nothing: an epoch is a short sleep; the accuracy is the grid's score. Architectures
-/// at least `oom_size` large run out of memory; `diverges` has a NaN loss.
+/// A fake model's validation accuracy after an epoch (from 1) of its training.
+pub type FakeCurve = Box<dyn Fn(&Job<(i64, i64), (i64, i64)>, usize) -> f64 + Send>;
+
+/// Trains nothing: an epoch is a short sleep; the validation accuracy after each epoch is `curve`'s
+/// (without one, rising evenly to the grid's score at the epoch cap), and the model's figures are
+/// its best epoch's, as a restored best epoch gives them. Architectures at least `oom_size` large
+/// run out of memory; `diverges` has a NaN loss. A stop rule is followed as `train::fit` does.
 pub struct FakeTrainer {
     pub trained: Vec<Job<(i64, i64), (i64, i64)>>,
     /// The time each model was given.
     pub budgets: Vec<Duration>,
+    /// Whether each model was given a stop rule.
+    pub stop_rules: Vec<bool>,
     pub epoch: Duration,
     pub epochs: usize,
+    pub curve: Option<FakeCurve>,
     pub oom_size: i64,
     pub diverges: Option<(i64, i64)>,
     /// The device is lost when model `lost_at` trains.
@@ -83,19 +91,36 @@ impl FakeTrainer {
         FakeTrainer {
             trained: Vec::new(),
             budgets: Vec::new(),
+            stop_rules: Vec::new(),
             epoch: Duration::from_millis(1),
             epochs: 2,
+            curve: None,
             oom_size: i64::MAX,
             diverges: None,
             lost_at: None,
             bug_at: None,
         }
     }
+
+    /// Model `job`'s validation accuracy after `epoch`.
+    fn accuracy(&self, job: &Job<(i64, i64), (i64, i64)>, epoch: usize) -> f64 {
+        match &self.curve {
+            Some(curve) => curve(job, epoch),
+            None => score(job.arch) * epoch as f64 / self.epochs as f64,
+        }
+    }
 }
 
 impl Trainer<Grid> for FakeTrainer {
-    fn train(&mut self, job: &Job<(i64, i64), (i64, i64)>, store: &dyn Store, deadline: Instant) -> Result<Trained> {
+    fn train(
+        &mut self,
+        job: &Job<(i64, i64), (i64, i64)>,
+        store: &dyn Store,
+        deadline: Instant,
+        stop_rule: Option<StopRule>,
+    ) -> Result<Trained> {
         self.trained.push(job.clone());
+        self.stop_rules.push(stop_rule.is_some());
         if let Some(father) = job.father {
             // The father's weights come from the store, as a real trainer's do.
             if store.load_model(father)?.weights != b"weights" {
@@ -116,32 +141,39 @@ impl Trainer<Grid> for FakeTrainer {
             return Err(Error::Diverged("the loss became NaN".into()));
         }
         let start = Instant::now();
-        let mut epochs = 0;
+        let mut curve: Vec<EpochStats> = Vec::new();
         let mut stopped = None;
-        for _ in 0..self.epochs {
+        for epoch in 1..=self.epochs {
             std::thread::sleep(self.epoch);
-            epochs += 1;
+            let accuracy = self.accuracy(job, epoch);
+            curve.push(EpochStats {
+                epoch,
+                seconds: self.epoch.as_secs_f64(),
+                loss: 1.0 - accuracy,
+                accuracy,
+                val_loss: Some(1.0 - accuracy),
+                val_accuracy: Some(accuracy),
+            });
+            if let Some(why) = stop_rule.as_ref().filter(|_| epoch < self.epochs).and_then(|rule| rule.check(&curve)) {
+                stopped = Some(why);
+                break;
+            }
             if Instant::now() >= deadline {
                 stopped = Some("time limit reached".to_string());
                 break;
             }
         }
-        let acc = score(job.arch);
+        // The best epoch's figures, as restoring it gives them.
+        let best = curve.iter().filter_map(|e| e.val_accuracy).fold(f64::NEG_INFINITY, f64::max);
         let model = ModelBlob { graph: format!("{:?}", job.arch), weights: b"weights".to_vec() };
-        // A curve that rises to the model's score, as a real one would.
-        let curve = (1..=epochs)
-            .map(|e| {
-                let reached = acc * e as f64 / epochs as f64;
-                EpochStats {
-                    epoch: e,
-                    seconds: self.epoch.as_secs_f64(),
-                    loss: 1.0 - reached,
-                    accuracy: reached,
-                    val_loss: Some(1.0 - reached),
-                    val_accuracy: Some(reached),
-                }
-            })
-            .collect();
-        Ok(Trained { epochs, seconds: start.elapsed().as_secs_f64(), val_loss: 1.0 - acc, val_accuracy: acc, stopped, curve, model })
+        Ok(Trained {
+            epochs: curve.len(),
+            seconds: start.elapsed().as_secs_f64(),
+            val_loss: 1.0 - best,
+            val_accuracy: best,
+            stopped,
+            curve,
+            model,
+        })
     }
 }

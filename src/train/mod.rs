@@ -11,6 +11,7 @@ use crate::ops;
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use progress::Progress;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A trainable network: logits from a batch of images, and its parameters.
@@ -89,6 +90,31 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
+/// A rule asked after each epoch's validation whether training should end early: it sees every
+/// epoch so far and answers why to stop, or `None` to go on (the search's early ranking of
+/// children, [`crate::search::ranking`]).
+#[derive(Clone)]
+pub struct StopRule(Arc<StopRuleFn>);
+
+type StopRuleFn = dyn Fn(&[EpochStats]) -> Option<String> + Send + Sync;
+
+impl StopRule {
+    pub fn new(rule: impl Fn(&[EpochStats]) -> Option<String> + Send + Sync + 'static) -> StopRule {
+        StopRule(Arc::new(rule))
+    }
+
+    /// Why training should stop after `epochs`, if it should.
+    pub fn check(&self, epochs: &[EpochStats]) -> Option<String> {
+        (self.0)(epochs)
+    }
+}
+
+impl std::fmt::Debug for StopRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopRule(..)")
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct FitConfig {
     pub epochs: usize,
@@ -119,6 +145,9 @@ pub struct FitConfig {
     /// loss and accuracy, early stopping and `restore_best` use the plain cross-entropy, so fits
     /// with and without smoothing are judged on the same figure.
     pub label_smoothing: f32,
+    /// Asked after each epoch but the last, once it is validated: a reason ends training as early
+    /// stopping does (the best epoch is still restored).
+    pub stop_rule: Option<StopRule>,
 }
 
 impl Default for FitConfig {
@@ -136,6 +165,7 @@ impl Default for FitConfig {
             shift: RandomShift::default(),
             flip: false,
             label_smoothing: 0.0,
+            stop_rule: None,
         }
     }
 }
@@ -153,7 +183,7 @@ pub struct EpochStats {
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct History {
     pub epochs: Vec<EpochStats>,
-    /// Why training ended before `epochs` ("early stopping", "deadline").
+    /// Why training ended before `epochs` (early stopping, the deadline, or the stop rule's reason).
     pub stopped_early: Option<String>,
     /// The epoch whose state the network holds after `fit` when it restored the best one.
     #[serde(default)]
@@ -337,7 +367,10 @@ fn fit_epochs(
                 }
             }
         }
-
+        if let Some(why) = cfg.stop_rule.as_ref().filter(|_| epoch < cfg.epochs).and_then(|rule| rule.check(&history.epochs)) {
+            history.stopped_early = Some(why);
+            break;
+        }
         if let (Some(es), Some(vl)) = (&cfg.early_stopping, val_loss) {
             if vl < best_val - es.min_delta {
                 best_val = vl;
