@@ -70,7 +70,7 @@ fn run(args: Args) -> Result<()> {
     let sources = Sources::sets(&train, &test, &digits);
     if args.report {
         let store = args.search.storage.open_existing()?;
-        let config = ClassifierConfig { verbose: true, ..args.search.classifier_config(digits.clone())? };
+        let config = ClassifierConfig { verbose: true, ..args.search.classifier_config(digits.clone(), &train)? };
         return write_search_report(
             &args.search.device.open()?,
             "MNIST",

@@ -165,7 +165,7 @@ fn run(args: Args) -> Result<()> {
             batch_size: args.batch_size,
             seed: repeat as u64,
             verbose: false,
-            shift: netmorph::data::RandomShift { max: 2 },
+            augmentation: Augmentation { shift: netmorph::data::RandomShift { max: 2 }, ..Augmentation::NONE },
             ..FitConfig::default()
         };
         let hr = fit(&net_r, &mut opt_r, &resident, None, &cfg)?;

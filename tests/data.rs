@@ -317,8 +317,9 @@ fn flipped_and_shifted_batches_equal_the_cpu_reference() {
         let indices: Vec<u32> = (0..batch).map(|_| r.random_range(0..n as u32)).collect();
         // Every image flipped, then a random mix of flips and shifts.
         let shift = RandomShift { max: h.min(w).saturating_sub(1).min(3) };
-        let all_flipped: Vec<ImageAugment> = shift.draw(batch, round).into_iter().map(|shift| ImageAugment { shift, flip: true }).collect();
-        let mixed = Augmentation { shift, flip: true }.draw(batch, round);
+        let all_flipped: Vec<ImageAugment> =
+            shift.draw(batch, round).into_iter().map(|shift| ImageAugment { shift, flip: true, ..ImageAugment::default() }).collect();
+        let mixed = Augmentation { shift, flip: true, ..Augmentation::NONE }.draw(batch, round);
         for augments in [all_flipped, mixed] {
             let (x, y) = data.batch_augmented(&indices, &augments).unwrap();
             assert!(
@@ -328,16 +329,17 @@ fn flipped_and_shifted_batches_equal_the_cpu_reference() {
             let want: Vec<u32> = indices.iter().map(|&i| set.labels[i as usize] as u32).collect();
             assert_eq!(y.to_u32_vec().unwrap(), want);
         }
-        let unflipped: Vec<ImageAugment> = shift.draw(batch, round).into_iter().map(|shift| ImageAugment { shift, flip: false }).collect();
+        let unflipped: Vec<ImageAugment> =
+            shift.draw(batch, round).into_iter().map(|shift| ImageAugment { shift, flip: false, ..ImageAugment::default() }).collect();
         let shifts: Vec<[i32; 2]> = unflipped.iter().map(|a| a.shift).collect();
         assert_eq!(set.gather_f32_augmented(&indices, &unflipped), set.gather_f32_shifted(&indices, &shifts));
     }
     // By hand: a 2x3 image mirrored, then moved one right and one up.
     let set = ImageSet::new(vec![1, 2, 3, 4, 5, 6], vec![0], 1, 2, 3, 1).unwrap();
     let s = 1.0 / 255.0;
-    let flip_right_up = [ImageAugment { shift: [1, -1], flip: true }];
+    let flip_right_up = [ImageAugment { shift: [1, -1], flip: true, ..ImageAugment::default() }];
     assert_eq!(set.gather_f32_augmented(&[0], &flip_right_up), vec![0.0, 6.0 * s, 5.0 * s, 0.0, 0.0, 0.0]);
-    let flip = [ImageAugment { shift: [0, 0], flip: true }];
+    let flip = [ImageAugment { shift: [0, 0], flip: true, ..ImageAugment::default() }];
     assert_eq!(set.gather_f32_augmented(&[0], &flip), vec![3.0 * s, 2.0 * s, 1.0 * s, 6.0 * s, 5.0 * s, 4.0 * s]);
     let data = DeviceDataset::new(&dev, &set).unwrap();
     assert_eq!(data.batch_augmented(&[0], &flip_right_up).unwrap().0.to_vec().unwrap(), set.gather_f32_augmented(&[0], &flip_right_up));
@@ -347,7 +349,7 @@ fn flipped_and_shifted_batches_equal_the_cpu_reference() {
 
 #[test]
 fn flips_are_seeded_half_the_time_and_leave_the_shifts_alone() {
-    let on = Augmentation { shift: RandomShift { max: 2 }, flip: true };
+    let on = Augmentation { shift: RandomShift { max: 2 }, flip: true, ..Augmentation::NONE };
     let a = on.draw(1000, 4);
     assert_eq!(a, on.draw(1000, 4), "same seed, same augmentation");
     let flipped = a.iter().filter(|x| x.flip).count();
@@ -356,8 +358,16 @@ fn flips_are_seeded_half_the_time_and_leave_the_shifts_alone() {
     assert_eq!(shifts, RandomShift { max: 2 }.draw(1000, 4), "turning flips on keeps a run's shifts");
     assert!(Augmentation { flip: false, ..on }.draw(100, 4).iter().all(|x| !x.flip));
     assert!(Augmentation::NONE.draw(10, 1).iter().all(ImageAugment::is_identity));
-    assert_eq!(Augmentation::for_image(1, 28, 28), Augmentation { shift: RandomShift { max: 2 }, flip: false }, "digits are not mirrored");
-    assert_eq!(Augmentation::for_image(3, 32, 32), Augmentation { shift: RandomShift { max: 2 }, flip: true }, "photographs are");
+    assert_eq!(
+        Augmentation::for_image(1, 28, 28),
+        Augmentation { shift: RandomShift { max: 2 }, flip: false, ..Augmentation::NONE },
+        "digits are not mirrored"
+    );
+    assert_eq!(
+        Augmentation::for_image(3, 32, 32),
+        Augmentation { shift: RandomShift { max: 2 }, flip: true, ..Augmentation::NONE },
+        "photographs are"
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn streamed_batches_equal_the_cpu_gather_and_cover_the_set_once() {
         let order = BatchOrder::new(n, batch, r.random()).unwrap();
         let chunks = data.batches(order.epoch(3)).unwrap().chunks();
         assert!(chunks >= 3 && chunks <= set.images.len().div_ceil(1 << 20) + 2, "{what}: {chunks} chunks");
-        let augmentation = Augmentation { shift: netmorph::data::RandomShift { max: h.min(w) / 3 }, flip: true };
+        let augmentation = Augmentation { shift: netmorph::data::RandomShift { max: h.min(w) / 3 }, flip: true, ..Augmentation::NONE };
         let seen = check_pass(&data, &set, order.epoch(3), augmentation, &what);
         assert!(seen.iter().all(|&s| s == 1), "{what}: an epoch sees every image once");
         let seen = check_pass(&data, &set, order.sequential(), Augmentation::NONE, &what);
@@ -133,8 +133,7 @@ fn a_streamed_epoch_trains_as_the_resident_one() {
         batch_size: 64,
         seed: 11,
         verbose: false,
-        shift: netmorph::data::RandomShift { max: 2 },
-        flip: true,
+        augmentation: Augmentation { shift: netmorph::data::RandomShift { max: 2 }, flip: true, ..Augmentation::NONE },
         ..FitConfig::default()
     };
     let mut runs = Vec::new();
@@ -197,7 +196,14 @@ fn fit_flips_the_training_images_of_a_streamed_set_and_not_the_validation_ones()
     let data = DeviceDataset::new(&small, &set).unwrap();
     assert!(data.is_streamed());
     let net = InputRecorder::new(&dev, c * h * w, 10).unwrap();
-    let cfg = FitConfig { epochs: 1, batch_size: 50, seed: 3, verbose: false, flip: true, ..FitConfig::default() };
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 50,
+        seed: 3,
+        verbose: false,
+        augmentation: Augmentation { flip: true, ..Augmentation::NONE },
+        ..FitConfig::default()
+    };
     fit(&net, &mut Sgd::new(0.1), &data, Some(&data), &cfg).unwrap();
     let seen = net.take_seen();
     let order = BatchOrder::new(set.n, 50, 3).unwrap();
@@ -208,7 +214,7 @@ fn fit_flips_the_training_images_of_a_streamed_set_and_not_the_validation_ones()
         assert!(is_training);
         for (k, &i) in indices.iter().enumerate() {
             let image = &x[k * image_len..][..image_len];
-            let mirror = ImageAugment { shift: [0, 0], flip: true };
+            let mirror = ImageAugment { shift: [0, 0], flip: true, ..ImageAugment::default() };
             if image == set.gather_f32_augmented(&[i], &[mirror]) {
                 flipped += 1;
             } else {

@@ -321,14 +321,21 @@ fn with_a_deadline_the_cosine_ends_where_training_does() {
 
 #[test]
 fn fit_shifts_the_training_batches_and_nothing_else() {
-    use netmorph::data::{BatchOrder, RandomShift};
+    use netmorph::data::{Augmentation, BatchOrder, RandomShift};
     let dev = device();
     let set = mnist().train.take(40);
     let train = DeviceDataset::new(&dev, &set).unwrap();
     let net = InputRecorder::new(&dev, 28 * 28, 10).unwrap();
     let mut opt = RateRecorder { lr: 0.1, seen: Vec::new(), pause: std::time::Duration::ZERO };
     let shift = RandomShift { max: 2 };
-    let cfg = FitConfig { epochs: 1, batch_size: 16, seed: 5, verbose: false, shift, ..FitConfig::default() };
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 16,
+        seed: 5,
+        verbose: false,
+        augmentation: Augmentation { shift, ..Augmentation::NONE },
+        ..FitConfig::default()
+    };
     fit(&net, &mut opt, &train, Some(&train), &cfg).unwrap();
     let seen = net.take_seen();
     let order = BatchOrder::new(40, 16, 5).unwrap();
@@ -348,5 +355,49 @@ fn fit_shifts_the_training_batches_and_nothing_else() {
     for ((is_training, x), indices) in validation.iter().zip(order.sequential()) {
         assert!(!is_training);
         assert_eq!(*x, set.gather_f32(&indices), "validation images are not shifted");
+    }
+}
+
+#[test]
+fn with_every_augmentation_on_validation_evaluate_logits_and_predict_see_the_images_as_they_are() {
+    use netmorph::data::{Augmentation, BatchOrder, RandomShift};
+    use netmorph::train::{logits, predict};
+    let dev = device();
+    let set = mnist().train.take(100);
+    let all = Augmentation { shift: RandomShift { max: 2 }, flip: true, rotation_degrees: 20.0, scale: 0.2, elastic: 2.0, cutout: 8 };
+    let cfg = FitConfig { epochs: 1, batch_size: 16, seed: 5, verbose: false, augmentation: all, ..FitConfig::default() };
+    let order = BatchOrder::new(set.n, 16, 5).unwrap();
+    // 78 KB of images over a 64 KiB binding stream; the same set resident.
+    let small = dev.with_max_binding_bytes(64 << 10);
+    for (device, streamed) in [(&dev, false), (&small, true)] {
+        let data = DeviceDataset::new(device, &set).unwrap();
+        assert_eq!(data.is_streamed(), streamed);
+        let net = InputRecorder::new(device, 784, 10).unwrap();
+        fit(&net, &mut Sgd::new(0.1), &data, Some(&data), &cfg).unwrap();
+        let seen = net.take_seen();
+        let (training, validation) = seen.split_at(order.batches_per_epoch());
+        let mut augmented = 0;
+        for ((is_training, x), indices) in training.iter().zip(order.epoch(1)) {
+            assert!(is_training);
+            let plain = set.gather_f32(&indices);
+            augmented += (0..indices.len()).filter(|&k| x[k * 784..][..784] != plain[k * 784..][..784]).count();
+        }
+        assert_eq!(augmented, set.n, "every training image is rotated, so resampled (streamed: {streamed})");
+        for ((is_training, x), indices) in validation.iter().zip(order.sequential()) {
+            assert!(!is_training);
+            assert!(*x == set.gather_f32(&indices), "validation images are not augmented (streamed: {streamed})");
+        }
+        let sequential = BatchOrder::new(set.n, 16, 0).unwrap().sequential();
+        evaluate(&net, &data, 16).unwrap();
+        logits(&net, &data, 16).unwrap();
+        let images = Tensor::from_slice(device, &set.gather_f32(&sequential[0]), &[16, 1, 28, 28]).unwrap();
+        predict(&net, &images).unwrap();
+        let seen = net.take_seen();
+        let wanted = sequential.iter().chain(&sequential).chain(&sequential[..1]);
+        assert_eq!(seen.len(), 2 * sequential.len() + 1, "evaluate, logits, then predict");
+        for ((is_training, x), indices) in seen.iter().zip(wanted) {
+            assert!(!is_training);
+            assert!(*x == set.gather_f32(indices), "evaluate, logits and predict see the images as they are (streamed: {streamed})");
+        }
     }
 }

@@ -6,7 +6,9 @@ pub mod model;
 pub mod report;
 pub mod search;
 
-use crate::data::{load_data, ImageSet, LoadOptions, LoadedData, RandomShift, DEFAULT_TEST_FRACTION};
+use crate::data::{
+    load_data, Augmentation, ImageSet, LoadOptions, LoadedData, RandomShift, DEFAULT_TEST_FRACTION, MAX_ROTATION_DEGREES, MAX_SCALE,
+};
 use crate::device::{Device, DeviceOptions, KernelTuning};
 use crate::error::{Error, Result};
 use crate::search::classifier::ClassifierConfig;
@@ -116,6 +118,22 @@ pub struct TrainingArgs {
     /// one channel, where a mirror changes digits and letters).
     #[arg(long, value_name = "BOOL")]
     pub flip: Option<bool>,
+    /// Random rotations of the training images about their centre, up to this many degrees
+    /// either way (0: none; at most 45).
+    #[arg(long = "rotate", value_name = "DEGREES", default_value_t = 0.0, value_parser = parse_rotation)]
+    pub rotation_degrees: f32,
+    /// Random scaling of the training images about their centre, by a factor between 1 - FRACTION
+    /// and 1 + FRACTION (0: none; below 0.5).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_scale)]
+    pub scale: f32,
+    /// Elastic distortion of the training images: a smooth random field (4x4 control points,
+    /// interpolated) moves each pixel by up to about this many pixels (0: none).
+    #[arg(long, value_name = "PIXELS", default_value_t = 0.0, value_parser = parse_elastic)]
+    pub elastic: f32,
+    /// Cutout: a square of this side, at a random place in each training image, set to zero (0:
+    /// none; at most the images' shorter side).
+    #[arg(long, value_name = "PIXELS", default_value_t = 0)]
+    pub cutout: usize,
     /// Per-channel normalisation of the input, kept inside the model (default: on for colour
     /// images, off for one channel).
     #[arg(long, value_name = "BOOL")]
@@ -133,10 +151,11 @@ pub struct TrainingArgs {
 
 impl TrainingArgs {
     /// The classifier's configuration with these choices (the schedule for searched models and
-    /// the final fit alike), otherwise the library's defaults.
-    pub fn classifier_config(&self, seed: u64, class_names: Vec<String>) -> Result<ClassifierConfig> {
+    /// the final fit alike), otherwise the library's defaults; an error naming the option when an
+    /// augmentation does not suit `train`'s images.
+    pub fn classifier_config(&self, seed: u64, class_names: Vec<String>, train: &ImageSet) -> Result<ClassifierConfig> {
         let schedule = self.lr_schedule.schedule();
-        Ok(ClassifierConfig {
+        let config = ClassifierConfig {
             seed,
             batch_size: self.batch_size,
             optimizer: self.optimizer.config(self.lr, self.weight_decay)?,
@@ -145,10 +164,64 @@ impl TrainingArgs {
             final_lr_schedule: schedule,
             shift: self.shift.value().map(|max| RandomShift { max }),
             flip: self.flip,
+            rotation_degrees: self.rotation_degrees,
+            scale: self.scale,
+            elastic: self.elastic,
+            cutout: self.cutout,
             normalize: self.normalize,
             class_names,
             ..Default::default()
-        })
+        };
+        self.check_augmentation(&config.augmentation_for(train.channels, train.height, train.width), train)?;
+        Ok(config)
+    }
+
+    /// The run-time limits of the augmentation options, which depend on the images' size.
+    fn check_augmentation(&self, augmentation: &Augmentation, train: &ImageSet) -> Result<()> {
+        let (h, w) = (train.height, train.width);
+        let side = h.min(w);
+        let refuse = |option: &str, value: String, why: String| {
+            Err(Error::Invalid(format!("{option} {value}: {why} of the {h}x{w} training images ({side} pixels)")))
+        };
+        if augmentation.shift.max > 0 && augmentation.shift.max >= side {
+            return refuse(
+                "--shift",
+                augmentation.shift.max.to_string(),
+                "moves the images out of their frame: it must be below the shorter side".into(),
+            );
+        }
+        if self.cutout > side {
+            return refuse("--cutout", self.cutout.to_string(), "a square larger than the shorter side".into());
+        }
+        if self.elastic >= side as f32 {
+            return refuse("--elastic", self.elastic.to_string(), "a displacement that must be below the shorter side".into());
+        }
+        // What the options cannot break, the library still checks.
+        augmentation.check(h, w)
+    }
+}
+
+/// Degrees of rotation: at least 0 and at most [`MAX_ROTATION_DEGREES`].
+pub fn parse_rotation(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(d) if (0.0..=MAX_ROTATION_DEGREES).contains(&d) => Ok(d),
+        _ => Err(format!("`{text}` is not a number of degrees between 0 and {MAX_ROTATION_DEGREES}")),
+    }
+}
+
+/// A scale range's half-width: at least 0 and below [`MAX_SCALE`].
+pub fn parse_scale(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(s) if (0.0..MAX_SCALE).contains(&s) => Ok(s),
+        _ => Err(format!("`{text}` is not a fraction of at least 0 and below {MAX_SCALE}")),
+    }
+}
+
+/// An elastic displacement in pixels: finite and at least 0.
+pub fn parse_elastic(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(a) if a >= 0.0 && a.is_finite() => Ok(a),
+        _ => Err(format!("`{text}` is not a number of pixels of at least 0")),
     }
 }
 
@@ -297,5 +370,17 @@ mod tests {
         assert_eq!(parse_non_negative_real("0"), Ok(0.0));
         assert!(parse_time_limit("1e30").unwrap_err().contains("at most a year"));
         assert!(parse_time_limit("0").is_err() && parse_time_limit("2h").is_ok());
+        for bad in ["NaN", "-1", "45.5", "inf", "ten"] {
+            assert!(parse_rotation(bad).is_err(), "`{bad}` accepted");
+        }
+        assert!(parse_rotation("0").is_ok() && parse_rotation("45").is_ok());
+        for bad in ["NaN", "-0.1", "0.5", "inf"] {
+            assert!(parse_scale(bad).is_err(), "`{bad}` accepted");
+        }
+        assert!(parse_scale("0").is_ok() && parse_scale("0.49").is_ok());
+        for bad in ["NaN", "-1", "inf"] {
+            assert!(parse_elastic(bad).is_err(), "`{bad}` accepted");
+        }
+        assert!(parse_elastic("0").is_ok() && parse_elastic("2.5").is_ok());
     }
 }

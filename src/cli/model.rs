@@ -33,7 +33,7 @@ pub struct TrainArgs {
 pub fn train(device: &Device, args: &TrainArgs) -> Result<()> {
     let data = args.data.load(args.seed)?;
     let architecture = Graph::load_architecture(&args.model)?;
-    let config = args.training.classifier_config(args.seed, data.class_names.clone())?;
+    let config = args.training.classifier_config(args.seed, data.class_names.clone(), &data.train)?;
     let mut classifier = ImageClassifier::from_architecture(device, config, &architecture, &data.train)?;
     println!("Device: {}", device.name());
     print!("{}", classifier.model_graph().expect("set by from_architecture").summary()?);

@@ -135,7 +135,8 @@ pub fn run_report(args: &ReportCommandArgs) -> Result<()> {
     let loaded = args.data.load(args.seed)?;
     let sources = Sources::of(&loaded);
     let name = args.data.data.display().to_string();
-    let config = ClassifierConfig { verbose: true, ..args.training.classifier_config(args.seed, loaded.class_names.clone())? };
+    let config =
+        ClassifierConfig { verbose: true, ..args.training.classifier_config(args.seed, loaded.class_names.clone(), &loaded.train)? };
     let store: Option<Box<dyn Store>> = match (&args.search_dir, &args.storage, &args.study) {
         (Some(dir), _, _) => {
             // Reading first: a folder without a search is an error, not a new, empty search.

@@ -4,6 +4,7 @@
 
 use super::report::{write_search_report, ExcludeArgs, ReportArgs};
 use super::{parse_fraction, parse_positive, parse_positive_real, parse_quantile, parse_share, parse_time_limit, TrainingArgs};
+use crate::data::ImageSet;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{CnnConfig, ResNetConfig};
@@ -98,7 +99,7 @@ pub struct SearchArgs {
 
 impl SearchArgs {
     /// The classifier's configuration, the generators not yet chosen (see [`run_search`]).
-    pub fn classifier_config(&self, class_names: Vec<String>) -> Result<ClassifierConfig> {
+    pub fn classifier_config(&self, class_names: Vec<String>, train: &ImageSet) -> Result<ClassifierConfig> {
         let mut config = ClassifierConfig {
             search_dir: self.storage.search_dir.clone(),
             resume: self.storage.resume,
@@ -109,7 +110,7 @@ impl SearchArgs {
             model_share: self.model_share,
             early_ranking: (self.early_ranking > 0)
                 .then_some(EarlyRanking { grace_epochs: self.early_ranking, quantile: self.ranking_quantile }),
-            ..self.training.classifier_config(self.seed, class_names)?
+            ..self.training.classifier_config(self.seed, class_names, train)?
         };
         if let Some(scale) = self.final_lr_scale {
             config.final_lr_scale = scale;
@@ -215,8 +216,8 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
     let (train, test) = (data.train, data.test);
     let class_names = data.class_names.to_vec();
     args.report.options()?;
-    // Checked before the store opens, so that a refused option leaves no search directory.
-    let mut config = args.classifier_config(class_names)?;
+    // Checked before the store is opened: a refused option leaves nothing behind.
+    let mut config = args.classifier_config(class_names, train)?;
     let start = Instant::now();
     let store = args.storage.open(&worker_name(&device.name()))?;
     let time = store.deadline(args.time_limit)?;
@@ -307,7 +308,7 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
     store.put_file("final.safetensors", &served.weights_to_safetensors()?)?;
     store.put(FINAL_OUTCOME, &outcome)?;
     if !args.no_report {
-        let config = ClassifierConfig { verbose: true, ..args.classifier_config(data.class_names.to_vec())? };
+        let config = ClassifierConfig { verbose: true, ..args.classifier_config(data.class_names.to_vec(), data.train)? };
         // Everything the search made is saved already: a failed report is reported, and loses nothing.
         if let Err(e) = write_search_report(device, name, data, &*store, &config, &args.report, &args.report_dir()) {
             eprintln!(
@@ -331,7 +332,8 @@ mod tests {
 
     fn ranking_of(args: &[&str]) -> std::result::Result<Option<EarlyRanking>, String> {
         let command = Command::try_parse_from(std::iter::once("search").chain(args.iter().copied())).map_err(|e| e.to_string())?;
-        Ok(command.search.classifier_config(vec![]).unwrap().early_ranking)
+        let images = ImageSet::new(vec![0; 2 * 28 * 28], vec![0, 1], 1, 28, 28, 2).unwrap();
+        Ok(command.search.classifier_config(vec![], &images).unwrap().early_ranking)
     }
 
     #[test]

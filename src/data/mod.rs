@@ -13,7 +13,10 @@ pub mod mnist;
 pub mod npy;
 pub mod split;
 
-pub use dataset::{Augmentation, BatchOrder, Batches, DeviceDataset, ImageAugment, RandomShift, Residency};
+pub use dataset::{
+    Augmentation, BatchOrder, Batches, Cutout, DeviceDataset, ImageAugment, RandomShift, Residency, ELASTIC_GRID, ELASTIC_POINTS,
+    MAX_ROTATION_DEGREES, MAX_SCALE,
+};
 pub use download::{download_files, download_mnist, DEFAULT_MIRROR, MNIST_SHA256};
 pub use folder::read_images;
 pub use idx::{read_idx, IdxArray};

@@ -176,6 +176,16 @@ pub struct ClassifierConfig {
     /// Random horizontal flips of the training images; `None`: on for colour images, off for one
     /// channel (digits and text, which a mirror changes), as [`Augmentation::for_image`].
     pub flip: Option<bool>,
+    /// Random rotations of the training images, up to this many degrees either way (0: none; see
+    /// [`Augmentation::rotation_degrees`]).
+    pub rotation_degrees: f32,
+    /// Random scaling of the training images by a factor in `[1 - scale, 1 + scale]` (0: none).
+    pub scale: f32,
+    /// Elastic distortion of the training images, control points moved by up to this many pixels
+    /// (0: none; see [`Augmentation::elastic`]).
+    pub elastic: f32,
+    /// Cutout: a random square of this side, in pixels, of each training image set to zero (0: none).
+    pub cutout: usize,
     /// Per-channel normalisation of the input, its statistics taken from the search's training
     /// split and kept in every model (so saved and exported models take plain pixels); `None`: on
     /// for colour images, off for one channel, where the MNIST figures were measured without it.
@@ -222,6 +232,10 @@ impl Default for ClassifierConfig {
             morph_noise: crate::morph::DEFAULT_NOISE,
             shift: None,
             flip: None,
+            rotation_degrees: 0.0,
+            scale: 0.0,
+            elastic: 0.0,
+            cutout: 0,
             normalize: None,
             class_names: vec![],
             max_models: None,
@@ -237,9 +251,25 @@ impl Default for ClassifierConfig {
 }
 
 impl ClassifierConfig {
-    /// The augmentation for `data`'s images.
-    fn shift_for(&self, data: &DeviceDataset) -> RandomShift {
-        self.shift.unwrap_or_else(|| RandomShift::for_image(data.height, data.width))
+    /// The augmentation of training images of `channels`x`height`x`width`: the shift and flip
+    /// given or their defaults for such images ([`Augmentation::for_image`]), and the rest as set.
+    pub fn augmentation_for(&self, channels: usize, height: usize, width: usize) -> Augmentation {
+        let defaults = Augmentation::for_image(channels, height, width);
+        Augmentation {
+            shift: self.shift.unwrap_or(defaults.shift),
+            flip: self.flip.unwrap_or(defaults.flip),
+            rotation_degrees: self.rotation_degrees,
+            scale: self.scale,
+            elastic: self.elastic,
+            cutout: self.cutout,
+        }
+    }
+
+    /// [`augmentation_for`](Self::augmentation_for) `set`'s images, checked against their size.
+    fn checked_augmentation(&self, set: &ImageSet) -> Result<Augmentation> {
+        let augmentation = self.augmentation_for(set.channels, set.height, set.width);
+        augmentation.check(set.height, set.width)?;
+        Ok(augmentation)
     }
 
     /// The input normalisation of models trained on `train`, if [`normalize`](Self::normalize)
@@ -248,10 +278,6 @@ impl ClassifierConfig {
         self.normalize
             .unwrap_or(train.channels >= 3)
             .then(|| ChannelNorm::of_images(&train.images, train.channels, train.height * train.width, PIXEL_SCALE))
-    }
-
-    fn flip_for(&self, data: &DeviceDataset) -> bool {
-        self.flip.unwrap_or_else(|| Augmentation::for_image(data.channels, data.height, data.width).flip)
     }
 }
 
@@ -400,8 +426,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
                 // The search compares models at their best epoch, and children inherit it.
                 restore_best: true,
                 lr_schedule: self.config.lr_schedule,
-                shift: self.config.shift_for(&self.train),
-                flip: self.config.flip_for(&self.train),
+                augmentation: self.config.augmentation_for(self.train.channels, self.train.height, self.train.width),
                 label_smoothing: self.config.label_smoothing,
                 stop_rule,
             };
@@ -525,6 +550,7 @@ impl ImageClassifier {
         if outputs != [train.classes] {
             return Err(Error::shape("architecture", format!("gives outputs {outputs:?} but the data has {} classes", train.classes)));
         }
+        config.checked_augmentation(train)?;
         graph.set_input_normalization(config.normalization_for(train))?;
         graph.set_class_names(config.class_names.clone())?;
         graph.init_weights(config.seed)?;
@@ -570,6 +596,8 @@ impl ImageClassifier {
         if let Some(ranking) = &cfg.early_ranking {
             ranking.check()?;
         }
+        // Before anything is stored: every model's fit would refuse it.
+        cfg.checked_augmentation(train)?;
         let n_val = validation_size(train.n);
         let settings = Settings {
             input: train.image_shape(),
@@ -770,8 +798,7 @@ impl ImageClassifier {
             deadline,
             restore_best: false,
             lr_schedule: self.config.final_lr_schedule,
-            shift: self.config.shift_for(&data),
-            flip: self.config.flip_for(&data),
+            augmentation: self.config.checked_augmentation(train)?,
             label_smoothing: self.config.label_smoothing,
             stop_rule: None,
         };

@@ -5,7 +5,7 @@
 mod progress;
 
 use crate::autograd::{Tape, Var};
-use crate::data::dataset::{Augmentation, BatchOrder, DeviceDataset, RandomShift};
+use crate::data::dataset::{Augmentation, BatchOrder, DeviceDataset};
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::optim::Optimizer;
@@ -136,10 +136,9 @@ pub struct FitConfig {
     /// stops; the rate never rises when a plan grows); the optimizer's rate is put back when `fit`
     /// returns.
     pub lr_schedule: LrSchedule,
-    /// Augmentation of the training batches (validation and evaluation see the images as they are).
-    pub shift: RandomShift,
-    /// Mirror each training image left-right with probability one half (see [`Augmentation::flip`]).
-    pub flip: bool,
+    /// Augmentation of the training batches (validation and evaluation see the images as they
+    /// are), checked against the training images' size when `fit` starts.
+    pub augmentation: Augmentation,
     /// Label smoothing eps in [0, 1) of the training loss: the target is (1 - eps) onehot + eps /
     /// classes. The reported training loss is the smoothed one (it cannot reach 0); the validation
     /// loss and accuracy, early stopping and `restore_best` use the plain cross-entropy, so fits
@@ -162,8 +161,7 @@ impl Default for FitConfig {
             deadline: None,
             restore_best: false,
             lr_schedule: LrSchedule::Constant,
-            shift: RandomShift::default(),
-            flip: false,
+            augmentation: Augmentation::NONE,
             label_smoothing: 0.0,
             stop_rule: None,
         }
@@ -287,6 +285,7 @@ pub fn fit(
         return Err(Error::Invalid("fit: restore_best needs validation data to tell the best epoch".into()));
     }
     ops::softmax::check_label_smoothing("fit", cfg.label_smoothing)?;
+    cfg.augmentation.check(train.height, train.width)?;
     let base_lr = opt.learning_rate();
     let result = fit_epochs(net, opt, train, val, cfg, base_lr);
     opt.set_learning_rate(base_lr);
@@ -311,7 +310,6 @@ fn fit_epochs(
     let mut best: Option<Snapshot> = None;
     // The first epoch, not yet timed, assumes all of them.
     let mut schedule = PlannedSchedule::new(cfg.lr_schedule, steps, cfg.epochs);
-    let augmentation = Augmentation { shift: cfg.shift, flip: cfg.flip };
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let correct = Tensor::zeros(&device, &[1])?;
@@ -325,7 +323,7 @@ fn fit_epochs(
         for step in 0..batches.len() {
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
             let count = batches.indices(step).len();
-            let (x, y) = batches.gather(step, &augmentation.draw(count, seed ^ SHIFT_STREAM))?;
+            let (x, y) = batches.gather(step, &cfg.augmentation.draw(count, seed ^ SHIFT_STREAM))?;
             opt.set_learning_rate(base_lr * schedule.factor(epoch, step));
             let loss = train_step_smoothed(net, opt, x, y, seed, &correct, cfg.label_smoothing)?;
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);

@@ -12,7 +12,7 @@
 mod augment;
 mod stream;
 
-pub use augment::{Augmentation, ImageAugment, RandomShift};
+pub use augment::{Augmentation, Cutout, ImageAugment, RandomShift, ELASTIC_GRID, ELASTIC_POINTS, MAX_ROTATION_DEGREES, MAX_SCALE};
 pub use stream::Batches;
 
 use super::mnist::{ImageSet, PIXEL_SCALE};
@@ -45,6 +45,9 @@ struct GatherParams {
     width: u32,
     augmented: u32,
     _pad: u32,
+    grid_x: f32,
+    grid_y: f32,
+    _pad1: [u32; 2],
 }
 
 /// Device memory a data set may take before it is streamed, when [`Residency::Auto`] is not
@@ -212,7 +215,7 @@ impl DeviceDataset {
         if shifts.len() != indices.len() {
             return Err(Error::Invalid(format!("{} shifts for a batch of {} images", shifts.len(), indices.len())));
         }
-        let augments: Vec<ImageAugment> = shifts.iter().map(|&shift| ImageAugment { shift, flip: false }).collect();
+        let augments: Vec<ImageAugment> = shifts.iter().map(|&shift| ImageAugment { shift, ..ImageAugment::default() }).collect();
         self.batch_augmented(indices, &augments)
     }
 
@@ -235,7 +238,8 @@ impl DeviceDataset {
         [self.channels, self.height, self.width]
     }
 
-    /// Indices within the set, one augmentation per image (or none), shifts within the frame.
+    /// Indices within the set, one augmentation per image (or none), each one possible for the
+    /// images (shifts within the frame, finite values).
     fn check_batch(&self, indices: &[u32], augments: &[ImageAugment]) -> Result<()> {
         if let Some(&bad) = indices.iter().find(|&&i| i as usize >= self.n) {
             return Err(Error::Invalid(format!("batch index {bad} is out of range for a dataset of {} images", self.n)));
@@ -243,12 +247,8 @@ impl DeviceDataset {
         if !augments.is_empty() && augments.len() != indices.len() {
             return Err(Error::Invalid(format!("{} augmentations for a batch of {} images", augments.len(), indices.len())));
         }
-        let outside = |a: &&ImageAugment| {
-            let [dx, dy] = a.shift;
-            dx.unsigned_abs() as usize >= self.width || dy.unsigned_abs() as usize >= self.height
-        };
-        if let Some(bad) = augments.iter().find(outside) {
-            return Err(Error::Invalid(format!("shift {:?} moves a {}x{} image out of its frame", bad.shift, self.height, self.width)));
+        if let Some((k, problem)) = augments.iter().enumerate().find_map(|(k, a)| Some((k, a.problem(self.height, self.width)?))) {
+            return Err(Error::Invalid(format!("the augmentation of image {k} of the batch: {problem}")));
         }
         Ok(())
     }
@@ -267,8 +267,8 @@ impl DeviceDataset {
         // them and the indices fill their binding.
         let augmented = augments.iter().any(|a| !a.is_identity());
         let words = if augmented {
-            let words: Vec<u32> = augments.iter().flat_map(|a| [a.shift[0] as u32, a.shift[1] as u32, a.flip as u32]).collect();
-            Tensor::from_u32(dev, &words, &[b, 3])?
+            let words: Vec<u32> = augments.iter().flat_map(|a| a.words(self.height, self.width)).collect();
+            Tensor::from_u32(dev, &words, &[b, augment::AUGMENT_WORDS])?
         } else {
             idx.clone()
         };
@@ -283,6 +283,9 @@ impl DeviceDataset {
             width: self.width as u32,
             augmented: augmented as u32,
             _pad: 0,
+            grid_x: augment::elastic_grid_step(self.width),
+            grid_y: augment::elastic_grid_step(self.height),
+            _pad1: [0; 2],
         };
         let bufs = [images.buffer(), labels.buffer(), idx.buffer(), words.buffer(), out_images.buffer(), out_labels.buffer()];
         dev.dispatch(&GATHER, &[], &params, &bufs, crate::ops::grid_1d(crate::ops::groups(b * self.image_len().div_ceil(PER), WG)))?;
