@@ -84,13 +84,8 @@ struct Recipe {
 /// The configurations compared, by name.
 fn configurations(args: &Args) -> Vec<(&'static str, Recipe)> {
     let shift = Augmentation { shift: RandomShift { max: args.shift }, ..Augmentation::NONE };
-    let all = Augmentation {
-        rotation_degrees: args.rotation_degrees,
-        scale: args.scale,
-        elastic: args.elastic,
-        cutout: args.cutout,
-        ..shift
-    };
+    let all =
+        Augmentation { rotation_degrees: args.rotation_degrees, scale: args.scale, elastic: args.elastic, cutout: args.cutout, ..shift };
     let plain = |augmentation| Recipe { augmentation, label_smoothing: 0.0 };
     let smoothed = |augmentation| Recipe { augmentation, label_smoothing: args.label_smoothing };
     vec![

@@ -293,6 +293,8 @@ fn wrong_values_get_errors_that_name_them() {
         (vec!["search", d, "--search-dir", s, "--elastic", "NaN"], "--elastic"),
         (vec!["search", d, "--search-dir", s, "--cutout", "-3"], "--cutout"),
         (vec!["search", d, "--search-dir", s, "--cutout", "1000"], "--cutout 1000"),
+        (vec!["search", d, "--search-dir", s, "--batch-size", "0"], "--batch-size 0"),
+        (vec!["search", d, "--search-dir", s, "--batch-size", "many"], "--batch-size"),
         (vec!["search", d, "--search-dir", s, "--width", "wide"], "--width"),
         (vec!["search", d, "--search-dir", s, "--resize", "0x8"], "--resize"),
         (vec!["search", d, "--search-dir", s, "--downsample", "11"], "factor of 11"),

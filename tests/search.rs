@@ -125,6 +125,32 @@ fn a_small_search_trains_children_within_its_limit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The small-data check: with the library's defaults (the 64-wide generator, the epoch
+/// caps, the model share, early ranking and the default augmentation), a search of two minutes on
+/// about a thousand small images still tries several architectures, and stops on time.
+#[test]
+fn a_two_minute_search_on_a_thousand_small_images_trains_three_models_on_time() {
+    let dir = temp_dir("two-minutes");
+    let device = netmorph::testing::device();
+    let data = small_mnist(1000);
+    let limit = Duration::from_secs(120);
+    let config = ClassifierConfig { search_dir: dir.clone(), seed: 1, verbose: false, ..Default::default() };
+    let mut classifier = ImageClassifier::new(&device, config);
+    let start = Instant::now();
+    let result = classifier.fit(&data, limit).expect("search").clone();
+    let elapsed = start.elapsed();
+    let finished = result.records.iter().filter(|r| r.finished()).count();
+    let summary: Vec<String> =
+        result.records.iter().map(|r| format!("model {}: {} epochs in {:.1}s, {:?}", r.id, r.epochs, r.seconds, r.stopped)).collect();
+    assert!(finished >= 3, "only {finished} models finished in {elapsed:?}: {summary:?}");
+    // The search stops the model in training after the epoch during which the limit passes, and
+    // the ensemble selection is one pass over the validation set per candidate.
+    let longest_epoch = result.records.iter().filter(|r| r.epochs > 0).map(|r| r.seconds / r.epochs as f64).fold(0.0, f64::max);
+    let allowed = limit + Duration::from_secs_f64(longest_epoch) + Duration::from_secs(10);
+    assert!(elapsed <= allowed, "the search took {elapsed:?} against a limit of {limit:?} (+ one epoch: {allowed:?}): {summary:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_same_seed_repeats_the_sequence_of_architectures() {
     let device = netmorph::testing::device();

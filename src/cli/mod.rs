@@ -11,7 +11,7 @@ use crate::data::{
 };
 use crate::device::{Device, DeviceOptions, KernelTuning};
 use crate::error::{Error, Result};
-use crate::search::classifier::ClassifierConfig;
+use crate::search::classifier::{batch_size_for, ClassifierConfig};
 use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind};
 use std::path::{Path, PathBuf};
 
@@ -99,8 +99,10 @@ impl DataArgs {
 /// How each model trains: what `netmorph search` and `netmorph train` share.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainingArgs {
-    #[arg(long, default_value_t = 128, value_parser = parse_positive)]
-    pub batch_size: usize,
+    /// Images per training step, or `auto`: 128, less on small data sets so that an epoch holds at
+    /// least 50 steps (32 for 2,000 images, 16 at the least).
+    #[arg(long, default_value_t = AutoOr::Auto)]
+    pub batch_size: AutoOr,
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub optimizer: OptimizerKind,
     /// Learning rate (default: 1e-3 for adam, 1.0 for adadelta, 0.01 for sgd).
@@ -155,9 +157,14 @@ impl TrainingArgs {
     /// augmentation does not suit `train`'s images.
     pub fn classifier_config(&self, seed: u64, class_names: Vec<String>, train: &ImageSet) -> Result<ClassifierConfig> {
         let schedule = self.lr_schedule.schedule();
+        let batch_size = match self.batch_size {
+            AutoOr::Auto => batch_size_for(train.n),
+            AutoOr::Value(0) => return Err(Error::Invalid("--batch-size 0: a batch needs at least one image".into())),
+            AutoOr::Value(n) => n,
+        };
         let config = ClassifierConfig {
             seed,
-            batch_size: self.batch_size,
+            batch_size,
             optimizer: self.optimizer.config(self.lr, self.weight_decay)?,
             label_smoothing: self.label_smoothing,
             lr_schedule: schedule,

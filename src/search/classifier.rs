@@ -290,6 +290,24 @@ pub fn validation_size(n: usize) -> usize {
     (n / 6).clamp(1, 10_000)
 }
 
+/// Fewest optimizer steps an epoch should hold. On 2,000 MNIST images (1,667 after the
+/// validation split) an epoch at batch 128 is 13 steps: the search's 32-wide CNN reached 0.880
+/// validation accuracy after 25 epochs at batch 128 and 0.967 at batch 32, in 1.4 times the time
+/// (`augment_ablation --train-limit 2000 --epochs 25 --width 32`, shifts of 2 pixels, seed 1).
+pub const MIN_STEPS_PER_EPOCH: usize = 50;
+
+/// The batch size for `n` training images (the validation split included) when none is given:
+/// 128 (Keras's MNIST batch) where an epoch holds [`MIN_STEPS_PER_EPOCH`] steps of it, else the
+/// largest power of two that gives that many, but at least 16.
+pub fn batch_size_for(n: usize) -> usize {
+    let per_step = n.saturating_sub(validation_size(n)) / MIN_STEPS_PER_EPOCH;
+    let mut batch = 128;
+    while batch > 16 && batch > per_step {
+        batch /= 2;
+    }
+    batch
+}
+
 /// What a search was started with: a resume, or another worker of the study, must match.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Settings {
@@ -1043,6 +1061,17 @@ mod tests {
             config.build().step(&[(&w, &grad)]).unwrap();
             assert_eq!(w.to_vec().unwrap(), vec![1.0; 3], "{config:?} without decay leaves the weights");
         }
+    }
+
+    #[test]
+    fn small_sets_get_smaller_batches() {
+        assert_eq!(batch_size_for(60_000), 128);
+        assert_eq!(batch_size_for(8_000), 128);
+        assert_eq!(batch_size_for(5_000), 64);
+        assert_eq!(batch_size_for(2_000), 32);
+        assert_eq!(batch_size_for(1_000), 16);
+        assert_eq!(batch_size_for(10), 16);
+        assert_eq!(batch_size_for(0), 16);
     }
 
     #[test]
