@@ -631,12 +631,13 @@ impl ImageClassifier {
         let (search_train, val) = shuffled_split(train, n_val, cfg.seed)?;
         if cfg.verbose {
             println!(
-                "Searching on {} images ({}x{}x{}, {} classes), validating on {} held-out training images; time limit {}",
+                "Searching on {} images ({}x{}x{}, {} classes) in batches of {}, validating on {} held-out training images; time limit {}",
                 search_train.n,
                 train.channels,
                 train.height,
                 train.width,
                 train.classes,
+                cfg.batch_size,
                 val.n,
                 super::duration::format_duration(time_limit)
             );
