@@ -15,7 +15,7 @@
 
 use clap::Parser;
 use netmorph::cli::{parse_elastic, parse_label_smoothing, parse_positive, parse_positive_real, parse_rotation, parse_scale, DeviceArgs};
-use netmorph::data::{default_data_dir, Augmentation, DeviceDataset, Mnist, RandomShift};
+use netmorph::data::{default_data_dir, Augmentation, DeviceDataset, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, Graph, Model, Op};
 use netmorph::search::classifier::{shuffled_split, validation_size, OptimizerConfig};
 use netmorph::train::{fit, FitConfig, LrSchedule};
@@ -60,6 +60,10 @@ struct Args {
     /// Seeds the split, the weights (the same for every configuration), the order and the draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also write a PNG grid of augmented training images here: a row per configuration, the same
+    /// 12 images in each (drawn by the CPU reference of the kernel), to look at what each does.
+    #[arg(long, value_name = "FILE.png")]
+    samples: Option<PathBuf>,
     /// Where the MNIST files are; default: $NETMORPH_DATA_DIR or the repository's data/mnist.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -158,6 +162,10 @@ fn run(args: Args) -> Result<()> {
     for (_, recipe) in &chosen {
         recipe.augmentation.check(train.height, train.width)?;
     }
+    if let Some(path) = &args.samples {
+        write_samples(path, &train, &chosen, args.seed)?;
+        println!("Wrote the augmented samples to {}", path.display());
+    }
     let device = args.device.open()?;
     let shape = train.image_shape();
     let graph = model_graph(&shape, train.classes, args.width, args.seed)?;
@@ -213,4 +221,26 @@ fn run(args: Args) -> Result<()> {
         println!("| {name} | {what} | {best:.4} | {last:.4} | {seconds:.1} |");
     }
     Ok(())
+}
+
+/// A grid of one-channel images, a row per configuration, each the same first `COLUMNS` training
+/// images augmented as that configuration draws them.
+fn write_samples(path: &std::path::Path, train: &ImageSet, chosen: &[(&str, Recipe)], seed: u64) -> Result<()> {
+    const COLUMNS: usize = 12;
+    let (h, w) = (train.height, train.width);
+    if train.channels != 1 {
+        return Err(Error::Invalid(format!("--samples draws one-channel images; these have {} channels", train.channels)));
+    }
+    let count = COLUMNS.min(train.n);
+    let indices: Vec<u32> = (0..count as u32).collect();
+    let mut grid = image::GrayImage::new((count * (w + 1)) as u32, (chosen.len() * (h + 1)) as u32);
+    for (row, (_, recipe)) in chosen.iter().enumerate() {
+        let pixels = train.gather_f32_augmented(&indices, &recipe.augmentation.draw(count, seed));
+        for (i, value) in pixels.iter().enumerate() {
+            let (image, y, x) = (i / (h * w), i / w % h, i % w);
+            let grey = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
+            grid.put_pixel((image * (w + 1) + x) as u32, (row * (h + 1) + y) as u32, image::Luma([grey]));
+        }
+    }
+    grid.save(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
