@@ -76,7 +76,7 @@ fn labels_flipped_on_purpose_are_found_by_k_fold_confident_learning() {
         Graph::cnn(&[1, 12, 12], 6, &CnnConfig { blocks: 1, width: 8, dense: 32, dropout: 0.0, ..Default::default() }, 0).unwrap();
     let config = ClassifierConfig {
         seed: 3,
-        batch_size: 32,
+        batch_size: Some(32),
         optimizer: OptimizerConfig::adam(3e-3),
         lr_schedule: LrSchedule::Constant,
         final_lr_schedule: LrSchedule::Constant,

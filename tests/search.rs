@@ -38,7 +38,7 @@ fn narrow_config(dir: &Path, max_models: usize) -> ClassifierConfig {
         search_dir: dir.to_path_buf(),
         seed: 1,
         generators: vec![Generator::Cnn(CnnConfig { blocks: 2, width: 8, dense: 16, ..Default::default() })],
-        batch_size: 32,
+        batch_size: Some(32),
         max_epochs: 5,
         child_epochs: 2,
         max_models: Some(max_models),
@@ -148,6 +148,9 @@ fn a_two_minute_search_on_a_thousand_small_images_trains_three_models_on_time() 
     let longest_epoch = result.records.iter().filter(|r| r.epochs > 0).map(|r| r.seconds / r.epochs as f64).fold(0.0, f64::max);
     let allowed = limit + Duration::from_secs_f64(longest_epoch) + Duration::from_secs(10);
     assert!(elapsed <= allowed, "the search took {elapsed:?} against a limit of {limit:?} (+ one epoch: {allowed:?}): {summary:?}");
+    // The library's default batch suits the set: 16 images, 52 steps an epoch on 833 images.
+    let settings: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    assert_eq!(settings["batch_size"], 16, "{settings}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -210,6 +213,20 @@ fn images_of_other_sizes_channels_and_classes() {
     let x: Vec<f64> = data.take(4).gather_f32(&[0, 1, 2, 3]).into_iter().map(f64::from).collect();
     assert_ne!(classifier.model_graph().unwrap().forward_cpu(&x, 4).unwrap(), served.forward_cpu(&x, 4).unwrap());
     assert!(classifier.evaluate(&data).unwrap().accuracy > 0.6);
+    // Auto: a fresh member where the final fit has the epochs that trained the best model's
+    // weights, else the best trains on.
+    let trained = result.lineage_epochs(result.best);
+    assert!(trained >= 2, "{trained}");
+    let members = classifier.model_graph().map(count).unwrap();
+    classifier.final_fit(&data, trained - 1, FinalFit::Auto, None).unwrap();
+    assert_eq!(classifier.final_fit_kind(), Some(FinalFit::Continue));
+    assert_eq!(classifier.model_graph().map(count), Some(members), "continuing adds no member");
+    classifier.final_fit(&data, trained, FinalFit::Auto, None).unwrap();
+    assert_eq!(classifier.final_fit_kind(), Some(FinalFit::NewMember));
+    assert_eq!(classifier.model_graph().map(count), Some(members + count(&best)), "one more member");
+    let mut unsearched = ImageClassifier::from_architecture(&device, narrow_config(&dir, 1), &best, &data).unwrap();
+    let err = unsearched.final_fit(&data, 1, FinalFit::Auto, None).unwrap_err().to_string();
+    assert!(err.contains("Auto") && err.contains("no search"), "{err}");
     let wrong = ImageSet::new(vec![0; 2 * 9 * 7], vec![0], 2, 9, 7, 3).unwrap();
     let err = classifier.evaluate(&wrong).unwrap_err();
     assert!(err.to_string().contains("[2, 9, 7]"), "{err}");

@@ -31,6 +31,18 @@ fn check_pass(data: &DeviceDataset, set: &ImageSet, batches: Vec<Vec<u32>>, augm
         assert!(x.to_vec().unwrap() == set.gather_f32_augmented(&indices, &augments), "{what}: batch {step} differs from the CPU gather");
         let labels: Vec<u32> = indices.iter().map(|&i| set.labels[i as usize] as u32).collect();
         assert_eq!(y.to_u32_vec().unwrap(), labels, "{what}: labels of batch {step}");
+        // The same batch in two parts, as training gathers micro-batches.
+        let cut = indices.len() / 3;
+        for part in [0..cut, cut..indices.len()].into_iter().filter(|p| !p.is_empty()) {
+            let (x, y) = pass.gather_part(step, part.clone(), &augments[part.clone()]).unwrap();
+            let want = set.gather_f32_augmented(&indices[part.clone()], &augments[part.clone()]);
+            assert!(x.to_vec().unwrap() == want, "{what}: images {part:?} of batch {step} differ from the CPU gather");
+            assert_eq!(y.to_u32_vec().unwrap(), labels[part].to_vec(), "{what}: labels of a part of batch {step}");
+        }
+        if step == 0 {
+            let err = pass.gather_part(0, 0..indices.len() + 1, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("images 0..{} of batch 0, which holds {}", indices.len() + 1, indices.len())), "{err}");
+        }
         indices.iter().for_each(|&i| seen[i as usize] += 1);
     }
     if data.is_streamed() {

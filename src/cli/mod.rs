@@ -11,7 +11,7 @@ use crate::data::{
 };
 use crate::device::{Device, DeviceOptions, KernelTuning};
 use crate::error::{Error, Result};
-use crate::search::classifier::{batch_size_for, ClassifierConfig};
+use crate::search::classifier::ClassifierConfig;
 use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind};
 use std::path::{Path, PathBuf};
 
@@ -157,14 +157,12 @@ impl TrainingArgs {
     /// augmentation does not suit `train`'s images.
     pub fn classifier_config(&self, seed: u64, class_names: Vec<String>, train: &ImageSet) -> Result<ClassifierConfig> {
         let schedule = self.lr_schedule.schedule();
-        let batch_size = match self.batch_size {
-            AutoOr::Auto => batch_size_for(train.n),
-            AutoOr::Value(0) => return Err(Error::Invalid("--batch-size 0: a batch needs at least one image".into())),
-            AutoOr::Value(n) => n,
-        };
+        if self.batch_size == AutoOr::Value(0) {
+            return Err(Error::Invalid("--batch-size 0: a batch needs at least one image".into()));
+        }
         let config = ClassifierConfig {
             seed,
-            batch_size,
+            batch_size: self.batch_size.value(),
             optimizer: self.optimizer.config(self.lr, self.weight_decay)?,
             label_smoothing: self.label_smoothing,
             lr_schedule: schedule,

@@ -291,6 +291,7 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
         "ensemble": classifier.ensemble().last().map(|s| s.members.clone()),
         "seconds": start.elapsed().as_secs_f64(),
         "final_fit": final_fit,
+        "final_fit_kind": classifier.final_fit_kind().map(|kind| format!("{kind:?}")),
     });
     if test.n > 0 {
         let eval = classifier.evaluate(test)?;

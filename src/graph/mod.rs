@@ -526,6 +526,11 @@ impl Graph {
         Ok(shapes)
     }
 
+    /// Values per image of the largest layer output (the input included).
+    pub fn largest_activation_values(&self) -> Result<usize> {
+        Ok(self.infer_shapes()?.values().map(|shape| shape.iter().product::<usize>()).max().unwrap_or(0))
+    }
+
     /// Output shape of one layer.
     pub fn shape_of(&self, id: LayerId) -> Result<Vec<usize>> {
         let mut shapes = self.infer_shapes()?;

@@ -23,6 +23,8 @@ pub struct Model {
     last_use: HashMap<LayerId, usize>,
     /// The input's normalisation as an evaluation-mode batch norm (gamma, beta, mean, variance).
     input_norm: Option<[Tensor; 4]>,
+    /// Bytes per image of the largest activation (see [`Network::largest_tensor_bytes_per_image`]).
+    largest_activation: u64,
 }
 
 impl Model {
@@ -59,7 +61,8 @@ impl Model {
                 ])
             }
         };
-        Ok(Model { graph: graph.clone(), weights, last_use, input_norm })
+        let largest_activation = graph.largest_activation_values()? as u64 * 4;
+        Ok(Model { graph: graph.clone(), weights, last_use, input_norm, largest_activation })
     }
 
     /// The architecture (with the weights as they were when the model was built).
@@ -102,6 +105,13 @@ impl Model {
 }
 
 impl Network for Model {
+    /// The largest layer output (the input included): gradients, dropout masks, pooling indices
+    /// and batch norm's temporaries have the size of an output or an input, and the convolutions'
+    /// im2col matrices, larger, are cut into chunks by the convolution itself.
+    fn largest_tensor_bytes_per_image(&self) -> Option<u64> {
+        Some(self.largest_activation)
+    }
+
     /// Logits `[n, classes]` for `x` `[n, ...input shape]`. In training, batch norm uses (and
     /// updates) batch statistics and dropout drops, with masks drawn from `seed` and the layer id.
     fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {

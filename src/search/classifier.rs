@@ -138,7 +138,9 @@ pub struct ClassifierConfig {
     pub resume: bool,
     pub seed: u64,
     pub generators: Vec<Generator>,
-    pub batch_size: usize,
+    /// Images per training step; `None`: [`batch_size_for`] the training set's size (128 on
+    /// large sets, fewer on small ones, so that an epoch holds enough steps).
+    pub batch_size: Option<usize>,
     /// Epoch cap of the generators' models (trained from scratch).
     pub max_epochs: usize,
     /// Epoch cap of children, which start from their father's trained weights.
@@ -218,7 +220,7 @@ impl Default for ClassifierConfig {
             resume: false,
             seed: 0,
             generators: vec![Generator::Cnn(CnnConfig::default())],
-            batch_size: 128,
+            batch_size: None,
             max_epochs: 40,
             child_epochs: 15,
             patience: 5,
@@ -265,6 +267,20 @@ impl ClassifierConfig {
         }
     }
 
+    /// The training batch on a set of `n` images (see [`batch_size`](Self::batch_size)).
+    pub fn training_batch(&self, n: usize) -> Result<usize> {
+        match self.batch_size {
+            Some(0) => Err(Error::Invalid("batch size 0: a batch needs at least one image".into())),
+            Some(batch) => Ok(batch),
+            None => Ok(batch_size_for(n)),
+        }
+    }
+
+    /// The batch of evaluation and prediction, which changes no result, only speed and memory.
+    fn inference_batch(&self) -> usize {
+        self.batch_size.unwrap_or(INFERENCE_BATCH).max(1)
+    }
+
     /// [`augmentation_for`](Self::augmentation_for) `set`'s images, checked against their size.
     fn checked_augmentation(&self, set: &ImageSet) -> Result<Augmentation> {
         let augmentation = self.augmentation_for(set.channels, set.height, set.width);
@@ -289,6 +305,9 @@ pub fn validation_size(n: usize) -> usize {
     }
     (n / 6).clamp(1, 10_000)
 }
+
+/// The batch of evaluation and prediction when no training batch is set.
+const INFERENCE_BATCH: usize = 128;
 
 /// Fewest optimizer steps an epoch should hold. On 2,000 MNIST images (1,667 after the
 /// validation split) an epoch at batch 128 is 13 steps: the search's 32-wide CNN reached 0.880
@@ -394,6 +413,7 @@ struct GraphTrainer<'a> {
     /// A few training images for [`calibrate_batch_norms`], as f64 `[n, c, h, w]`.
     calibration: (Vec<f64>, usize),
     config: &'a ClassifierConfig,
+    batch_size: usize,
 }
 
 impl GraphTrainer<'_> {
@@ -435,7 +455,7 @@ impl Trainer<GraphSpace> for GraphTrainer<'_> {
             let mut optimizer = self.config.optimizer.build();
             let fit = FitConfig {
                 epochs,
-                batch_size: self.config.batch_size,
+                batch_size: self.batch_size,
                 seed: self.config.seed ^ job.id as u64,
                 verbose: self.config.verbose,
                 log_every: 50,
@@ -506,6 +526,10 @@ pub enum FinalFit {
     /// as one more member: its own initialisation makes its errors less like the searched models'
     /// (children share their fathers' weights), which is what averaging needs.
     NewMember,
+    /// `NewMember` where the final fit has time for as many epochs as trained the best model's
+    /// weights (its fathers' included, [`SearchResult::lineage_epochs`]), else `Continue`: a fresh
+    /// copy given fewer epochs than that would be a weaker member than the models it joins.
+    Auto,
 }
 
 /// The widths [`ImageClassifier::generator_width`] chooses from: AutoKeras's 64 and narrower ones
@@ -533,11 +557,22 @@ pub struct ImageClassifier {
     /// The selection's rounds, members named by model id (empty without a search).
     ensemble: Vec<SelectionStep>,
     search: Option<SearchResult<Architecture>>,
+    /// What the last final fit trained ([`FinalFit::Auto`] resolved).
+    final_fit_kind: Option<FinalFit>,
 }
 
 impl ImageClassifier {
     pub fn new(device: &Device, config: ClassifierConfig) -> ImageClassifier {
-        ImageClassifier { device: device.clone(), config, best: None, partners: vec![], served: None, ensemble: vec![], search: None }
+        ImageClassifier {
+            device: device.clone(),
+            config,
+            best: None,
+            partners: vec![],
+            served: None,
+            ensemble: vec![],
+            search: None,
+            final_fit_kind: None,
+        }
     }
 
     /// A classifier around an exported model (no search).
@@ -616,6 +651,7 @@ impl ImageClassifier {
         }
         // Before anything is stored: every model's fit would refuse it.
         cfg.checked_augmentation(train)?;
+        let batch_size = cfg.training_batch(train.n)?;
         let n_val = validation_size(train.n);
         let settings = Settings {
             input: train.image_shape(),
@@ -625,7 +661,7 @@ impl ImageClassifier {
             seed: cfg.seed,
             generators: format!("{:?}", cfg.generators),
             optimizer: format!("{:?}", cfg.optimizer),
-            batch_size: cfg.batch_size,
+            batch_size,
         };
         check_settings(store, &settings)?;
         let (search_train, val) = shuffled_split(train, n_val, cfg.seed)?;
@@ -637,7 +673,7 @@ impl ImageClassifier {
                 train.height,
                 train.width,
                 train.classes,
-                cfg.batch_size,
+                batch_size,
                 val.n,
                 super::duration::format_duration(time_limit)
             );
@@ -663,8 +699,9 @@ impl ImageClassifier {
             train: DeviceDataset::new(&self.device, &search_train)?,
             val: DeviceDataset::new(&self.device, &val)?,
             config: cfg,
+            batch_size,
         };
-        let space = GraphSpace { batch_size: cfg.batch_size, max_parameters: cfg.max_parameters };
+        let space = GraphSpace { batch_size, max_parameters: cfg.max_parameters };
         let search_config = SearchConfig {
             time_limit: time_limit.saturating_sub(start.elapsed()),
             seed: cfg.seed,
@@ -718,7 +755,7 @@ impl ImageClassifier {
         let mut logits = Vec::with_capacity(graphs.len());
         for graph in &graphs {
             let model = Model::new(graph, &self.device)?;
-            logits.push(train::logits(&model, val_data, self.config.batch_size)?);
+            logits.push(train::logits(&model, val_data, self.config.inference_batch())?);
         }
         self.device.trim_pool();
         let mut steps = select_members(&logits, &val.labels, val.classes, self.config.ensemble_size);
@@ -798,9 +835,15 @@ impl ImageClassifier {
             }
             epochs = epochs.min(fit);
         }
+        let kind = match kind {
+            FinalFit::Auto => self.auto_final_fit(epochs)?,
+            kind => kind,
+        };
+        self.final_fit_kind = Some(kind);
         let (mut graph, optimizer) = match kind {
             FinalFit::Continue => (self.best()?.clone(), self.config.optimizer.scaled(self.config.final_lr_scale)),
-            FinalFit::Retrain | FinalFit::NewMember => {
+            // (Auto is resolved above.)
+            FinalFit::Retrain | FinalFit::NewMember | FinalFit::Auto => {
                 (Architecture::of(self.best()?).instantiate(self.config.seed ^ FINAL_FIT_SEED)?, self.config.optimizer)
             }
         };
@@ -809,7 +852,7 @@ impl ImageClassifier {
         let mut optimizer = optimizer.build();
         let fit = FitConfig {
             epochs,
-            batch_size: self.config.batch_size,
+            batch_size: self.config.training_batch(train.n)?,
             seed: self.config.seed ^ FINAL_FIT_SEED,
             verbose: self.config.verbose,
             log_every: 50,
@@ -827,7 +870,7 @@ impl ImageClassifier {
         self.device.trim_pool();
         let mut partners = std::mem::take(&mut self.partners);
         let best = match kind {
-            FinalFit::Continue | FinalFit::Retrain => graph,
+            FinalFit::Continue | FinalFit::Retrain | FinalFit::Auto => graph,
             FinalFit::NewMember => {
                 partners.push(graph);
                 self.best.take().expect("checked above")
@@ -835,6 +878,28 @@ impl ImageClassifier {
         };
         self.set_models(best, partners)?;
         Ok(history)
+    }
+
+    /// [`FinalFit::Auto`] for a final fit of `epochs`.
+    fn auto_final_fit(&self, epochs: usize) -> Result<FinalFit> {
+        let search = self.search.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "final_fit: Auto compares with the searched best's epochs, and there was no search: choose Continue, Retrain or NewMember"
+                    .into(),
+            )
+        })?;
+        let trained = search.lineage_epochs(search.best);
+        let kind = if epochs >= trained { FinalFit::NewMember } else { FinalFit::Continue };
+        if self.config.verbose {
+            let why = if kind == FinalFit::NewMember { "no fewer" } else { "fewer" };
+            println!("Final fit: {kind:?}, since its {epochs} epochs are {why} than the {trained} that trained the best model's weights");
+        }
+        Ok(kind)
+    }
+
+    /// What the last [`final_fit`](Self::final_fit) trained ([`FinalFit::Auto`] resolved).
+    pub fn final_fit_kind(&self) -> Option<FinalFit> {
+        self.final_fit_kind
     }
 
     /// The widest of `widths` (AutoKeras's CNN generator otherwise as configured) whose model can
@@ -881,7 +946,7 @@ impl ImageClassifier {
         let graph = generator.build(&train.image_shape(), train.classes, cfg.seed, cfg.bn_momentum)?;
         let model = Model::new(&graph, &self.device)?;
         let mut optimizer = cfg.optimizer.build();
-        let batch = cfg.batch_size.min(train.n);
+        let batch = cfg.training_batch(train.n)?.min(train.n);
         let data = DeviceDataset::new(&self.device, &train.take(batch))?;
         let indices: Vec<u32> = (0..batch as u32).collect();
         let correct = crate::tensor::Tensor::zeros(&self.device, &[1])?;
@@ -917,7 +982,7 @@ impl ImageClassifier {
     pub fn evaluate(&self, test: &ImageSet) -> Result<Evaluation> {
         self.check_images(test, "evaluate")?;
         let model = Model::new(self.served()?, &self.device)?;
-        train::evaluate(&model, &DeviceDataset::new(&self.device, test)?, self.config.batch_size)
+        train::evaluate(&model, &DeviceDataset::new(&self.device, test)?, self.config.inference_batch())
     }
 
     /// The predicted class of each image (the set's labels are ignored).
@@ -929,7 +994,7 @@ impl ImageClassifier {
     pub fn probabilities(&self, images: &ImageSet) -> Result<Vec<Vec<f32>>> {
         self.check_images(images, "predict")?;
         let model = Model::new(self.served()?, &self.device)?;
-        let logits = train::logits(&model, &DeviceDataset::new(&self.device, images)?, self.config.batch_size.max(1))?;
+        let logits = train::logits(&model, &DeviceDataset::new(&self.device, images)?, self.config.inference_batch())?;
         let classes = logits.len() / images.n.max(1);
         Ok(logits
             .chunks(classes.max(1))
@@ -1073,6 +1138,19 @@ mod tests {
         assert_eq!(batch_size_for(1_000), 16);
         assert_eq!(batch_size_for(10), 16);
         assert_eq!(batch_size_for(0), 16);
+    }
+
+    #[test]
+    fn the_default_batch_follows_the_set_and_a_given_one_is_kept() {
+        let auto = ClassifierConfig::default();
+        assert_eq!(auto.training_batch(60_000).unwrap(), 128);
+        assert_eq!(auto.training_batch(2_000).unwrap(), 32);
+        assert_eq!(auto.inference_batch(), INFERENCE_BATCH);
+        let fixed = ClassifierConfig { batch_size: Some(64), ..Default::default() };
+        assert_eq!(fixed.training_batch(2_000).unwrap(), 64);
+        assert_eq!(fixed.inference_batch(), 64);
+        let e = ClassifierConfig { batch_size: Some(0), ..Default::default() }.training_batch(10).unwrap_err().to_string();
+        assert!(e.contains("batch size 0"), "{e}");
     }
 
     #[test]

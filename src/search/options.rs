@@ -64,6 +64,9 @@ pub enum FinalFitKind {
     Continue,
     /// A fresh copy of the best architecture, in the best's place.
     Retrain,
+    /// A member where the final fit's epochs are no fewer than those that trained the best
+    /// model's weights, else continue.
+    Auto,
 }
 
 impl From<FinalFitKind> for FinalFit {
@@ -72,6 +75,7 @@ impl From<FinalFitKind> for FinalFit {
             FinalFitKind::Member => FinalFit::NewMember,
             FinalFitKind::Continue => FinalFit::Continue,
             FinalFitKind::Retrain => FinalFit::Retrain,
+            FinalFitKind::Auto => FinalFit::Auto,
         }
     }
 }

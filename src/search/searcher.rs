@@ -115,6 +115,31 @@ impl<A> SearchResult<A> {
     pub fn best_record(&self) -> &ModelRecord<A> {
         self.records.iter().find(|r| r.id == self.best).expect("the best model is in the history")
     }
+
+    /// The epochs that trained model `id`'s weights: its own up to the epoch it kept (the lowest
+    /// validation loss, where its curve is known) and, since a child starts from its father's
+    /// kept weights, its fathers' likewise.
+    pub fn lineage_epochs(&self, id: usize) -> usize {
+        let mut total = 0;
+        let mut next = Some(id);
+        // At most one visit per record: a damaged history with a cycle ends the walk.
+        for _ in 0..self.records.len() {
+            let Some(record) = next.and_then(|id| self.records.iter().find(|r| r.id == id)) else { break };
+            total += kept_epoch(record);
+            next = record.father;
+        }
+        total
+    }
+}
+
+/// The epoch whose weights `record` kept: the lowest validation loss of its curve, else its last.
+fn kept_epoch<A>(record: &ModelRecord<A>) -> usize {
+    let lowest = record
+        .curve
+        .iter()
+        .filter_map(|e| Some((e.epoch, e.val_loss?)))
+        .min_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+    lowest.map_or(record.epochs, |(epoch, _)| epoch)
 }
 
 /// How often a worker with nothing to train looks again for results or abandoned trials.
@@ -919,6 +944,48 @@ mod tests {
         assert_eq!(child_epoch(&records, Some(0), &(0, 3), cost), Duration::from_secs(2), "a meaningless cost keeps the father's");
         assert_eq!(child_epoch(&records, None, &(4, 3), cost), Duration::ZERO);
         assert_eq!(child_epoch(&records, Some(7), &(4, 3), cost), Duration::ZERO);
+    }
+
+    #[test]
+    fn lineage_epochs_count_each_ancestor_to_the_epoch_it_kept() {
+        let stats = |epoch: usize, val_loss: f64| EpochStats {
+            epoch,
+            seconds: 1.0,
+            loss: 1.0,
+            accuracy: 0.5,
+            val_loss: Some(val_loss),
+            val_accuracy: Some(0.5),
+        };
+        let record = |id: usize, father: Option<usize>, epochs: usize, curve: Vec<EpochStats>| ModelRecord {
+            id,
+            father,
+            operations: vec![],
+            architecture: (1i64, 1i64),
+            parameters: 1,
+            status: Status::Finished,
+            epochs,
+            seconds: epochs as f64,
+            val_loss: Some(0.1),
+            val_accuracy: Some(0.9),
+            stopped: None,
+            worker: String::new(),
+            curve,
+            started_at: None,
+            finished_at: None,
+        };
+        // Model 0 kept its 3rd of 4 epochs; model 1 (no curve kept) ran 5; model 2 kept its 2nd.
+        let records = vec![
+            record(0, None, 4, vec![stats(1, 0.5), stats(2, 0.3), stats(3, 0.2), stats(4, 0.25)]),
+            record(1, Some(0), 5, vec![]),
+            record(2, Some(1), 3, vec![stats(1, 0.3), stats(2, 0.1), stats(3, 0.1)]),
+            record(3, Some(3), 2, vec![]),
+        ];
+        let result = SearchResult { records, best: 2, ended_by: String::new() };
+        assert_eq!(result.lineage_epochs(0), 3);
+        assert_eq!(result.lineage_epochs(1), 8);
+        assert_eq!(result.lineage_epochs(2), 10, "3 + 5 + 2: ties keep the earlier epoch");
+        assert_eq!(result.lineage_epochs(3), 8, "a record that is its own father is counted once per record");
+        assert_eq!(result.lineage_epochs(9), 0);
     }
 
     /// The search shared by workers through a real PostgreSQL server (started by the test).

@@ -5,7 +5,7 @@
 mod progress;
 
 use crate::autograd::{Tape, Var};
-use crate::data::dataset::{Augmentation, BatchOrder, DeviceDataset};
+use crate::data::dataset::{Augmentation, BatchOrder, Batches, DeviceDataset, ImageAugment};
 use crate::error::{Error, Result};
 use crate::ops;
 use crate::optim::Optimizer;
@@ -27,6 +27,35 @@ pub trait Network {
     fn state(&self) -> Vec<Tensor> {
         self.parameters()
     }
+    /// Bytes per image of the largest tensor whose size grows with the batch in a training step
+    /// (an activation, its gradient, an op's workspace not already cut into chunks), when the
+    /// network knows it. Training and evaluation split a batch whose largest tensor would exceed
+    /// the device's storage binding into micro-batches ([`micro_batch_size`]); `None`: never.
+    fn largest_tensor_bytes_per_image(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The most images one pass of `net` may take on `device`, for batches of `batch`: `batch`, or
+/// fewer where the network's largest tensor for `batch` images would exceed a storage binding
+/// (see [`micro_batches_for`]). An error names the tensor and the limit where one image alone
+/// does not fit.
+pub fn micro_batch_size(net: &dyn Network, device: &crate::Device, batch: usize) -> Result<usize> {
+    let Some(per_image) = net.largest_tensor_bytes_per_image() else { return Ok(batch) };
+    let limit = device.max_binding_bytes();
+    micro_batches_for(batch, per_image, limit).ok_or_else(|| Error::TooLarge {
+        what: "the largest activation of one image".into(),
+        bytes: per_image,
+        limit,
+        adapter: device.name(),
+    })
+}
+
+/// `batch` where `batch` images of `per_image` bytes fit in `limit`, else the most that do;
+/// `None` where not even one does.
+pub fn micro_batches_for(batch: usize, per_image: u64, limit: u64) -> Option<usize> {
+    let fit = limit.checked_div(per_image).unwrap_or(u64::MAX);
+    (fit >= 1).then(|| batch.min(usize::try_from(fit).unwrap_or(usize::MAX)))
 }
 
 /// How the learning rate moves over a `fit`, as a factor of the optimizer's own.
@@ -267,6 +296,61 @@ pub fn train_step_smoothed(
 /// Keeps the augmentation's generators apart from the dropout masks', which share the step's seed.
 const SHIFT_STREAM: u64 = 0x5817_F7ED_0000_0001;
 
+/// Gives each micro-batch of a step its own dropout masks (the first keeps the step's seed).
+const MICRO_BATCH_STREAM: u64 = 0xA24B_AED4_963E_E407;
+
+/// One optimizer step on batch `step` of `batches`, taken in micro-batches of at most `micro`
+/// images (`augments`: one per image of the batch, or none). Each micro-batch's backward is seeded
+/// with its share of the batch, so the gradients add up to the whole batch's mean gradient, and
+/// the returned loss is the batch's mean. Batch norm normalises each micro-batch by its own
+/// statistics ("ghost batch norm", Hoffer et al. 2017) and updates its running statistics once per
+/// micro-batch.
+#[allow(clippy::too_many_arguments)]
+fn micro_batched_step(
+    net: &dyn Network,
+    opt: &mut dyn Optimizer,
+    batches: &mut Batches<'_>,
+    step: usize,
+    augments: &[ImageAugment],
+    micro: usize,
+    seed: u64,
+    correct: &Tensor,
+    label_smoothing: f32,
+) -> Result<Tensor> {
+    let count = batches.indices(step).len();
+    let params = net.parameters();
+    let mut sums: Vec<Option<Tensor>> = vec![None; params.len()];
+    let mut loss_sum: Option<Tensor> = None;
+    for (part, start) in (0..count).step_by(micro.max(1)).enumerate() {
+        let range = start..(start + micro).min(count);
+        let share = range.len() as f32 / count as f32;
+        let part_augments = if augments.is_empty() { &[][..] } else { &augments[range.clone()] };
+        let (x, y) = batches.gather_part(step, range, part_augments)?;
+        let tape = Tape::new();
+        let (xv, yv) = (tape.constant(x), tape.constant(y));
+        let logits = net.forward(&tape, &xv, true, seed ^ (part as u64).wrapping_mul(MICRO_BATCH_STREAM))?;
+        let loss = tape.softmax_cross_entropy_smoothed(&logits, &yv, label_smoothing)?;
+        ops::softmax::count_correct(logits.value(), yv.value(), correct)?;
+        let grads = tape.backward_with(&loss, Tensor::full(correct.device(), loss.shape(), share)?)?;
+        for (sum, param) in sums.iter_mut().zip(&params) {
+            let Some(grad) = grads.of(param) else { continue };
+            match sum {
+                // A copy: the tape's gradient tensors may share buffers with its other values.
+                None => *sum = Some(grad.deep_clone()?),
+                Some(acc) => ops::add::add_into(acc, grad)?,
+            }
+        }
+        let weighted = ops::add::scale(loss.value(), share)?;
+        match &loss_sum {
+            None => loss_sum = Some(weighted),
+            Some(acc) => ops::add::add_into(acc, &weighted)?,
+        }
+    }
+    let pairs: Vec<(&Tensor, &Tensor)> = params.iter().zip(&sums).filter_map(|(p, g)| Some((p, g.as_ref()?))).collect();
+    opt.step(&pairs)?;
+    loss_sum.ok_or_else(|| Error::Invalid(format!("batch {step} holds no image")))
+}
+
 /// Trains `net` on `train`, evaluating on `val` after each epoch.
 pub fn fit(
     net: &dyn Network,
@@ -303,6 +387,15 @@ fn fit_epochs(
     let device = train.device().clone();
     let order = BatchOrder::new(train.len(), cfg.batch_size, cfg.seed)?;
     let steps = order.batches_per_epoch();
+    let micro = micro_batch_size(net, &device, cfg.batch_size)?;
+    if micro < cfg.batch_size && cfg.verbose {
+        println!(
+            "Batches of {} in micro-batches of {micro}: the largest activation takes {} bytes per image, and a storage binding holds {}",
+            cfg.batch_size,
+            net.largest_tensor_bytes_per_image().unwrap_or(0),
+            device.max_binding_bytes()
+        );
+    }
     let mut history = History::default();
     let mut best_val = f64::INFINITY;
     let mut since_best = 0;
@@ -323,9 +416,14 @@ fn fit_epochs(
         for step in 0..batches.len() {
             let seed = cfg.seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9);
             let count = batches.indices(step).len();
-            let (x, y) = batches.gather(step, &cfg.augmentation.draw(count, seed ^ SHIFT_STREAM))?;
+            let augments = cfg.augmentation.draw(count, seed ^ SHIFT_STREAM);
             opt.set_learning_rate(base_lr * schedule.factor(epoch, step));
-            let loss = train_step_smoothed(net, opt, x, y, seed, &correct, cfg.label_smoothing)?;
+            let loss = if count <= micro {
+                let (x, y) = batches.gather(step, &augments)?;
+                train_step_smoothed(net, opt, x, y, seed, &correct, cfg.label_smoothing)?
+            } else {
+                micro_batched_step(net, opt, &mut batches, step, &augments, micro, seed, &correct, cfg.label_smoothing)?
+            };
             device.copy_region(loss.buffer(), 0, window.buffer(), (step % cfg.log_every) as u64 * 4, 4);
             device.flush()?;
             seen += count;
@@ -348,7 +446,7 @@ fn fit_epochs(
         let loss = loss_sum / steps as f64;
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
-                let e = evaluate(net, v, cfg.batch_size)?;
+                let e = evaluate(net, v, micro)?;
                 (Some(e.loss), Some(e.accuracy))
             }
             None => (None, None),
@@ -426,6 +524,7 @@ pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> R
     let device = data.device().clone();
     // [correct count, summed cross-entropy], accumulated on the device and read once.
     let metrics = Tensor::zeros(&device, &[2])?;
+    let batch_size = micro_batch_size(net, &device, batch_size)?;
     let mut batches = data.batches(BatchOrder::new(data.len(), batch_size, 0)?.sequential())?;
     for step in 0..batches.len() {
         let (x, y) = batches.gather(step, &[])?;
@@ -442,6 +541,7 @@ pub fn evaluate(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> R
 /// The logits `[n, classes]` (row-major) of every image of `data`, in order (evaluation mode).
 pub fn logits(net: &dyn Network, data: &DeviceDataset, batch_size: usize) -> Result<Vec<f32>> {
     let mut out = Vec::new();
+    let batch_size = micro_batch_size(net, data.device(), batch_size)?;
     let mut batches = data.batches(BatchOrder::new(data.len(), batch_size, 0)?.sequential())?;
     for step in 0..batches.len() {
         let (x, _) = batches.gather(step, &[])?;

@@ -20,6 +20,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -71,8 +72,18 @@ impl<'a> Batches<'a> {
     /// [`ImageAugment`] (an empty `augments`: none), and its labels as u32 `[b]`. A streamed set
     /// takes the steps in order: a step whose chunk is already dropped is an error.
     pub fn gather(&mut self, step: usize, augments: &[ImageAugment]) -> Result<(Tensor, Tensor)> {
-        let Some(indices) = self.order.get(step) else {
+        let len = self.order.get(step).map_or(0, Vec::len);
+        self.gather_part(step, 0..len, augments)
+    }
+
+    /// The images at positions `part` of batch `step` (a micro-batch), as [`gather`](Self::gather)
+    /// gives the whole batch; `augments`: one per image of the part, or none.
+    pub fn gather_part(&mut self, step: usize, part: Range<usize>, augments: &[ImageAugment]) -> Result<(Tensor, Tensor)> {
+        let Some(batch) = self.order.get(step) else {
             return Err(Error::Invalid(format!("batch {step} of a pass of {} batches", self.order.len())));
+        };
+        let Some(indices) = batch.get(part.clone()) else {
+            return Err(Error::Invalid(format!("images {part:?} of batch {step}, which holds {}", batch.len())));
         };
         let Some(stream) = &mut self.stream else {
             return self.data.batch_augmented(indices, augments);
@@ -81,7 +92,7 @@ impl<'a> Batches<'a> {
         let chunk = stream.chunk_of(step);
         stream.advance_to(chunk, step, &self.order, &self.data.device, self.data.image_shape())?;
         let loaded = stream.loaded.iter().find(|l| l.index == chunk).expect("advance_to loads the chunk");
-        let offset = stream.offsets[step];
+        let offset = stream.offsets[step] + part.start as u32;
         let local: Vec<u32> = (offset..offset + indices.len() as u32).collect();
         self.data.gather(&loaded.images, &loaded.labels, loaded.len, &local, augments)
     }
