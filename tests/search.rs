@@ -3,7 +3,7 @@
 
 use netmorph::data::{default_data_dir, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, Graph};
-use netmorph::search::classifier::{ClassifierConfig, FinalFit, Generator, ImageClassifier};
+use netmorph::search::classifier::{ClassifierConfig, FinalFit, Generator, ImageClassifier, MEMBER_EPOCH_SHARE};
 use netmorph::search::{ModelRecord, SearchDir, Status, Store};
 use netmorph::train::LrSchedule;
 use serde_json::Value;
@@ -213,15 +213,17 @@ fn images_of_other_sizes_channels_and_classes() {
     let x: Vec<f64> = data.take(4).gather_f32(&[0, 1, 2, 3]).into_iter().map(f64::from).collect();
     assert_ne!(classifier.model_graph().unwrap().forward_cpu(&x, 4).unwrap(), served.forward_cpu(&x, 4).unwrap());
     assert!(classifier.evaluate(&data).unwrap().accuracy > 0.6);
-    // Auto: a fresh member where the final fit has the epochs that trained the best model's
+    // Auto: a fresh member where the final fit has half the epochs that trained the best model's
     // weights, else the best trains on.
     let trained = result.lineage_epochs(result.best);
-    assert!(trained >= 2, "{trained}");
+    assert!(trained >= 3, "{trained}");
+    let (below, enough) = ((trained - 1) / 2, trained.div_ceil(2));
+    assert!((below as f64) < MEMBER_EPOCH_SHARE * trained as f64 && enough as f64 >= MEMBER_EPOCH_SHARE * trained as f64);
     let members = classifier.model_graph().map(count).unwrap();
-    classifier.final_fit(&data, trained - 1, FinalFit::Auto, None).unwrap();
+    classifier.final_fit(&data, below, FinalFit::Auto, None).unwrap();
     assert_eq!(classifier.final_fit_kind(), Some(FinalFit::Continue));
     assert_eq!(classifier.model_graph().map(count), Some(members), "continuing adds no member");
-    classifier.final_fit(&data, trained, FinalFit::Auto, None).unwrap();
+    classifier.final_fit(&data, enough, FinalFit::Auto, None).unwrap();
     assert_eq!(classifier.final_fit_kind(), Some(FinalFit::NewMember));
     assert_eq!(classifier.model_graph().map(count), Some(members + count(&best)), "one more member");
     let mut unsearched = ImageClassifier::from_architecture(&device, narrow_config(&dir, 1), &best, &data).unwrap();

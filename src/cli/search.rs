@@ -80,9 +80,10 @@ pub struct SearchArgs {
     #[arg(long, value_parser = parse_positive_real)]
     pub final_lr_scale: Option<f32>,
     /// What the final fit trains: a fresh copy of the best architecture that joins the ensemble
-    /// (member), the best from its searched weights (continue), or a fresh copy in the best's
-    /// place (retrain).
-    #[arg(long, value_enum, default_value_t = FinalFitKind::Member)]
+    /// (member), the best from its searched weights (continue), a fresh copy in the best's place
+    /// (retrain), or auto: a member where the final fit has time for half the epochs that trained
+    /// the best model's weights (its fathers' included) or more, else continue.
+    #[arg(long, value_enum, default_value_t = FinalFitKind::Auto)]
     pub final_fit: FinalFitKind,
     /// Write the final model here (<path>.json, <path>.safetensors and <path>.onnx); default:
     /// <search-dir>/final.

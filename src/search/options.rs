@@ -64,8 +64,8 @@ pub enum FinalFitKind {
     Continue,
     /// A fresh copy of the best architecture, in the best's place.
     Retrain,
-    /// A member where the final fit's epochs are no fewer than those that trained the best
-    /// model's weights, else continue.
+    /// A member where the final fit has time for half the epochs that trained the best model's
+    /// weights or more, else continue.
     Auto,
 }
 
