@@ -135,6 +135,11 @@ fn every_subcommand_runs_end_to_end() {
     {
         assert!(search_dir.join(file).is_file(), "the search wrote no {file}:\n{out}");
     }
+    // The final model averages five shifted copies by default, and says so; the predictions
+    // below compare its ONNX file (which stacks and averages the copies) with `predict`.
+    let final_json = std::fs::read_to_string(search_dir.join("final.json")).unwrap();
+    assert!(final_json.contains("\"test_time_shifts\":[[0,0],[1,0],[-1,0],[0,1],[0,-1]]"), "{final_json}");
+    assert!(out.contains("averages 5 shifted copies"), "{out}");
     // The search's own report opens in a real browser with every section, and names the files.
     let page = search_dir.join("report.html");
     let rendered = netmorph::testing::browser::check_self_contained(&page, 1280, 1600, &netmorph::report::page::SECTIONS)
@@ -263,11 +268,15 @@ fn every_subcommand_runs_end_to_end() {
         "8",
         "--out",
         trained.to_str().unwrap(),
+        "--test-time-shifts",
+        "square",
     ]);
     assert!(out.contains("Test loss"), "{out}");
     for ext in ["json", "safetensors", "onnx"] {
         assert!(trained.with_extension(ext).is_file(), "train wrote no .{ext}");
     }
+    let shifts = netmorph::graph::Graph::load_architecture(&trained.with_extension("json")).unwrap().test_time_shifts().to_vec();
+    assert_eq!(shifts.len(), 9, "--test-time-shifts square: {shifts:?}");
 }
 
 #[test]
@@ -296,6 +305,11 @@ fn wrong_values_get_errors_that_name_them() {
         (vec!["search", d, "--search-dir", s, "--batch-size", "0"], "--batch-size 0"),
         (vec!["search", d, "--search-dir", s, "--batch-size", "many"], "--batch-size"),
         (vec!["search", d, "--search-dir", s, "--width", "wide"], "--width"),
+        (vec!["search", d, "--search-dir", s, "--test-time-shifts", "diagonal"], "'--test-time-shifts <COPIES>'"),
+        (
+            vec!["search", d, "--search-dir", s, "--resize", "1x1", "--test-time-shifts", "cross"],
+            "--test-time-shifts cross: graph input: test-time shift [1, 0] moves a 1x1 image out of its frame",
+        ),
         (vec!["search", d, "--search-dir", s, "--resize", "0x8"], "--resize"),
         (vec!["search", d, "--search-dir", s, "--downsample", "11"], "factor of 11"),
         (vec!["search", "/no/such/folder", "--search-dir", s], "/no/such/folder"),

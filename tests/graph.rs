@@ -289,9 +289,12 @@ fn zoo() -> Vec<(&'static str, Graph)> {
         .unwrap();
     let mut normalised = Graph::resnet(&[3, 8, 8], 3, &ResNetConfig { width: 4, stages: 2, blocks: 1 }, 6).unwrap();
     normalised.set_input_normalization(Some(ChannelNorm { mean: vec![0.4, 0.5, 0.6], std: vec![0.25, 0.5, 2.0] })).unwrap();
+    let mut shifted = normalised.clone();
+    shifted.set_test_time_shifts(vec![[0, 0], [1, 0], [-1, 0], [0, 2], [3, -1]]).unwrap();
     let graphs = vec![
         ("cnn", cnn),
         ("normalised resnet", normalised),
+        ("normalised resnet with test-time shifts", shifted),
         ("resnet", Graph::resnet(&[2, 8, 8], 3, &ResNetConfig { width: 4, stages: 2, blocks: 1 }, 2).unwrap()),
         ("keras convnet", Graph::keras_mnist_convnet(&[1, 10, 10], 10, 3).unwrap()),
         ("morphed cnn", morphed),
@@ -418,4 +421,85 @@ fn input_normalisation_shifts_and_scales_each_channel() {
     }
     let e = g.set_class_names(vec!["a".into(), "b".into()]).unwrap_err().to_string();
     assert!(e.contains("2 class names for an output of shape [3]"), "{e}");
+}
+
+/// `x` `[n, c, h, w]` moved by `[dx, dy]` with zero fill, written independently of the ops.
+fn shifted_by_hand(x: &[f64], h: usize, w: usize, [dx, dy]: [i32; 2]) -> Vec<f64> {
+    let plane = h * w;
+    (0..x.len())
+        .map(|i| {
+            let (p, y, xx) = (i / plane, (i % plane) / w, i % w);
+            let (sy, sx) = (y as i32 - dy, xx as i32 - dx);
+            let inside = sy >= 0 && sy < h as i32 && sx >= 0 && sx < w as i32;
+            if inside { x[p * plane + sy as usize * w + sx as usize] } else { 0.0 }
+        })
+        .collect()
+}
+
+#[test]
+fn test_time_shifts_average_the_outputs_of_the_shifted_inputs() {
+    let mut plain = Graph::cnn(&[2, 7, 9], 5, &CnnConfig { blocks: 2, width: 4, dense: 6, ..CnnConfig::default() }, 8).unwrap();
+    plain.randomize_weights(9);
+    plain.set_input_normalization(Some(ChannelNorm { mean: vec![0.2, 0.7], std: vec![0.5, 0.3] })).unwrap();
+    let shifts = vec![[0, 0], [1, 0], [-2, 0], [0, 1], [4, -3]];
+    let mut shifted = plain.clone();
+    shifted.set_test_time_shifts(shifts.clone()).unwrap();
+    let batch = 3;
+    let x = random_input(&plain, batch, 10);
+    let mut want = vec![0.0; batch * 5];
+    for &by in &shifts {
+        let out = plain.forward_cpu(&shifted_by_hand(&x, 7, 9, by), batch).unwrap();
+        want.iter_mut().zip(&out).for_each(|(m, o)| *m += o / shifts.len() as f64);
+    }
+    let got = shifted.forward_cpu(&x, batch).unwrap();
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + b.abs())), "{got:?}\nvs {want:?}");
+    let unshifted = plain.forward_cpu(&x, batch).unwrap();
+    assert!(got.iter().zip(&unshifted).any(|(a, b)| (a - b).abs() > 1e-3), "the shifts changed nothing");
+
+    // On the device: evaluation averages, training ignores the shifts (same dropout seed).
+    let dev = device();
+    let xt = tensor(&dev, &x, &input_shape(&plain, batch));
+    let (plain_model, shifted_model) = (Model::new(&plain, &dev).unwrap(), Model::new(&shifted, &dev).unwrap());
+    assert_close_max_norm(&shifted_model.predict(&xt).unwrap().to_vec().unwrap(), &want, 1e-4, "test-time shifts on the device");
+    let train = |model: &Model| {
+        let tape = Tape::no_grad();
+        model.forward(&tape, &tape.constant(xt.clone()), true, 4).unwrap().value().to_vec().unwrap()
+    };
+    assert_eq!(train(&shifted_model), train(&plain_model), "training ignores test-time shifts");
+    // Gradients flow through the shifted copies on a recording tape (evaluation mode).
+    let tape = Tape::new();
+    let xv = tape.param(&xt);
+    let logits = shifted_model.forward(&tape, &xv, false, 0).unwrap();
+    let grads = tape.backward_with(&logits, tensor(&dev, &vec![1.0; batch * 5], &[batch, 5])).unwrap();
+    let dx = grads.of(&xt).expect("a gradient for the input").to_vec().unwrap();
+    assert!(dx.iter().all(|v| v.is_finite()) && dx.iter().any(|v| *v != 0.0));
+
+    // Saved and loaded with the architecture, readable in its JSON.
+    let dir = temp_dir("test-time-shifts");
+    let (json, weights) = (dir.join("g.json"), dir.join("g.safetensors"));
+    shifted.save(&json, &weights).unwrap();
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.contains("\"test_time_shifts\":[[0,0],[1,0],[-2,0],[0,1],[4,-3]]"), "{text}");
+    assert_eq!(Graph::load(&json, &weights).unwrap(), shifted);
+    assert!(!plain.to_json().contains("test_time_shifts"), "no shifts, no field");
+
+    // Shifts that cannot apply are refused by name, on the graph and in a file.
+    let mut g = plain.clone();
+    for (bad, why) in [
+        (vec![[9, 0]], "test-time shift [9, 0] moves a 7x9 image out of its frame"),
+        (vec![[0, -7]], "test-time shift [0, -7] moves a 7x9 image out of its frame"),
+        (vec![[1, 1], [0, 0], [1, 1]], "test-time shift [1, 1] is listed twice"),
+        ((0..65).map(|i| [i % 5 - 2, i / 5 % 13 - 6]).collect(), "65 test-time shifts, more than the 64 allowed"),
+    ] {
+        let e = g.set_test_time_shifts(bad).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    assert_eq!(g, plain, "a refused setting leaves the graph as it was");
+    let mut flat = Sequential::new(&[6]).dense(3).build(1).unwrap();
+    let e = flat.set_test_time_shifts(vec![[1, 0]]).unwrap_err().to_string();
+    assert!(e.contains("test-time shifts need an image input [c, h, w], not [6]"), "{e}");
+    std::fs::write(&json, text.replace("[4,-3]", "[4,-30]")).unwrap();
+    let e = Graph::load(&json, &weights).unwrap_err().to_string();
+    assert!(e.contains("g.json") && e.contains("[4, -30]"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
 }

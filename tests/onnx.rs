@@ -2,7 +2,7 @@
 //! reference's probabilities, for random graphs put through random morphisms, the generators and a
 //! merged ensemble; the metadata, the symbolic batch and the errors.
 
-use netmorph::export::onnx::{self, tensor_name, CLASS_NAMES_KEY, INPUT_NAME, OPSET, OUTPUT_NAME};
+use netmorph::export::onnx::{self, tensor_name, CLASS_NAMES_KEY, INPUT_NAME, OPSET, OUTPUT_NAME, TEST_TIME_MEAN};
 use netmorph::export::onnx_proto as pb;
 use netmorph::export::{to_onnx, write_onnx};
 use netmorph::graph::ensemble::average_logits;
@@ -80,7 +80,8 @@ fn check_against_reference(graph: &Graph, batch: usize, rng: &mut TestRng) -> Wo
     let ends_in_softmax = matches!(graph.output().op, Op::Softmax);
     let want = if ends_in_softmax { logits.clone() } else { softmax(&logits, classes) };
 
-    let logits_name = tensor_name(graph.output());
+    // With test-time shifts the output layer's tensor holds every copy: the mean is the logits.
+    let logits_name = if graph.test_time_shifts().is_empty() { tensor_name(graph.output()) } else { TEST_TIME_MEAN.to_string() };
     let names: Vec<&str> = if ends_in_softmax { vec![OUTPUT_NAME] } else { vec![OUTPUT_NAME, &logits_name] };
     let got = run_tract(&bytes, &input_shape, batch, &pixels, &names)
         .unwrap_or_else(|e| panic!("tract failed: {e:?}\n{}", graph.summary().unwrap()));
@@ -204,6 +205,49 @@ fn generators_and_ensembles_give_the_reference_probabilities() {
     assert_eq!(ensemble.output().inputs.len(), 3);
     worst = worst.max(check_against_reference(&ensemble, 3, &mut rng));
     eprintln!("[onnx] generators and ensemble: worst differences {worst}");
+}
+
+#[test]
+fn test_time_shifts_travel_with_the_model() {
+    let mut rng = rng(18);
+    let cross = vec![[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]];
+    // A normalised input (the shifts come before the normalisation: zero is a black pixel), shifts
+    // larger than one pixel, and a graph without the unshifted copy.
+    let mut cnn = Graph::cnn(&[2, 9, 7], 6, &CnnConfig { blocks: 2, width: 4, dense: 8, ..Default::default() }, 31).unwrap();
+    cnn.randomize_weights(32);
+    cnn.set_input_normalization(Some(ChannelNorm { mean: vec![0.3, 0.6], std: vec![0.5, 0.2] })).unwrap();
+    let plain_probabilities = check_against_reference(&cnn, 3, &mut rng);
+    let mut worst = Worst::default();
+    for shifts in [cross.clone(), vec![[2, -3], [-6, 8], [1, 1]]] {
+        let mut shifted = cnn.clone();
+        shifted.set_test_time_shifts(shifts).unwrap();
+        worst = worst.max(check_against_reference(&shifted, 3, &mut rng));
+    }
+    // An ensemble of shifted members, and a graph ending in a softmax (its probabilities averaged).
+    let members: Vec<Graph> = (0..2)
+        .map(|i| {
+            let mut g = Graph::resnet(&[1, 8, 8], 4, &ResNetConfig { width: 3, stages: 1, blocks: 1 }, 40 + i).unwrap();
+            g.randomize_weights(50 + i);
+            g.set_test_time_shifts(cross.clone()).unwrap();
+            g
+        })
+        .collect();
+    let ensemble = average_logits(&members).unwrap();
+    assert_eq!(ensemble.test_time_shifts(), cross.as_slice(), "the members' shifts carry over");
+    worst = worst.max(check_against_reference(&ensemble, 2, &mut rng));
+    let mut softmax_graph = Sequential::new(&[1, 6, 6]).conv2d(3, 3).relu().flatten().dense(4).softmax().build(60).unwrap();
+    softmax_graph.randomize_weights(61);
+    softmax_graph.set_test_time_shifts(cross.clone()).unwrap();
+    worst = worst.max(check_against_reference(&softmax_graph, 2, &mut rng));
+    eprintln!("[onnx] test-time shifts: worst differences {worst} (plain {plain_probabilities})");
+
+    // The exported graph stacks the copies once and averages them once.
+    let mut shifted = cnn.clone();
+    shifted.set_test_time_shifts(cross).unwrap();
+    let model = pb::ModelProto::decode(to_onnx(&shifted).unwrap().as_slice()).unwrap();
+    let nodes = &model.graph.as_ref().unwrap().node;
+    let count = |op: &str| nodes.iter().filter(|n| n.op_type() == op).count();
+    assert_eq!((count("Pad"), count("Slice"), count("ReduceMean"), count("Conv")), (4, 4, 1, 2), "{nodes:?}");
 }
 
 /// Every kind of layer in one small graph, with odd sizes, a trailing softmax and dropout after it.

@@ -72,6 +72,18 @@ impl Tape {
         Ok(self.record(&[Some(a), Some(b)], y, bw))
     }
 
+    /// `x * s`.
+    pub fn scale(&self, x: &Var, s: f32) -> Result<Var> {
+        let (y, bw) = ops::add::scale_op(&x.value, s)?;
+        Ok(self.record(&[Some(x)], y, bw))
+    }
+
+    /// Images `[n, c, h, w]` moved by `[dx, dy]` pixels (right and down), zero where uncovered.
+    pub fn shift(&self, x: &Var, by: [i32; 2]) -> Result<Var> {
+        let (y, bw) = ops::shift::shift(&x.value, by)?;
+        Ok(self.record(&[Some(x)], y, bw))
+    }
+
     /// Concatenation along channels (axis 1).
     pub fn concat_channels(&self, xs: &[&Var]) -> Result<Var> {
         let values: Vec<&Tensor> = xs.iter().map(|v| &v.value).collect();

@@ -12,7 +12,7 @@ use crate::data::{
 use crate::device::{Device, DeviceOptions, KernelTuning};
 use crate::error::{Error, Result};
 use crate::search::classifier::ClassifierConfig;
-use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind};
+use crate::search::options::{AutoOr, OptimizerKind, ScheduleKind, TestTimeShifts};
 use std::path::{Path, PathBuf};
 
 /// The device a command opens.
@@ -149,6 +149,11 @@ pub struct TrainingArgs {
     /// term; adadelta takes none.
     #[arg(long, value_name = "W", default_value_t = 0.0, value_parser = parse_non_negative_real)]
     pub weight_decay: f32,
+    /// Test-time augmentation of the final model: in evaluation, prediction and the exported ONNX
+    /// it averages its outputs over shifted copies of each image (default: cross, for images of
+    /// 2 pixels or more a side).
+    #[arg(long, value_enum, value_name = "COPIES")]
+    pub test_time_shifts: Option<TestTimeShifts>,
 }
 
 impl TrainingArgs {
@@ -175,9 +180,15 @@ impl TrainingArgs {
             cutout: self.cutout,
             normalize: self.normalize,
             class_names,
+            test_time_shifts: self.test_time_shifts.map(TestTimeShifts::shifts),
             ..Default::default()
         };
         self.check_augmentation(&config.augmentation_for(train.channels, train.height, train.width), train)?;
+        if let Some(kind) = self.test_time_shifts {
+            config.checked_test_time_shifts(train).map_err(|e| {
+                Error::Invalid(format!("--test-time-shifts {}: {e}", format!("{kind:?}").to_lowercase()))
+            })?;
+        }
         Ok(config)
     }
 

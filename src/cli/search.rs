@@ -293,7 +293,11 @@ pub fn run_search(device: &Device, args: &SearchArgs, name: &str, data: &Sources
         "seconds": start.elapsed().as_secs_f64(),
         "final_fit": final_fit,
         "final_fit_kind": classifier.final_fit_kind().map(|kind| format!("{kind:?}")),
+        "test_time_shifts": served.test_time_shifts(),
     });
+    if !served.test_time_shifts().is_empty() {
+        println!("Test-time augmentation: the model averages {} shifted copies of each image", served.test_time_shifts().len());
+    }
     if test.n > 0 {
         let eval = classifier.evaluate(test)?;
         println!("Test loss: {:.4}", eval.loss);

@@ -7,6 +7,11 @@
 //! ends in a softmax: its output `probabilities` is `[N, classes]`. The class names travel in the
 //! metadata (`class_names`, a JSON array).
 //!
+//! A graph with test-time shifts exports them too: the input's shifted copies (Pad, then Slice)
+//! are stacked along the batch axis, the layers run once on the stack, and the outputs of each
+//! image's copies are averaged (Reshape to `[copies, N, classes]`, ReduceMean) before the softmax,
+//! as [`crate::graph::Model`] averages them.
+//!
 //! Layouts need no conversion: our conv kernels are ONNX's `[out, in, kh, kw]`, dense kernels
 //! `[in, out]` are Gemm's `B`, and flatten is row-major over `[c, h, w]` like ONNX's `Flatten`.
 
@@ -29,6 +34,9 @@ pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "probabilities";
 /// Name of the symbolic batch dimension.
 pub const BATCH_DIM: &str = "N";
+/// Name of the tensor of averaged outputs (logits, for a graph that does not end in a softmax) of a
+/// model with test-time shifts.
+pub const TEST_TIME_MEAN: &str = "test_time_mean";
 /// Metadata key of the class names (a JSON array of strings).
 pub const CLASS_NAMES_KEY: &str = "class_names";
 
@@ -83,9 +91,10 @@ pub fn model(graph: &Graph) -> Result<pb::ModelProto> {
     let mut tensors: HashMap<LayerId, String> = HashMap::new();
     // A softmax at the end already gives the probabilities: its output takes the model output's name.
     let final_softmax = ends_in_softmax(graph);
+    let shifts = graph.test_time_shifts();
     for layer in graph.layers() {
         let name = tensor_name(layer);
-        let out = if Some(layer.id) == final_softmax { OUTPUT_NAME.to_string() } else { name.clone() };
+        let out = if Some(layer.id) == final_softmax && shifts.is_empty() { OUTPUT_NAME.to_string() } else { name.clone() };
         let ins: Vec<String> = layer.inputs.iter().map(|i| tensors[i].clone()).collect();
         let tensor = match &layer.op {
             Op::Input { .. } => b.prepare_input(graph, &out),
@@ -156,8 +165,13 @@ pub fn model(graph: &Graph) -> Result<pb::ModelProto> {
         };
         tensors.insert(layer.id, tensor);
     }
+    let mut result = tensors[&output.id].clone();
+    if !shifts.is_empty() {
+        let mean = if final_softmax.is_some() { OUTPUT_NAME } else { TEST_TIME_MEAN };
+        result = b.average_copies(&result, shifts.len(), classes, mean);
+    }
     if final_softmax.is_none() {
-        b.node("Softmax", "probabilities_softmax", vec![tensors[&output.id].clone()], OUTPUT_NAME, vec![int("axis", 1)]);
+        b.node("Softmax", "probabilities_softmax", vec![result], OUTPUT_NAME, vec![int("axis", 1)]);
     }
 
     let input_dims: Vec<Dim> = std::iter::once(Dim::Batch).chain(graph.input_shape().iter().map(|&d| Dim::Fixed(d))).collect();
@@ -251,6 +265,54 @@ impl Builder {
         name
     }
 
+    /// Adds an int64 initializer (shapes, pads, slice bounds) and returns its name.
+    fn constant_i64(&mut self, name: String, data: &[i64]) -> String {
+        self.initializers.push(pb::TensorProto {
+            dims: vec![data.len() as i64],
+            data_type: Some(pb::tensor_proto::DataType::Int64 as i32),
+            raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            name: Some(name.clone()),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// The model's input, or with test-time shifts its shifted copies stacked along the batch
+    /// axis (copy `i` of every image in rows `i N .. (i + 1) N`).
+    fn shifted_inputs(&mut self, graph: &Graph) -> String {
+        let shifts = graph.test_time_shifts();
+        if shifts.is_empty() {
+            return INPUT_NAME.into();
+        }
+        let (h, w) = (graph.input_shape()[1] as i64, graph.input_shape()[2] as i64);
+        let mut copies = Vec::with_capacity(shifts.len());
+        for (i, &[dx, dy]) in shifts.iter().enumerate() {
+            if [dx, dy] == [0, 0] {
+                copies.push(INPUT_NAME.to_string());
+                continue;
+            }
+            // out[y][x] = in[y - dy][x - dx]: zeros before (for positive shifts) or after (for
+            // negative ones), then the frame's h x w window of the padded image.
+            let (dx, dy) = (dx as i64, dy as i64);
+            let pads = self.constant_i64(format!("shift{i}.pads"), &[0, 0, dy.max(0), dx.max(0), 0, 0, (-dy).max(0), (-dx).max(0)]);
+            let padded = self.node("Pad", &format!("shift{i}_pad"), vec![INPUT_NAME.into(), pads], &format!("shift{i}_padded"), vec![]);
+            let (top, left) = ((-dy).max(0), (-dx).max(0));
+            let starts = self.constant_i64(format!("shift{i}.starts"), &[top, left]);
+            let ends = self.constant_i64(format!("shift{i}.ends"), &[top + h, left + w]);
+            let axes = self.constant_i64(format!("shift{i}.axes"), &[2, 3]);
+            let inputs = vec![padded, starts, ends, axes];
+            copies.push(self.node("Slice", &format!("shift{i}_slice"), inputs, &format!("shifted_input{i}"), vec![]));
+        }
+        self.node("Concat", "test_time_copies", copies, "shifted_inputs", vec![int("axis", 0)])
+    }
+
+    /// The mean over the `copies` stacked along the batch axis of `stacked` `[copies N, classes]`.
+    fn average_copies(&mut self, stacked: &str, copies: usize, classes: usize, out: &str) -> String {
+        let shape = self.constant_i64("test_time.shape".into(), &[copies as i64, -1, classes as i64]);
+        let split = self.node("Reshape", "test_time_split", vec![stacked.into(), shape], "test_time_outputs", vec![]);
+        self.node("ReduceMean", TEST_TIME_MEAN, vec![split], out, vec![ints("axes", &[0]), int("keepdims", 0)])
+    }
+
     /// Adds one of `layer`'s weights (validated present) as an initializer.
     fn weight(&mut self, layer: &Layer, node: &str, param: &str) -> String {
         let t = layer.param(param);
@@ -260,15 +322,16 @@ impl Builder {
     /// The input normalised per channel if the graph says so; returns the tensor the input layer
     /// stands for (`out`, or the model's input itself).
     fn prepare_input(&mut self, graph: &Graph, out: &str) -> String {
+        let source = self.shifted_inputs(graph);
         let Some(norm) = graph.input_normalization() else {
-            return INPUT_NAME.into();
+            return source;
         };
         // [1, c, 1, 1] (or [1, c] for a flat input) broadcasts over the batch and the pixels.
         let mut dims = vec![1; graph.input_shape().len() + 1];
         dims[1] = norm.mean.len();
         let mean = self.constant("normalization.mean".into(), &dims, &norm.mean);
         let std = self.constant("normalization.std".into(), &dims, &norm.std);
-        let centred = self.node("Sub", "normalize_mean", vec![INPUT_NAME.into(), mean], "centred_input", vec![]);
+        let centred = self.node("Sub", "normalize_mean", vec![source, mean], "centred_input", vec![]);
         self.node("Div", "normalize_std", vec![centred, std], out, vec![])
     }
 }

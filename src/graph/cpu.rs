@@ -6,7 +6,7 @@ use super::{Graph, LayerId, Op, Padding};
 use crate::error::{Error, Result};
 use crate::ops::batch_norm::{self, Layout};
 use crate::ops::pool::{self, Pool2dConfig};
-use crate::ops::{concat, conv2d, dense, softmax};
+use crate::ops::{concat, conv2d, dense, shift, softmax};
 use std::collections::HashMap;
 
 /// A batch of activations: `[n, ...shape]`, row-major.
@@ -17,13 +17,27 @@ pub struct Activation {
 }
 
 impl Graph {
-    /// Output of the graph (logits) for a batch `x` of shape `[n, ...input_shape]`.
+    /// Output of the graph (logits) for a batch `x` of shape `[n, ...input_shape]`: with test-time
+    /// shifts, the mean of the outputs for the shifted inputs.
     pub fn forward_cpu(&self, x: &[f64], batch: usize) -> Result<Vec<f64>> {
-        let mut all = self.forward_cpu_all(x, batch)?;
-        Ok(all.remove(&self.output().id).expect("output computed").data)
+        let shifts = self.test_time_shifts();
+        if shifts.is_empty() {
+            let mut all = self.forward_cpu_all(x, batch)?;
+            return Ok(all.remove(&self.output().id).expect("output computed").data);
+        }
+        let (h, w) = (self.input_shape()[1], self.input_shape()[2]);
+        let mut mean: Vec<f64> = vec![];
+        for &by in shifts {
+            let mut all = self.forward_cpu_all(&shift::cpu::shift(x, h, w, by), batch)?;
+            let out = all.remove(&self.output().id).expect("output computed").data;
+            mean.resize(out.len(), 0.0);
+            mean.iter_mut().zip(&out).for_each(|(m, o)| *m += o / shifts.len() as f64);
+        }
+        Ok(mean)
     }
 
-    /// Every layer's output for a batch `x` of shape `[n, ...input_shape]`.
+    /// Every layer's output for a batch `x` of shape `[n, ...input_shape]`, for the input as it
+    /// is (test-time shifts apply to [`Graph::forward_cpu`] only).
     pub fn forward_cpu_all(&self, x: &[f64], batch: usize) -> Result<HashMap<LayerId, Activation>> {
         self.validate()?;
         let per_sample: usize = self.input_shape().iter().product();
@@ -35,7 +49,7 @@ impl Graph {
             let ins: Vec<&Activation> = layer.inputs.iter().map(|i| &acts[i]).collect();
             let p = |name: &str| -> Vec<f64> { layer.param(name).data.iter().map(|&v| v as f64).collect() };
             let out = match &layer.op {
-                Op::Input { shape, normalization } => {
+                Op::Input { shape, normalization, .. } => {
                     let mut data = x.to_vec();
                     if let Some(norm) = normalization {
                         let plane: usize = shape[1..].iter().product();

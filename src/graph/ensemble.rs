@@ -20,18 +20,26 @@ pub fn average_logits(members: &[Graph]) -> Result<Graph> {
     let scale = 1.0 / members.len() as f32;
     let mut merged = Graph::new(first.input_shape());
     merged.set_input_normalization(first.input_normalization().cloned())?;
+    // The mean over shifts of the mean over members is the mean over members of each one's mean
+    // over shifts: the members' common shifts carry over.
+    merged.set_test_time_shifts(first.test_time_shifts().to_vec())?;
     let mut outputs = Vec::with_capacity(members.len());
     for (m, member) in members.iter().enumerate() {
         member.validate()?;
-        if member.input_shape() != first.input_shape() || member.input_normalization() != first.input_normalization() {
+        if member.input_shape() != first.input_shape()
+            || member.input_normalization() != first.input_normalization()
+            || member.test_time_shifts() != first.test_time_shifts()
+        {
             return Err(Error::shape(
                 "ensemble",
                 format!(
-                    "member {m} takes {:?} normalised by {:?} but member 0 takes {:?} normalised by {:?}",
+                    "member {m} takes {:?} normalised by {:?} with test-time shifts {:?} but member 0 takes {:?} normalised by {:?} with {:?}",
                     member.input_shape(),
                     member.input_normalization(),
+                    member.test_time_shifts(),
                     first.input_shape(),
-                    first.input_normalization()
+                    first.input_normalization(),
+                    first.test_time_shifts()
                 ),
             ));
         }

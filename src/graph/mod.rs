@@ -55,6 +55,11 @@ pub enum Op {
         shape: Vec<usize>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         normalization: Option<ChannelNorm>,
+        /// Test-time augmentation: in evaluation the graph's output is the mean of its outputs
+        /// for the input moved by each `[dx, dy]` (pixels, right and down for positive values,
+        /// zero fill, before the normalisation). Empty: the input as it is. Training ignores it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        test_time_shifts: Vec<[i32; 2]>,
     },
     Conv2d {
         filters: usize,
@@ -138,6 +143,32 @@ impl ChannelNorm {
         }
         Ok(())
     }
+}
+
+/// The most shifted copies test-time augmentation may average (a 7x7 square of shifts is 49).
+pub const MAX_TEST_TIME_SHIFTS: usize = 64;
+
+/// Checks test-time shifts against the input: an image input, each shift within the frame, none
+/// listed twice, at most [`MAX_TEST_TIME_SHIFTS`].
+fn check_test_time_shifts(shape: &[usize], shifts: &[[i32; 2]]) -> std::result::Result<(), String> {
+    if shifts.is_empty() {
+        return Ok(());
+    }
+    let &[_, h, w] = shape else {
+        return Err(format!("test-time shifts need an image input [c, h, w], not {shape:?}"));
+    };
+    if shifts.len() > MAX_TEST_TIME_SHIFTS {
+        return Err(format!("{} test-time shifts, more than the {MAX_TEST_TIME_SHIFTS} allowed", shifts.len()));
+    }
+    for (i, &[dx, dy]) in shifts.iter().enumerate() {
+        if dx.unsigned_abs() as usize >= w || dy.unsigned_abs() as usize >= h {
+            return Err(format!("test-time shift [{dx}, {dy}] moves a {h}x{w} image out of its frame"));
+        }
+        if shifts[..i].contains(&[dx, dy]) {
+            return Err(format!("test-time shift [{dx}, {dy}] is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Keras defaults for batch normalisation.
@@ -294,13 +325,14 @@ impl Op {
             Ok((size - k) / s + 1)
         };
         match self {
-            Op::Input { shape, normalization } => {
+            Op::Input { shape, normalization, test_time_shifts } => {
                 if shape.is_empty() || shape.contains(&0) || !(shape.len() == 1 || shape.len() == 3) {
                     return Err(format!("input shape {shape:?} must be [c, h, w] or [features], all positive"));
                 }
                 if let Some(norm) = normalization {
                     norm.check(shape[0])?;
                 }
+                check_test_time_shifts(shape, test_time_shifts)?;
                 Ok(shape.clone())
             }
             Op::Conv2d { filters, kernel, stride, padding, .. } => {
@@ -417,7 +449,7 @@ pub struct Graph {
 impl Graph {
     /// A graph holding only its input layer (id 0). Add layers with [`Graph::push`].
     pub fn new(input_shape: &[usize]) -> Graph {
-        let op = Op::Input { shape: input_shape.to_vec(), normalization: None };
+        let op = Op::Input { shape: input_shape.to_vec(), normalization: None, test_time_shifts: vec![] };
         let input = Layer { id: LayerId(0), op, inputs: vec![], params: BTreeMap::new() };
         Graph { layers: vec![input], next_id: 1, class_names: vec![] }
     }
@@ -453,13 +485,30 @@ impl Graph {
     }
     /// Sets (or, with `None`, removes) the input's per-channel normalisation.
     pub fn set_input_normalization(&mut self, norm: Option<ChannelNorm>) -> Result<()> {
-        let Op::Input { shape, normalization } = &mut self.layers[0].op else {
+        let Op::Input { shape, normalization, .. } = &mut self.layers[0].op else {
             return Err(Error::Invalid("the graph's first layer is not its input".into()));
         };
         if let Some(n) = &norm {
             n.check(shape[0]).map_err(|msg| Error::shape("graph input", msg))?;
         }
         *normalization = norm;
+        Ok(())
+    }
+    /// The shifts whose outputs evaluation averages (test-time augmentation; empty: none).
+    pub fn test_time_shifts(&self) -> &[[i32; 2]] {
+        match &self.layers[0].op {
+            Op::Input { test_time_shifts, .. } => test_time_shifts,
+            _ => &[],
+        }
+    }
+    /// Sets the test-time shifts (empty: evaluate the input as it is). Each `[dx, dy]` moves the
+    /// image right and down by whole pixels, and must leave some of it in the frame.
+    pub fn set_test_time_shifts(&mut self, shifts: Vec<[i32; 2]>) -> Result<()> {
+        let Op::Input { shape, test_time_shifts, .. } = &mut self.layers[0].op else {
+            return Err(Error::Invalid("the graph's first layer is not its input".into()));
+        };
+        check_test_time_shifts(shape, &shifts).map_err(|msg| Error::shape("graph input", msg))?;
+        *test_time_shifts = shifts;
         Ok(())
     }
     /// The names of the output classes, in output order (empty: unnamed).

@@ -96,32 +96,9 @@ impl Model {
         Ok(())
     }
 
-    /// A copy of the architecture with the current device weights.
-    pub fn to_graph(&self) -> Result<Graph> {
-        let mut g = self.graph.clone();
-        self.sync_to_graph(&mut g)?;
-        Ok(g)
-    }
-}
-
-impl Network for Model {
-    /// The largest layer output (the input included): gradients, dropout masks, pooling indices
-    /// and batch norm's temporaries have the size of an output or an input, and the convolutions'
-    /// im2col matrices, larger, are cut into chunks by the convolution itself.
-    fn largest_tensor_bytes_per_image(&self) -> Option<u64> {
-        Some(self.largest_activation)
-    }
-
-    /// Logits `[n, classes]` for `x` `[n, ...input shape]`. In training, batch norm uses (and
-    /// updates) batch statistics and dropout drops, with masks drawn from `seed` and the layer id.
-    fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
+    /// One pass through the layers (see [`Network::forward`]), for the input as it is.
+    fn forward_once(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
         let n = x.shape()[0];
-        if x.shape()[1..] != *self.graph.input_shape() {
-            return Err(Error::shape(
-                "model",
-                format!("input {:?} does not match the graph's input [n, {:?}]", x.shape(), self.graph.input_shape()),
-            ));
-        }
         let mut acts: HashMap<LayerId, Var> = HashMap::new();
         for (pos, layer) in self.graph.layers().iter().enumerate() {
             let ins: Vec<&Var> = layer.inputs.iter().map(|i| &acts[i]).collect();
@@ -180,6 +157,49 @@ impl Network for Model {
             acts.retain(|id, _| self.last_use.get(id).is_some_and(|&last| last > pos) || *id == layer.id);
         }
         Ok(acts.remove(&self.graph.output().id).expect("output computed"))
+    }
+
+    /// A copy of the architecture with the current device weights.
+    pub fn to_graph(&self) -> Result<Graph> {
+        let mut g = self.graph.clone();
+        self.sync_to_graph(&mut g)?;
+        Ok(g)
+    }
+}
+
+impl Network for Model {
+    /// The largest layer output (the input included): gradients, dropout masks, pooling indices
+    /// and batch norm's temporaries have the size of an output or an input, and the convolutions'
+    /// im2col matrices, larger, are cut into chunks by the convolution itself.
+    fn largest_tensor_bytes_per_image(&self) -> Option<u64> {
+        Some(self.largest_activation)
+    }
+
+    /// Logits `[n, classes]` for `x` `[n, ...input shape]`. In training, batch norm uses (and
+    /// updates) batch statistics and dropout drops, with masks drawn from `seed` and the layer id.
+    /// In evaluation, a graph with test-time shifts gives the mean of its logits for the input
+    /// moved by each shift.
+    fn forward(&self, tape: &Tape, x: &Var, training: bool, seed: u64) -> Result<Var> {
+        if x.shape()[1..] != *self.graph.input_shape() {
+            return Err(Error::shape(
+                "model",
+                format!("input {:?} does not match the graph's input [n, {:?}]", x.shape(), self.graph.input_shape()),
+            ));
+        }
+        let shifts = self.graph.test_time_shifts();
+        if training || shifts.is_empty() {
+            return self.forward_once(tape, x, training, seed);
+        }
+        let mut sum: Option<Var> = None;
+        for &by in shifts {
+            let moved = if by == [0, 0] { x.clone() } else { tape.shift(x, by)? };
+            let y = self.forward_once(tape, &moved, false, seed)?;
+            sum = Some(match sum {
+                None => y,
+                Some(s) => tape.add(&s, &y)?,
+            });
+        }
+        tape.scale(&sum.expect("at least one shift"), 1.0 / shifts.len() as f32)
     }
 
     /// The trainable weights (kernels, biases, gammas, betas) in the graph's weight order.

@@ -67,6 +67,25 @@ pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
     Ok(out)
 }
 
+/// `x * s` with its backward, for the tape (the mean of test-time copies).
+pub fn scale_op(x: &Tensor, s: f32) -> Result<(Tensor, ScaleBackward)> {
+    Ok((scale(x, s)?, ScaleBackward { s }))
+}
+
+pub struct ScaleBackward {
+    s: f32,
+}
+
+impl Backward for ScaleBackward {
+    fn name(&self) -> &'static str {
+        "scale"
+    }
+    // d/dx (x * s) = s.
+    fn backward(&self, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(scale(dy, self.s)?)])
+    }
+}
+
 /// Backward of `add`. The two gradients it returns share `dy`'s buffer: callers that accumulate
 /// must do so out of place (the tape adds with [`add`]) or copy first.
 pub struct AddBackward;
@@ -92,6 +111,10 @@ pub mod cpu {
     }
     pub fn scale(x: &[f64], s: f64) -> Vec<f64> {
         x.iter().map(|v| v * s).collect()
+    }
+    /// Gradient of `scale` for `dy`.
+    pub fn scale_backward(dy: &[f64], s: f64) -> Vec<f64> {
+        scale(dy, s)
     }
 }
 
@@ -151,6 +174,10 @@ mod tests {
         let (da, db) = cpu::add_backward(&w);
         assert_close_f64(&da, &num_da, 1e-6, "add da");
         assert_close_f64(&db, &num_db, 1e-6, "add db");
+        // L = sum(w * (a * s))
+        let s = rng_scale(&mut rng);
+        let num_scale = numeric_grad(&a, |x| dot(&cpu::scale(x, s), &w));
+        assert_close_f64(&cpu::scale_backward(&w, s), &num_scale, 1e-6, "scale dx");
     }
 
     #[test]
@@ -166,6 +193,10 @@ mod tests {
             assert_eq!(grads.len(), 2);
             assert_close(&grads[0].as_ref().unwrap().to_vec().unwrap(), &da, 1e-4, &format!("add da {shape:?}"));
             assert_close(&grads[1].as_ref().unwrap().to_vec().unwrap(), &db, 1e-4, &format!("add db {shape:?}"));
+            let s = rng_scale(&mut rng) as f32;
+            let (_, bw) = scale_op(&tensor(&dev, &a, &shape), s).unwrap();
+            let dx = bw.backward(&tensor(&dev, &w, &shape)).unwrap().remove(0).unwrap();
+            assert_close(&dx.to_vec().unwrap(), &cpu::scale_backward(&w, s as f64), 1e-4, &format!("scale dx {shape:?}"));
         }
     }
 

@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod pool;
 pub mod reduce;
 pub mod relu;
+pub mod shift;
 pub mod softmax;
 mod timing;
 

@@ -14,6 +14,7 @@
 
 use super::bayesian::BayesianConfig;
 use super::ensemble::{select_members, SelectionStep};
+use super::options::TestTimeShifts;
 use super::ranking::EarlyRanking;
 use super::searcher::{search, study_result, wait_for_other_workers, Job, SearchConfig, SearchResult, Trained, Trainer};
 use super::space::{check_same, Architecture, DescribedMorph, GraphSpace, DEFAULT_MAX_PARAMETERS};
@@ -194,6 +195,13 @@ pub struct ClassifierConfig {
     pub normalize: Option<bool>,
     /// The classes' names, kept in every model (empty: unnamed).
     pub class_names: Vec<String>,
+    /// Test-time augmentation of the served model: in evaluation, prediction and its exported ONNX
+    /// it averages its outputs over these shifted copies of each image (see
+    /// [`Graph::set_test_time_shifts`]); searched models are ranked and chosen without it. `None`:
+    /// [`TestTimeShifts::Cross`] for images of 2 pixels or more a side, else none. Measured on
+    /// MNIST's validation split (`examples/tta_ablation`), the five copies removed 10 to 16% of
+    /// the errors of searched models.
+    pub test_time_shifts: Option<Vec<[i32; 2]>>,
     /// Stop after this many models (tests), if set.
     pub max_models: Option<usize>,
     /// The most searched models averaged into the final model, chosen on the validation set
@@ -240,6 +248,7 @@ impl Default for ClassifierConfig {
             cutout: 0,
             normalize: None,
             class_names: vec![],
+            test_time_shifts: None,
             max_models: None,
             ensemble_size: 4,
             model_share: 0.4,
@@ -286,6 +295,24 @@ impl ClassifierConfig {
         let augmentation = self.augmentation_for(set.channels, set.height, set.width);
         augmentation.check(set.height, set.width)?;
         Ok(augmentation)
+    }
+
+    /// The test-time shifts of a served model taking images `[c, h, w]` (see
+    /// [`test_time_shifts`](Self::test_time_shifts)).
+    pub fn test_time_shifts_for(&self, image_shape: &[usize]) -> Vec<[i32; 2]> {
+        match (&self.test_time_shifts, image_shape) {
+            (Some(shifts), _) => shifts.clone(),
+            (None, &[_, h, w]) if h >= 2 && w >= 2 => TestTimeShifts::Cross.shifts(),
+            (None, _) => vec![],
+        }
+    }
+
+    /// [`test_time_shifts_for`](Self::test_time_shifts_for) `set`'s images, checked against their
+    /// size, so that shifts that cannot apply fail before anything trains.
+    pub fn checked_test_time_shifts(&self, set: &ImageSet) -> Result<Vec<[i32; 2]>> {
+        let shifts = self.test_time_shifts_for(&set.image_shape());
+        Graph::new(&set.image_shape()).set_test_time_shifts(shifts.clone())?;
+        Ok(shifts)
     }
 
     /// The input normalisation of models trained on `train`, if [`normalize`](Self::normalize)
@@ -589,9 +616,10 @@ impl ImageClassifier {
         ImageClassifier::from_graph(device, Graph::load(json, weights)?)
     }
 
-    /// A classifier around a trained graph (no search).
+    /// A classifier around a trained graph (no search), serving it with its own test-time shifts.
     pub fn from_graph(device: &Device, graph: Graph) -> Result<ImageClassifier> {
-        let mut classifier = ImageClassifier::new(device, ClassifierConfig::default());
+        let config = ClassifierConfig { test_time_shifts: Some(graph.test_time_shifts().to_vec()), ..Default::default() };
+        let mut classifier = ImageClassifier::new(device, config);
         classifier.set_models(graph, vec![])?;
         Ok(classifier)
     }
@@ -613,6 +641,7 @@ impl ImageClassifier {
             return Err(Error::shape("architecture", format!("gives outputs {outputs:?} but the data has {} classes", train.classes)));
         }
         config.checked_augmentation(train)?;
+        config.checked_test_time_shifts(train)?;
         graph.set_input_normalization(config.normalization_for(train))?;
         graph.set_class_names(config.class_names.clone())?;
         graph.init_weights(config.seed)?;
@@ -621,11 +650,17 @@ impl ImageClassifier {
         Ok(classifier)
     }
 
-    /// Makes `best` and `partners` the classifier's models.
+    /// Makes `best` and `partners` the classifier's models, served with the configuration's
+    /// test-time shifts (the members themselves evaluate plain images).
     fn set_models(&mut self, best: Graph, partners: Vec<Graph>) -> Result<()> {
         let mut members = vec![best];
         members.extend(partners);
-        self.served = Some(average_logits(&members)?);
+        for member in &mut members {
+            member.set_test_time_shifts(vec![])?;
+        }
+        let mut served = average_logits(&members)?;
+        served.set_test_time_shifts(self.config.test_time_shifts_for(served.input_shape()))?;
+        self.served = Some(served);
         self.best = Some(members.remove(0));
         self.partners = members;
         Ok(())
@@ -660,6 +695,7 @@ impl ImageClassifier {
         }
         // Before anything is stored: every model's fit would refuse it.
         cfg.checked_augmentation(train)?;
+        cfg.checked_test_time_shifts(train)?;
         let batch_size = cfg.training_batch(train.n)?;
         let n_val = validation_size(train.n);
         let settings = Settings {

@@ -55,6 +55,32 @@ impl ScheduleKind {
     }
 }
 
+/// Test-time augmentation of the served model: the shifted copies of each image whose outputs it
+/// averages (see [`super::classifier::ClassifierConfig::test_time_shifts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestTimeShifts {
+    /// The images as they are.
+    None,
+    /// Five copies: the image, and the image moved by one pixel left, right, up and down.
+    Cross,
+    /// Nine copies: every move by at most one pixel along each axis.
+    Square,
+}
+
+impl TestTimeShifts {
+    /// The shifts `[dx, dy]`, the unshifted image first.
+    pub fn shifts(self) -> Vec<[i32; 2]> {
+        match self {
+            TestTimeShifts::None => vec![],
+            TestTimeShifts::Cross => vec![[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]],
+            TestTimeShifts::Square => {
+                let around = (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| [dx, dy])).filter(|&s| s != [0, 0]);
+                std::iter::once([0, 0]).chain(around).collect()
+            }
+        }
+    }
+}
+
 /// What the final fit trains (see [`FinalFit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinalFitKind {
