@@ -227,6 +227,7 @@ fn every_subcommand_runs_end_to_end() {
     let summary = succeeds(&["summary", search_arg]);
     assert!(summary.contains("Classes: blue, green, red"), "{summary}");
     assert!(summary.contains("normalised per channel"), "colour input is normalised by default:\n{summary}");
+    assert!(summary.contains("Test-time augmentation: the mean over 5 shifted copies"), "{summary}");
 
     let onnx = tmp.path().join("exported.onnx");
     succeeds(&["export", &format!("{search_arg}/final"), "--onnx", onnx.to_str().unwrap()]);
@@ -234,6 +235,13 @@ fn every_subcommand_runs_end_to_end() {
 
     let evaluation = succeeds(&["evaluate", &format!("{search_arg}/final.json"), data_arg, "--split", "all"]);
     assert!(evaluation.contains("on 45 images"), "{evaluation}");
+    // The saved model's shifts can be replaced for one command: here none, the plain images.
+    let plain = succeeds(&["evaluate", &format!("{search_arg}/final.json"), data_arg, "--split", "all", "--test-time-shifts", "none"]);
+    assert!(plain.contains("on 45 images"), "{plain}");
+    let plain_onnx = tmp.path().join("plain.onnx");
+    succeeds(&["export", &format!("{search_arg}/final"), "--onnx", plain_onnx.to_str().unwrap(), "--test-time-shifts", "none"]);
+    let (with, without) = (std::fs::read(search_dir.join("final.onnx")).unwrap(), std::fs::read(&plain_onnx).unwrap());
+    assert!(without.len() < with.len(), "no Pad, Slice and ReduceMean nodes without shifts");
 
     let csv_path = tmp.path().join("predictions.csv");
     let picked = [files[0].to_str().unwrap(), files[20].to_str().unwrap(), files[40].to_str().unwrap()];

@@ -4,6 +4,7 @@
 use netmorph::data::{default_data_dir, ImageSet, Mnist, RandomShift};
 use netmorph::graph::{CnnConfig, Graph};
 use netmorph::search::classifier::{ClassifierConfig, FinalFit, Generator, ImageClassifier, MEMBER_EPOCH_SHARE};
+use netmorph::search::options::TestTimeShifts;
 use netmorph::search::{ModelRecord, SearchDir, Status, Store};
 use netmorph::train::LrSchedule;
 use serde_json::Value;
@@ -94,21 +95,27 @@ fn a_small_search_trains_children_within_its_limit() {
     let served = classifier.model_graph().unwrap();
     let (trainable, frozen) = served.param_counts().unwrap();
     assert_eq!((trainable + frozen) as u64, chosen.iter().map(|&id| weights_of(id)).sum::<u64>(), "members {chosen:?}");
-    // Its logits are the mean of the members' (on this tiny search the best often stands alone).
+    // It averages five shifted copies of each image by default (test-time augmentation), and
+    // without them its logits are the mean of the members' (on this tiny search the best often
+    // stands alone).
+    assert_eq!(served.test_time_shifts(), TestTimeShifts::Cross.shifts().as_slice());
+    let mut plain_served = served.clone();
+    plain_served.set_test_time_shifts(vec![]).unwrap();
     let x: Vec<f64> = data.take(3).gather_f32(&[0, 1, 2]).into_iter().map(f64::from).collect();
     let member_logits: Vec<Vec<f64>> = chosen
         .iter()
         .map(|&id| Graph::load(&store.model_path(id, "json"), &store.model_path(id, "safetensors")).unwrap().forward_cpu(&x, 3).unwrap())
         .collect();
-    for (i, got) in served.forward_cpu(&x, 3).unwrap().iter().enumerate() {
+    for (i, got) in plain_served.forward_cpu(&x, 3).unwrap().iter().enumerate() {
         let mean = member_logits.iter().map(|l| l[i]).sum::<f64>() / chosen.len() as f64;
         assert!((got - mean).abs() < 1e-4 * (1.0 + mean.abs()), "logit {i}: {got} vs {mean}");
     }
     let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("ensemble.json")).unwrap()).unwrap();
     assert_eq!(stored.len(), steps.len());
-    // Without ensembling, a resumed search serves the best alone.
+    // Without ensembling and test-time shifts, a resumed search serves the best alone, as saved.
     drop(store);
-    let mut alone = ImageClassifier::new(&device, ClassifierConfig { resume: true, ensemble_size: 1, ..narrow_config(&dir, 4) });
+    let config = ClassifierConfig { resume: true, ensemble_size: 1, test_time_shifts: Some(vec![]), ..narrow_config(&dir, 4) };
+    let mut alone = ImageClassifier::new(&device, config);
     alone.fit(&data, limit).unwrap();
     assert_eq!(alone.model_graph(), Some(&graph));
 

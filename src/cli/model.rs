@@ -7,6 +7,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::search::classifier::{FinalFit, ImageClassifier};
+use crate::search::options::TestTimeShifts;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -81,11 +82,33 @@ pub struct EvaluateArgs {
     /// Seeds the test split of data that has none.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub shifts: ShiftsOverride,
+}
+
+/// Test-time shifts that replace a saved model's own.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShiftsOverride {
+    /// Test-time augmentation instead of the model's own: the mean over none, cross (5) or square
+    /// (9) shifted copies of each image.
+    #[arg(long, value_enum, value_name = "COPIES")]
+    pub test_time_shifts: Option<TestTimeShifts>,
+}
+
+impl ShiftsOverride {
+    /// `graph` with these shifts, if any are given.
+    fn apply(&self, graph: &mut Graph) -> Result<()> {
+        let Some(kind) = self.test_time_shifts else {
+            return Ok(());
+        };
+        let name = format!("{kind:?}").to_lowercase();
+        graph.set_test_time_shifts(kind.shifts()).map_err(|e| Error::Invalid(format!("--test-time-shifts {name}: {e}")))
+    }
 }
 
 /// Loss and accuracy of a saved model on a data set.
 pub fn evaluate(device: &Device, args: &EvaluateArgs) -> Result<()> {
-    let classifier = load_classifier(device, &args.model)?;
+    let classifier = load_classifier(device, &args.model, &args.shifts)?;
     let data = args.data.load(args.seed)?;
     let set = match args.split {
         Split::Test => data.test,
@@ -108,9 +131,11 @@ fn concat(a: &ImageSet, b: &ImageSet) -> Result<ImageSet> {
     )
 }
 
-fn load_classifier(device: &Device, model: &Path) -> Result<ImageClassifier> {
+fn load_classifier(device: &Device, model: &Path, shifts: &ShiftsOverride) -> Result<ImageClassifier> {
     let (json, weights) = model_files(model)?;
-    ImageClassifier::load(device, &json, &weights)
+    let mut graph = Graph::load(&json, &weights)?;
+    shifts.apply(&mut graph)?;
+    ImageClassifier::from_graph(device, graph)
 }
 
 /// `netmorph predict`.
@@ -127,6 +152,8 @@ pub struct PredictArgs {
     /// Write the CSV here instead of to standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub shifts: ShiftsOverride,
 }
 
 /// Images predicted at a time: bounds the memory of a long list of files.
@@ -135,7 +162,7 @@ const PREDICT_CHUNK: usize = 1024;
 /// Writes `file,class,probability` for each image: the most probable class (its name when the
 /// model has names) and its probability.
 pub fn predict(device: &Device, args: &PredictArgs) -> Result<()> {
-    let classifier = load_classifier(device, &args.model)?;
+    let classifier = load_classifier(device, &args.model, &args.shifts)?;
     let graph = classifier.model_graph().expect("a loaded classifier has a model");
     let [c, h, w] = match graph.input_shape() {
         &[c, h, w] => [c, h, w],
@@ -178,11 +205,14 @@ pub struct ExportArgs {
     /// Write the model as ONNX here.
     #[arg(long)]
     pub onnx: PathBuf,
+    #[command(flatten)]
+    pub shifts: ShiftsOverride,
 }
 
 pub fn export(args: &ExportArgs) -> Result<()> {
     let (json, weights) = model_files(&args.model)?;
-    let graph = Graph::load(&json, &weights)?;
+    let mut graph = Graph::load(&json, &weights)?;
+    args.shifts.apply(&mut graph)?;
     crate::export::write_onnx(&graph, &args.onnx)?;
     println!("Wrote {} (input: float32 NCHW pixels / 255; output: class probabilities)", args.onnx.display());
     Ok(())
@@ -206,6 +236,9 @@ pub fn summary(args: &SummaryArgs) -> Result<()> {
     }
     if !graph.class_names().is_empty() {
         println!("Classes: {}", graph.class_names().join(", "));
+    }
+    if !graph.test_time_shifts().is_empty() {
+        println!("Test-time augmentation: the mean over {} shifted copies {:?}", graph.test_time_shifts().len(), graph.test_time_shifts());
     }
     Ok(())
 }
