@@ -1201,6 +1201,21 @@ mod tests {
     }
 
     #[test]
+    fn the_default_test_time_shifts_suit_the_images_and_given_ones_are_checked() {
+        let auto = ClassifierConfig::default();
+        assert_eq!(auto.test_time_shifts_for(&[1, 28, 28]), TestTimeShifts::Cross.shifts());
+        assert_eq!(auto.test_time_shifts_for(&[3, 1, 9]), Vec::<[i32; 2]>::new(), "a 1-pixel side cannot move");
+        assert_eq!(auto.test_time_shifts_for(&[6]), Vec::<[i32; 2]>::new());
+        let none = ClassifierConfig { test_time_shifts: Some(vec![]), ..Default::default() };
+        assert!(none.test_time_shifts_for(&[1, 28, 28]).is_empty());
+        let square = ClassifierConfig { test_time_shifts: Some(TestTimeShifts::Square.shifts()), ..Default::default() };
+        let tiny = ImageSet::new(vec![0; 2], vec![0, 1], 1, 1, 1, 2).unwrap();
+        let e = square.checked_test_time_shifts(&tiny).unwrap_err().to_string();
+        assert!(e.contains("moves a 1x1 image out of its frame"), "{e}");
+        assert!(auto.checked_test_time_shifts(&tiny).unwrap().is_empty());
+    }
+
+    #[test]
     fn validation_size_follows_the_rule() {
         assert_eq!(validation_size(60_000), 10_000);
         assert_eq!(validation_size(1_000), 166);
