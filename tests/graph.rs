@@ -431,7 +431,11 @@ fn shifted_by_hand(x: &[f64], h: usize, w: usize, [dx, dy]: [i32; 2]) -> Vec<f64
             let (p, y, xx) = (i / plane, (i % plane) / w, i % w);
             let (sy, sx) = (y as i32 - dy, xx as i32 - dx);
             let inside = sy >= 0 && sy < h as i32 && sx >= 0 && sx < w as i32;
-            if inside { x[p * plane + sy as usize * w + sx as usize] } else { 0.0 }
+            if inside {
+                x[p * plane + sy as usize * w + sx as usize]
+            } else {
+                0.0
+            }
         })
         .collect()
 }

@@ -7,8 +7,12 @@ use crate::device::{Access, KernelSpec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-static SHIFT: KernelSpec =
-    KernelSpec { name: "shift", source: include_str!("../../shaders/shift.wgsl"), entry: "main", bindings: &[Access::Read, Access::ReadWrite] };
+static SHIFT: KernelSpec = KernelSpec {
+    name: "shift",
+    source: include_str!("../../shaders/shift.wgsl"),
+    entry: "main",
+    bindings: &[Access::Read, Access::ReadWrite],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
