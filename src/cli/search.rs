@@ -81,7 +81,7 @@ pub struct SearchArgs {
     pub final_lr_scale: Option<f32>,
     /// What the final fit trains: a fresh copy of the best architecture that joins the ensemble
     /// (member), the best from its searched weights (continue), a fresh copy in the best's place
-    /// (retrain), or auto: a member where the final fit has time for 5 epochs or more, else
+    /// (retrain), or auto: a member where the final fit has time for 6 epochs or more, else
     /// continue.
     #[arg(long, value_enum, default_value_t = FinalFitKind::Auto)]
     pub final_fit: FinalFitKind,

@@ -90,7 +90,7 @@ pub enum FinalFitKind {
     Continue,
     /// A fresh copy of the best architecture, in the best's place.
     Retrain,
-    /// A member where the final fit has time for 5 epochs or more, else continue.
+    /// A member where the final fit has time for 6 epochs or more, else continue.
     Auto,
 }
 
