@@ -569,9 +569,10 @@ pub enum FinalFit {
 /// | 1 hour | 6 | **0.9932** (0.0278) | 0.9931 (0.0296) |
 /// | 30 minutes | 13 | **0.9857** (0.0488) | 0.9838 (0.0529) |
 ///
-/// The threshold lies between 5 and 6 (near it the two are within a few images). A rule on the share of the epochs that trained the best
-/// model's weights (the one before) fits the first and last rows but not the 1-hour one, where 6
-/// epochs were 0.22 of the best's 27 and a member still did better.
+/// The threshold lies between 5 and 6 (near it the two are within a few images). A rule on the
+/// share of the epochs that trained the best model's weights (the one before) fits the 15-minute
+/// and the last rows but not the 1-hour one, where 6 epochs were 0.22 of the best's 27 and a
+/// member still did better.
 pub const MEMBER_MIN_EPOCHS: usize = 6;
 
 /// The widths [`ImageClassifier::generator_width`] chooses from: AutoKeras's 64 and narrower ones
