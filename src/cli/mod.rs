@@ -185,9 +185,7 @@ impl TrainingArgs {
         };
         self.check_augmentation(&config.augmentation_for(train.channels, train.height, train.width), train)?;
         if let Some(kind) = self.test_time_shifts {
-            config
-                .checked_test_time_shifts(train)
-                .map_err(|e| Error::Invalid(format!("--test-time-shifts {}: {e}", format!("{kind:?}").to_lowercase())))?;
+            config.checked_test_time_shifts(train).map_err(|e| Error::Invalid(format!("--test-time-shifts {kind}: {e}")))?;
         }
         Ok(config)
     }

@@ -101,8 +101,7 @@ impl ShiftsOverride {
         let Some(kind) = self.test_time_shifts else {
             return Ok(());
         };
-        let name = format!("{kind:?}").to_lowercase();
-        graph.set_test_time_shifts(kind.shifts()).map_err(|e| Error::Invalid(format!("--test-time-shifts {name}: {e}")))
+        graph.set_test_time_shifts(kind.shifts()).map_err(|e| Error::Invalid(format!("--test-time-shifts {kind}: {e}")))
     }
 }
 

@@ -81,6 +81,17 @@ impl TestTimeShifts {
     }
 }
 
+/// The option's value, as `--test-time-shifts` takes it.
+impl std::fmt::Display for TestTimeShifts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TestTimeShifts::None => "none",
+            TestTimeShifts::Cross => "cross",
+            TestTimeShifts::Square => "square",
+        })
+    }
+}
+
 /// What the final fit trains (see [`FinalFit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinalFitKind {
